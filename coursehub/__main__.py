@@ -1,0 +1,3 @@
+from coursehub.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from coursehub import __version__
+from coursehub.core.database import Database, resolve_database
+from coursehub.core.dependencies import DatabaseDep
+from coursehub.core.errors import ConfigurationError
+from coursehub.core.problems import install_problem_handlers
+from coursehub.core.settings import Settings, get_settings
+from coursehub.routes import api_router
+
+API_PREFIX = "/api/v1"
+
+
+def check_production_settings(settings: Settings) -> None:
+    if settings.environment == "production" and (found := settings.insecure_defaults()):
+        raise ConfigurationError(
+            "refusing to start in production with the shipped development secret(s): "
+            + ", ".join(found)
+            + "; set them to long random values"
+        )
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    """Build the app. Tests pass their own `database`; otherwise one is opened at start-up."""
+    settings = settings or get_settings()
+    check_production_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if database is not None:
+            app.state.database = database
+            yield
+            return
+        resolved = resolve_database(settings)
+        app.state.database = Database(resolved.config)
+        try:
+            yield
+        finally:
+            await app.state.database.dispose()
+
+    app = FastAPI(
+        title="CourseHub",
+        version=__version__,
+        summary="The backend of an online-course store.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    if database is not None:
+        app.state.database = database
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "database down"}})
+    async def healthz(database: DatabaseDep) -> JSONResponse:
+        """200 when the database answers, 503 when it does not."""
+        if await database.ping():
+            return JSONResponse({"status": "ok", "database": "ok"})
+        return JSONResponse({"status": "unavailable", "database": "unreachable"}, status_code=503)
+
+    app.include_router(api_router, prefix=API_PREFIX)
+    return app

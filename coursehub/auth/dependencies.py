@@ -1,0 +1,75 @@
+"""Who is calling, and the access policy every route declares.
+
+Every route carries exactly one of three policies in its dependencies:
+`Public` (anyone), `CurrentUser` (signed in) or `AdminUser` (signed-in admin).
+tests/auth/test_access_policy.py walks the route table and fails on a route
+that declares none, so a new route cannot escape the rule by omission.
+
+The role is read from the database on every request, never trusted from the
+token, so a role change takes effect on the next request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from coursehub.core.dependencies import SessionDep
+from coursehub.core.errors import Forbidden, Unauthorized
+from coursehub.core.security import decode_token, password_fingerprint
+from coursehub.core.settings import Settings
+from coursehub.users.models import Role, User
+from coursehub.users.repository import get_user_by_id
+
+bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def public() -> None:
+    """The policy of routes anyone may call."""
+
+
+async def optional_user(
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User | None:
+    """The signed-in user, or None for an anonymous caller. A token that is present
+    but invalid is still an error: a client should know its token is bad."""
+    if credentials is None:
+        return None
+    secret = settings.secret_key.get_secret_value()
+    claims = decode_token(credentials.credentials, secret=secret, expected="access")
+    if claims is None:
+        raise Unauthorized("the access token is invalid or has expired")
+    user = await get_user_by_id(session, claims.user_id)
+    if user is None or password_fingerprint(secret, user.password) != claims.fingerprint:
+        raise Unauthorized("the access token is no longer valid; sign in again")
+    return user
+
+
+async def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    if user is None:
+        raise Unauthorized("sign in first: this needs an access token")
+    return user
+
+
+async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    if user.role != Role.admin:
+        raise Forbidden("this needs the admin role")
+    return user
+
+
+Public = Depends(public)
+CurrentUser = Annotated[User, Depends(require_user)]
+AdminUser = Annotated[User, Depends(require_admin)]
+OptionalUser = Annotated[User | None, Depends(optional_user)]

@@ -1,0 +1,65 @@
+"""The `coursehub` command."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from coursehub.core.console import CommandFailed, err_console, report_failure, target_database
+from coursehub.db.cli import db_app
+
+app = typer.Typer(
+    name="coursehub",
+    help="CourseHub: the backend of an online-course store.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, min=1, help="Worker processes (production: one per core)."),
+    reload: bool = typer.Option(False, help="Restart on code changes (development)."),
+) -> None:
+    """Serve the HTTP API (under /api/v1; docs at /docs)."""
+    import uvicorn
+
+    resolved = target_database()
+    if resolved.embedded:
+        # Workers and reloads must reach the same embedded server without each
+        # resolving it again.
+        os.environ.setdefault("DATABASE_URL", _embedded_url(resolved.config.host, resolved.config.database))
+    err_console.print(f"Serving CourseHub on http://{host}:{port} (API docs: /docs)")
+    uvicorn.run(
+        "coursehub.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if not reload else None,
+        reload=reload,
+        log_level="info",
+        proxy_headers=True,
+    )
+
+
+def _embedded_url(socket_dir: str, database: str) -> str:
+    return f"postgresql://postgres@/{database}?host={socket_dir}"
+
+
+def main() -> None:
+    try:
+        app()
+    except CommandFailed as exc:
+        report_failure(exc)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""What every CLI command shares: the consoles, the database it targets, and turning
+any failure into one line on stderr with a non-zero exit."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import asyncpg
+import sqlalchemy.exc
+from rich.console import Console
+
+from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
+from coursehub.core.errors import StoreError
+from coursehub.core.settings import get_settings
+
+T = TypeVar("T")
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class CommandFailed(Exception):
+    """Raised inside a command to stop with a one-line message and exit code."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def fail(message: str, exit_code: int = 1) -> NoReturn:
+    raise CommandFailed(message, exit_code)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; database and store errors become CommandFailed."""
+    try:
+        return asyncio.run(coroutine)
+    except StoreError as exc:
+        raise CommandFailed(str(exc)) from exc
+    except (OSError, TimeoutError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandFailed(f"database error: {first_line}") from exc
+
+
+def target_database(*, quiet: bool = False, create: bool = False) -> ResolvedDatabase:
+    """The database this command works on, announced (password hidden) and checked.
+
+    `create`: make the database if it does not exist yet (as `prisma migrate` does).
+    """
+    try:
+        resolved = resolve_database(get_settings())
+    except StoreError as exc:
+        raise CommandFailed(str(exc)) from exc
+    if not quiet:
+        err_console.print(f"[dim]Using database {resolved.describe()}[/dim]")
+    if resolved.embedded or create:
+        from coursehub.core.database import ensure_database_exists
+
+        if run(ensure_database_exists(resolved.config)) and not quiet:
+            err_console.print(f"Created database {resolved.config.database!r}.")
+    else:
+        run(check_connection(resolved.config))
+    return resolved
+
+
+def report_failure(exc: CommandFailed) -> NoReturn:
+    message = str(exc).replace("\n", " ")
+    err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
+    sys.exit(exc.exit_code)

@@ -1,0 +1,150 @@
+"""Engines, sessions and the request's unit of work.
+
+Only the request's session dependency commits (and rolls back on error);
+services and repositories `flush()` at most. CLI commands open their own
+`session.begin()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from coursehub.core.dburl import DatabaseConfig, parse_database_url
+from coursehub.core.errors import ConfigurationError
+from coursehub.core.settings import Settings
+
+
+@dataclass(frozen=True)
+class ResolvedDatabase:
+    config: DatabaseConfig
+    embedded: bool
+
+    def describe(self) -> str:
+        where = "embedded PostgreSQL" if self.embedded else "DATABASE_URL"
+        return f"{self.config.redacted()} ({where})"
+
+
+def resolve_database(settings: Settings) -> ResolvedDatabase:
+    """The database this process uses: DATABASE_URL, or the embedded server."""
+    if settings.database_url:
+        return ResolvedDatabase(parse_database_url(settings.database_url), embedded=False)
+    from coursehub.core.embedded import start_embedded_server
+
+    return ResolvedDatabase(start_embedded_server(Path(settings.home)), embedded=True)
+
+
+def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> AsyncEngine:
+    size = pool_size or config.effective_pool_size
+    return create_async_engine(
+        config.sqlalchemy_url(),
+        connect_args=config.sqlalchemy_connect_args(),
+        pool_size=size,
+        max_overflow=0,  # connection_limit is a hard limit in Prisma too
+        pool_timeout=config.pool_timeout or None,
+        pool_recycle=1800,
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def connect_error_message(config: DatabaseConfig, exc: BaseException) -> str:
+    """One line saying why the database could not be reached and how to fix it."""
+    target = config.redacted()
+    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+        return f"cannot sign in to {target}: wrong user or password; fix DATABASE_URL"
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        return (
+            f"database {config.database!r} does not exist on {target}; "
+            f"create it (createdb {config.database}) or fix DATABASE_URL"
+        )
+    if isinstance(exc, OSError | TimeoutError):
+        return (
+            f"cannot reach PostgreSQL at {target}: {exc.__class__.__name__}: {exc}; "
+            "is the server running, and are host and port in DATABASE_URL right?"
+        )
+    return f"cannot connect to {target}: {exc}"
+
+
+async def check_connection(config: DatabaseConfig) -> None:
+    """Connect once, or raise ConfigurationError with a one-line reason."""
+    try:
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise ConfigurationError(await connect_error_message(config, exc)) from exc
+    await connection.close()
+
+
+async def ensure_database_exists(config: DatabaseConfig) -> bool:
+    """Create the database (and the URL's schema) if missing. True if the database was created.
+
+    Connects to the server's `postgres` maintenance database to create it.
+    """
+    created = False
+    try:
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    except asyncpg.InvalidCatalogNameError:
+        maintenance = config.with_database("postgres")
+        try:
+            admin = await asyncpg.connect(**maintenance.asyncpg_connect_kwargs())
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            raise ConfigurationError(await connect_error_message(maintenance, exc)) from exc
+        try:
+            await admin.execute(f'CREATE DATABASE "{config.database}"')
+            created = True
+        except asyncpg.DuplicateDatabaseError:
+            pass
+        finally:
+            await admin.close()
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        raise ConfigurationError(await connect_error_message(config, exc)) from exc
+    try:
+        if config.schema != "public":
+            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{config.schema}"')
+    finally:
+        await connection.close()
+    return created
+
+
+async def drop_database(config: DatabaseConfig) -> None:
+    admin = await asyncpg.connect(**config.with_database("postgres").asyncpg_connect_kwargs())
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+class Database:
+    """The engine and session factory one process uses."""
+
+    def __init__(self, config: DatabaseConfig, *, pool_size: int | None = None) -> None:
+        self.config = config
+        self.engine = create_engine(config, pool_size=pool_size)
+        self.sessionmaker = create_sessionmaker(self.engine)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except Exception:  # any failure means "not answering"
+            return False
+        return True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session inside one transaction: committed on success, rolled back on error."""
+        async with self.sessionmaker() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+

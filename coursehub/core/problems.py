@@ -1,0 +1,155 @@
+"""Rendering errors as RFC 9457 problem+json, once, for the whole API.
+
+Every error body has `type`, `title`, `status`, `detail`, a stable `code`, and
+for input errors `errors`: one entry per field with `field`, `message`, `code`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import sqlalchemy.exc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from coursehub.core.errors import StoreError
+
+# What a request sees when PostgreSQL is down or unreachable.
+DATABASE_DOWN = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    OSError,
+    TimeoutError,
+)
+
+logger = logging.getLogger("coursehub")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class ProblemFieldError(BaseModel):
+    field: str
+    message: str
+    code: str
+
+
+class Problem(BaseModel):
+    """The body of every error response."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[ProblemFieldError] = []
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"https://coursehub.dev/problems/{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def responses(*errors: type[StoreError]) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route: the problem documents it can answer with."""
+    by_status: dict[int, list[type[StoreError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    return {
+        status: {
+            "model": Problem,
+            "content": {PROBLEM_JSON: {}},
+            "description": "; ".join(f"`{e.code}`: {e.title}" for e in group),
+        }
+        for status, group in by_status.items()
+    }
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    # Drop the "body"/"query"/"path" prefix: the client knows where it sent what.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StoreError)
+    async def store_error(request: Request, exc: StoreError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return problem_response(
+            exc.status,
+            exc.code,
+            exc.title,
+            exc.detail,
+            errors=[{"field": e.field, "message": e.message, "code": e.code} for e in exc.errors],
+            extra=exc.extra,
+            headers=headers,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": _location(tuple(e.get("loc", ()))),
+                "message": str(e.get("msg", "invalid")),
+                "code": str(e.get("type", "invalid")),
+            }
+            for e in exc.errors()
+        ]
+        return problem_response(
+            422,
+            "validation_failed",
+            "The request is not valid",
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}
+        return problem_response(
+            exc.status_code,
+            codes.get(exc.status_code, f"http_{exc.status_code}"),
+            str(exc.detail),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, DATABASE_DOWN):
+            logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+            return problem_response(
+                503,
+                "database_unavailable",
+                "The database is unavailable",
+                "The store cannot reach its database right now; try again shortly.",
+                headers={"Retry-After": "5"},
+            )
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            500, "internal_error", "Internal error", "Something went wrong on our side."
+        )

@@ -1,0 +1,156 @@
+"""`coursehub db …`: migrate, inspect, seed, back up and restore the database."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from coursehub.core.console import console, err_console, fail, run, target_database
+from coursehub.db import migrations
+
+db_app = typer.Typer(help="Migrate, seed, back up and restore the database.", no_args_is_help=True)
+
+
+@db_app.command("migrate")
+def migrate_command() -> None:
+    """Apply pending migrations (Prisma's `migrate deploy`). Safe to run concurrently."""
+    resolved = target_database(create=True)
+    result = run(migrations.migrate(resolved.config))
+    if result.adopted:
+        console.print(
+            "Adopted a database made by the Node/Prisma app: recorded it at "
+            f"{migrations.BASELINE_REVISION}; no row was changed."
+        )
+    if result.applied:
+        console.print("Applied: " + ", ".join(result.applied))
+    else:
+        console.print(f"Already up to date at {result.after}.")
+
+
+@db_app.command("status")
+def status_command() -> None:
+    """Applied and pending migrations, and whether the models drift from the database."""
+    resolved = target_database()
+    state = run(migrations.status(resolved.config))
+    console.print(f"Current revision: {state.current or '(none)'}   head: {state.head}")
+    for revision in state.applied:
+        console.print(f"  [green]applied[/green]  {revision}")
+    for revision in state.pending:
+        console.print(f"  [yellow]pending[/yellow]  {revision}")
+    if state.pending:
+        console.print("Run `coursehub db migrate` to apply the pending migrations.")
+    elif state.drift:
+        console.print("[yellow]The models differ from the database:[/yellow]")
+        for change in state.drift:
+            console.print(f"  {change}")
+        console.print('Run `coursehub db makemigration -m "…"` to record them.')
+    else:
+        console.print("No drift: the database matches the models.")
+    if state.pending or state.drift:
+        raise typer.Exit(1)
+
+
+@db_app.command("makemigration")
+def makemigration_command(
+    message: str = typer.Option(..., "-m", "--message", help="What the migration does."),
+) -> None:
+    """Autogenerate a migration from model changes (Prisma's `migrate dev`), enums included."""
+    resolved = target_database()
+    path = run(migrations.make_migration(resolved.config, message))
+    if path is None:
+        console.print("No changes: the models match the migrated database.")
+    else:
+        console.print(f"Wrote {path}; review it, then run `coursehub db migrate`.")
+
+
+@db_app.command("downgrade")
+def downgrade_command(
+    revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
+) -> None:
+    """Undo migrations down to REVISION."""
+    resolved = target_database()
+    run(migrations.downgrade(resolved.config, revision))
+    console.print(f"Downgraded to {revision}.")
+
+
+@db_app.command("reset")
+def reset_command(
+    force: bool = typer.Option(False, "--force", help="Do not ask for confirmation."),
+    seed: bool = typer.Option(True, help="Seed the demo data afterwards."),
+) -> None:
+    """Drop everything in the database, migrate, and seed. Asks first unless --force."""
+    resolved = target_database(create=True)
+    if not force:
+        if not sys.stdin.isatty():
+            fail("db reset destroys every row; pass --force to run it without a terminal")
+        answer = typer.prompt(
+            f"This deletes every table and row in {resolved.config.redacted()}. "
+            f"Type the database name ({resolved.config.database}) to go on"
+        )
+        if answer.strip() != resolved.config.database:
+            fail("not confirmed; nothing was changed")
+    run(migrations.drop_everything(resolved.config))
+    result = run(migrations.migrate(resolved.config))
+    console.print("Dropped everything; applied: " + ", ".join(result.applied))
+    if seed:
+        from coursehub.db.seed import print_seed_report, seed_demo_data
+
+        print_seed_report(run(seed_demo_data(resolved.config)))
+
+
+@db_app.command("seed")
+def seed_command(
+    users: int = typer.Option(0, min=0, help="Bulk: this many extra users."),
+    courses: int = typer.Option(0, min=0, help="Bulk: this many extra courses."),
+    orders: int = typer.Option(0, min=0, help="Bulk: this many orders (with items, usages, enrollments)."),
+) -> None:
+    """Seed the demo data (admin, courses, coupons); idempotent. With --users/--courses/--orders,
+    also a large realistic dataset for benchmarks."""
+    from coursehub.db.seed import print_seed_report, seed_bulk_data, seed_demo_data
+
+    resolved = target_database()
+    print_seed_report(run(seed_demo_data(resolved.config)))
+    if users or courses or orders:
+        run(seed_bulk_data(resolved.config, users=users, courses=courses, orders=orders))
+
+
+@db_app.command("backup")
+def backup_command(
+    file: Path = typer.Argument(None, help="Where to write; default coursehub-<time>.dump"),
+    plain: bool = typer.Option(
+        False, "--plain", help="Plain SQL (restorable with psql) instead of pg_dump's custom format."
+    ),
+) -> None:
+    """Back up the database with pg_dump: a consistent snapshot, even while writes go on."""
+    from coursehub.db.backup import backup_database
+
+    resolved = target_database()
+    path = run(backup_database(resolved.config, file, plain=plain))
+    console.print(f"Backed up to {path}")
+
+
+@db_app.command("restore")
+def restore_command(
+    file: Path = typer.Argument(..., exists=False, help="A backup from `coursehub db backup` or pg_dump."),
+    force: bool = typer.Option(False, "--force", help="Replace a database that is not empty."),
+) -> None:
+    """Restore a backup into the database. Refuses a non-empty database without --force."""
+    from coursehub.db.backup import restore_database
+
+    resolved = target_database()
+    run(restore_database(resolved.config, file, force=force))
+    console.print(f"Restored {file} into {resolved.config.redacted()}")
+
+
+@db_app.command("stop")
+def stop_command() -> None:
+    """Stop the embedded PostgreSQL server (it otherwise keeps running between commands)."""
+    from coursehub.core.embedded import stop_embedded_server
+    from coursehub.core.settings import get_settings
+
+    if stop_embedded_server(Path(get_settings().home)):
+        err_console.print("Stopped the embedded PostgreSQL.")
+    else:
+        err_console.print("The embedded PostgreSQL is not running.")

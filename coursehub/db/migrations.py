@@ -1,0 +1,260 @@
+"""Applying, inspecting and generating migrations (Alembic), and adopting Prisma databases.
+
+`migrate` holds a PostgreSQL advisory lock for its whole run, so two processes
+starting together (two app replicas, say) apply each migration once. Each
+revision runs in its own transaction: a run killed half-way leaves whole
+revisions behind it, and the next run carries on from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from coursehub.core.database import create_engine, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.errors import ConfigurationError, StoreError
+
+# pg_advisory_lock key: "coursehub" as the first 8 bytes of its ASCII, a constant
+# no other application is likely to pick.
+MIGRATION_LOCK_KEY = 0x636F757273656875
+BASELINE_REVISION = "0001_prisma_baseline"
+PRISMA_TABLES = (
+    "User",
+    "UserProfile",
+    "UserPreference",
+    "Course",
+    "CourseEnrollment",
+    "Order",
+    "OrderItem",
+    "Coupon",
+    "CouponUsage",
+)
+MIGRATIONS_DIRECTORY = Path(__file__).resolve().parents[2] / "migrations"
+
+
+class MigrationError(StoreError):
+    status = 500
+    code = "migration_failed"
+    title = "Migration failed"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIRECTORY))
+    config.set_main_option("file_template", "%%(rev)s")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+@dataclass
+class MigrateResult:
+    before: str | None
+    after: str | None
+    adopted: bool = False
+    applied: list[str] = field(default_factory=list)
+
+
+@dataclass
+class MigrationStatus:
+    current: str | None
+    head: str
+    applied: list[str]
+    pending: list[str]
+    drift: list[str]
+
+    @property
+    def up_to_date(self) -> bool:
+        return not self.pending and not self.drift
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _existing_tables(connection: Connection) -> set[str]:
+    rows = connection.execute(
+        text(
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()"
+        )
+    )
+    return {row[0] for row in rows}
+
+
+def _adopt_prisma_database(connection: Connection) -> bool:
+    """Stamp the baseline on a database the Node/Prisma app made. True if it did.
+
+    Such a database has the tables and a `_prisma_migrations` table but no
+    `alembic_version`. Stamping writes only Alembic's bookkeeping table: no row
+    of the store's data is read or changed.
+    """
+    tables = _existing_tables(connection)
+    if "alembic_version" in tables or not (tables & set(PRISMA_TABLES)):
+        return False
+    missing = [t for t in PRISMA_TABLES if t not in tables]
+    if "_prisma_migrations" not in tables:
+        raise MigrationError(
+            "the database has store tables but no migration history (neither alembic_version "
+            "nor _prisma_migrations); refusing to guess. Migrate an empty database instead."
+        )
+    if missing:
+        raise MigrationError(
+            "this Prisma database lacks tables of the baseline schema: "
+            + ", ".join(missing)
+            + "; run the Node app's pending `prisma migrate deploy` first"
+        )
+    command.stamp(alembic_config(connection), BASELINE_REVISION)
+    return True
+
+
+def _upgrade(connection: Connection, target: str) -> tuple[bool, str | None, str | None]:
+    adopted = _adopt_prisma_database(connection)
+    before = _current_revision(connection)
+    command.upgrade(alembic_config(connection), target)
+    return adopted, before, _current_revision(connection)
+
+
+def _revisions_between(before: str | None, after: str | None) -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    if after is None:
+        return []
+    revisions = [r.revision for r in script.iterate_revisions(after, before or "base")]
+    return list(reversed([r for r in revisions if r != before]))
+
+
+async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult:
+    """Apply pending migrations (Prisma's `migrate deploy`), under the advisory lock."""
+    await ensure_database_exists(config)
+    engine = create_engine(config, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            # A session-level lock outlives this commit; each revision then runs
+            # in a transaction of its own.
+            await connection.commit()
+            try:
+                adopted, before, after = await connection.run_sync(_upgrade, target)
+                await connection.commit()
+            finally:
+                await connection.rollback()
+                await connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
+                await connection.commit()
+    finally:
+        await engine.dispose()
+    return MigrateResult(
+        before=before, after=after, adopted=adopted, applied=_revisions_between(before, after)
+    )
+
+
+async def downgrade(config: DatabaseConfig, target: str) -> None:
+    engine = create_engine(config, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(lambda c: command.downgrade(alembic_config(c), target))
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def _describe_diff(diff: Any) -> str:
+    if isinstance(diff, list):  # column modifications come grouped
+        return "; ".join(_describe_diff(d) for d in diff)
+    kind, *rest = diff
+    names = []
+    for item in rest:
+        name = getattr(item, "name", None)
+        if isinstance(name, str):
+            names.append(name)
+        elif isinstance(item, str):
+            names.append(item)
+    return f"{kind} {' '.join(names)}".strip()
+
+
+def _status(connection: Connection) -> MigrationStatus:
+    from coursehub.models import Base
+
+    script = ScriptDirectory.from_config(alembic_config())
+    head = script.get_current_head()
+    assert head is not None
+    current = _current_revision(connection)
+    all_revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    if current is None:
+        applied: list[str] = []
+    else:
+        applied = all_revisions[: all_revisions.index(current) + 1]
+    pending = all_revisions[len(applied) :]
+    drift: list[str] = []
+    if not pending:
+        context = MigrationContext.configure(
+            connection,
+            opts={
+                "include_name": lambda name, type_, parents: name != "_prisma_migrations",
+                "compare_type": True,
+                "compare_server_default": True,
+            },
+        )
+        drift = [_describe_diff(d) for d in compare_metadata(context, Base.metadata)]
+    return MigrationStatus(current=current, head=head, applied=applied, pending=pending, drift=drift)
+
+
+async def status(config: DatabaseConfig) -> MigrationStatus:
+    engine = create_engine(config, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_status)
+    finally:
+        await engine.dispose()
+
+
+async def make_migration(config: DatabaseConfig, message: str) -> str | None:
+    """Autogenerate a revision from the models (Prisma's `migrate dev`). Its path, or None
+    when the models and the migrated database already agree."""
+    current = await status(config)
+    if current.pending:
+        raise ConfigurationError(
+            "the database is behind the migrations ("
+            + ", ".join(current.pending)
+            + "); run `coursehub db migrate` before generating a new one"
+        )
+    if not current.drift:
+        return None
+    engine = create_engine(config, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            script = await connection.run_sync(
+                lambda c: command.revision(alembic_config(c), message=message, autogenerate=True)
+            )
+    finally:
+        await engine.dispose()
+    assert script is not None and not isinstance(script, list)
+    return str(script.path)
+
+
+async def drop_everything(config: DatabaseConfig) -> None:
+    """Drop every object in the database's schema (used by `db reset`)."""
+    engine = create_engine(config, pool_size=1)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f'DROP SCHEMA IF EXISTS "{config.schema}" CASCADE'))
+            await connection.execute(text(f'CREATE SCHEMA "{config.schema}"'))
+    finally:
+        await engine.dispose()

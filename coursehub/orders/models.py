@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ForeignKey, Index, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from coursehub.core.enums import pg_enum
+from coursehub.core.models import Base, CreatedAtMixin, IdMixin, TimestampsMixin, unique_index
+
+if TYPE_CHECKING:
+    from coursehub.catalog.models import Course
+    from coursehub.coupons.models import CouponUsage
+    from coursehub.enrollments.models import CourseEnrollment
+    from coursehub.users.models import User
+
+
+class OrderStatus(enum.StrEnum):
+    pending = "pending"
+    processing = "processing"
+    completed = "completed"
+    cancelled = "cancelled"
+    refunded = "refunded"
+
+
+class PaymentStatus(enum.StrEnum):
+    pending = "pending"
+    paid = "paid"
+    failed = "failed"
+    refunded = "refunded"
+
+
+class Order(IdMixin, TimestampsMixin, Base):
+    __tablename__ = "Order"
+    __table_args__ = (
+        unique_index("Order", "orderNumber"),
+        Index(None, "userId", "createdAt"),
+        Index(None, "status"),
+    )
+
+    order_number: Mapped[str] = mapped_column("orderNumber")
+    user_id: Mapped[str] = mapped_column(
+        "userId", ForeignKey("User.id", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    status: Mapped[OrderStatus] = mapped_column(
+        pg_enum(OrderStatus, "OrderStatus"),
+        default=OrderStatus.pending,
+        server_default=text("'pending'"),
+    )
+    amount: Mapped[Decimal]  # what the buyer pays: originalAmount − discount
+    original_amount: Mapped[Decimal] = mapped_column("originalAmount")
+    payment_method: Mapped[str | None] = mapped_column("paymentMethod")
+    payment_status: Mapped[PaymentStatus] = mapped_column(
+        "paymentStatus",
+        pg_enum(PaymentStatus, "PaymentStatus"),
+        default=PaymentStatus.pending,
+        server_default=text("'pending'"),
+    )
+    currency: Mapped[str] = mapped_column(default="INR", server_default=text("'INR'"))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+
+    user: Mapped[User] = relationship(back_populates="orders", lazy="raise")
+    items: Mapped[list[OrderItem]] = relationship(
+        back_populates="order", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+    enrollments: Mapped[list[CourseEnrollment]] = relationship(
+        back_populates="order", lazy="raise", passive_deletes=True
+    )
+    coupon_usage: Mapped[CouponUsage | None] = relationship(back_populates="order", lazy="raise")
+
+
+class OrderItem(IdMixin, CreatedAtMixin, Base):
+    __tablename__ = "OrderItem"
+    __table_args__ = (
+        unique_index("OrderItem", "orderId", "courseId"),
+        Index(None, "courseId"),
+    )
+
+    order_id: Mapped[str] = mapped_column(
+        "orderId", ForeignKey("Order.id", ondelete="CASCADE", onupdate="CASCADE")
+    )
+    course_id: Mapped[str] = mapped_column(
+        "courseId", ForeignKey("Course.id", ondelete="RESTRICT", onupdate="CASCADE")
+    )
+    price: Mapped[Decimal]  # the course's price when the order was placed
+
+    order: Mapped[Order] = relationship(back_populates="items", lazy="raise")
+    course: Mapped[Course] = relationship(back_populates="order_items", lazy="raise")

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from coursehub.core.dburl import DatabaseConfig, default_pool_size, parse_database_url
+from coursehub.core.errors import ConfigurationError
+
+
+def test_prisma_env_url_is_read_as_is() -> None:
+    config = parse_database_url("postgresql://user:p%40ss@localhost:5432/your_database_name")
+
+    assert (config.user, config.password, config.host, config.port, config.database) == (
+        "user",
+        "p@ss",
+        "localhost",
+        5432,
+        "your_database_name",
+    )
+    assert config.effective_pool_size == default_pool_size()
+    assert config.pool_timeout == 10
+    assert config.connect_timeout == 5
+
+
+def test_prisma_parameters_are_honoured() -> None:
+    config = parse_database_url(
+        "postgresql://u@db:6543/shop?schema=store&connection_limit=7&pool_timeout=3"
+        "&connect_timeout=2&sslmode=require&pgbouncer=true"
+    )
+
+    assert config.schema == "store"
+    assert config.effective_pool_size == 7
+    assert config.pool_timeout == 3
+    assert config.sslmode == "require"
+    kwargs = config.asyncpg_connect_kwargs()
+    assert kwargs["server_settings"]["search_path"] == '"store"'
+    assert kwargs["statement_cache_size"] == 0
+    assert kwargs["ssl"] == "require"
+    assert kwargs["timeout"] == 2
+    assert config.sqlalchemy_connect_args()["prepared_statement_cache_size"] == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://u@h/db?sslmod=require", "sslmod"),
+        ("postgresql://u@h/db?connection_limit=lots", "connection_limit"),
+        ("postgresql://u@h/db?connection_limit=0", "connection_limit"),
+        ("postgresql://u@h/db?sslmode=sometimes", "sslmode"),
+        ("postgresql://u@h/db?pgbouncer=maybe", "pgbouncer"),
+        ("mysql://u@h/db", "postgresql://"),
+    ],
+)
+def test_bad_urls_name_the_problem(url: str, named: str) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_database_url(url)
+
+    assert named in str(raised.value)
+
+
+def test_password_never_shown() -> None:
+    config = parse_database_url("postgresql://admin:s3cret@db.internal:5432/store")
+
+    assert "s3cret" not in config.redacted()
+    assert config.redacted() == "postgresql://admin:***@db.internal:5432/store"
+
+
+def test_unix_socket_host() -> None:
+    config = parse_database_url("postgresql://postgres:@/coursehub?host=/tmp/pg")
+
+    assert config.is_socket
+    assert config.asyncpg_connect_kwargs()["host"] == "/tmp/pg"
+    assert isinstance(config, DatabaseConfig)
