@@ -33,7 +33,9 @@ def serve(
     if resolved.embedded:
         # Workers and reloads must reach the same embedded server without each
         # resolving it again.
-        os.environ.setdefault("DATABASE_URL", _embedded_url(resolved.config.host, resolved.config.database))
+        os.environ.setdefault(
+            "DATABASE_URL", _embedded_url(resolved.config.host, resolved.config.database)
+        )
     err_console.print(f"Serving CourseHub on http://{host}:{port} (API docs: /docs)")
     uvicorn.run(
         "coursehub.app:create_app",

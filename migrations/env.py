@@ -68,7 +68,9 @@ async def run_with_own_engine() -> None:
 
 if context.is_offline_mode():
     context.configure(
-        url="postgresql://", target_metadata=Base.metadata, literal_binds=True,
+        url="postgresql://",
+        target_metadata=Base.metadata,
+        literal_binds=True,
         include_name=include_name,
     )
     with context.begin_transaction():

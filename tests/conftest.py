@@ -68,7 +68,7 @@ def db_config(server: DatabaseConfig) -> Iterator[DatabaseConfig]:
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         environment="test",
         secret_key=TEST_SECRET,
         payment_webhook_secret=TEST_WEBHOOK_SECRET,

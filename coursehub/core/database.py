@@ -14,7 +14,12 @@ from pathlib import Path
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.errors import ConfigurationError
@@ -59,7 +64,9 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 async def connect_error_message(config: DatabaseConfig, exc: BaseException) -> str:
     """One line saying why the database could not be reached and how to fix it."""
     target = config.redacted()
-    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         return f"cannot sign in to {target}: wrong user or password; fix DATABASE_URL"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return (
@@ -147,4 +154,3 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-

@@ -189,9 +189,7 @@ def _number(name: str, raw: str, *, minimum: float) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"DATABASE_URL parameter {name}={raw!r} is not a number"
-        ) from None
+        raise ConfigurationError(f"DATABASE_URL parameter {name}={raw!r} is not a number") from None
     if value < minimum:
         raise ConfigurationError(f"DATABASE_URL parameter {name} must be at least {minimum:g}")
     return value
@@ -243,11 +241,15 @@ def parse_database_url(url: str) -> DatabaseConfig:
             raise ConfigurationError("DATABASE_URL parameter schema is empty")
         changes["schema"] = params["schema"]
     if "connection_limit" in params:
-        changes["pool_size"] = int(_number("connection_limit", params["connection_limit"], minimum=1))
+        changes["pool_size"] = int(
+            _number("connection_limit", params["connection_limit"], minimum=1)
+        )
     if "pool_timeout" in params:
         changes["pool_timeout"] = _number("pool_timeout", params["pool_timeout"], minimum=0)
     if "connect_timeout" in params:
-        changes["connect_timeout"] = _number("connect_timeout", params["connect_timeout"], minimum=0)
+        changes["connect_timeout"] = _number(
+            "connect_timeout", params["connect_timeout"], minimum=0
+        )
     if "socket_timeout" in params:
         changes["socket_timeout"] = _number("socket_timeout", params["socket_timeout"], minimum=0)
     if "statement_cache_size" in params:

@@ -12,6 +12,7 @@ import logging
 import shutil
 import warnings
 from pathlib import Path
+from typing import Any
 
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.errors import ConfigurationError
@@ -19,7 +20,7 @@ from coursehub.core.errors import ConfigurationError
 EMBEDDED_DATABASE = "coursehub"
 
 
-def _pgserver():  # type: ignore[no-untyped-def]
+def _pgserver() -> Any:
     # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; pgserver then
     # falls back to /tmp, which is what we want.
     with warnings.catch_warnings():

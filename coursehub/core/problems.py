@@ -141,7 +141,9 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         if isinstance(exc, DATABASE_DOWN):
-            logger.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+            logger.warning(
+                "database unavailable on %s %s: %s", request.method, request.url.path, exc
+            )
             return problem_response(
                 503,
                 "database_unavailable",

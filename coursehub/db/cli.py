@@ -104,7 +104,9 @@ def reset_command(
 def seed_command(
     users: int = typer.Option(0, min=0, help="Bulk: this many extra users."),
     courses: int = typer.Option(0, min=0, help="Bulk: this many extra courses."),
-    orders: int = typer.Option(0, min=0, help="Bulk: this many orders (with items, usages, enrollments)."),
+    orders: int = typer.Option(
+        0, min=0, help="Bulk: this many orders (with items, usages, enrollments)."
+    ),
 ) -> None:
     """Seed the demo data (admin, courses, coupons); idempotent. With --users/--courses/--orders,
     also a large realistic dataset for benchmarks."""
@@ -120,7 +122,9 @@ def seed_command(
 def backup_command(
     file: Path = typer.Argument(None, help="Where to write; default coursehub-<time>.dump"),
     plain: bool = typer.Option(
-        False, "--plain", help="Plain SQL (restorable with psql) instead of pg_dump's custom format."
+        False,
+        "--plain",
+        help="Plain SQL (restorable with psql) instead of pg_dump's custom format.",
     ),
 ) -> None:
     """Back up the database with pg_dump: a consistent snapshot, even while writes go on."""
@@ -133,7 +137,9 @@ def backup_command(
 
 @db_app.command("restore")
 def restore_command(
-    file: Path = typer.Argument(..., exists=False, help="A backup from `coursehub db backup` or pg_dump."),
+    file: Path = typer.Argument(
+        ..., exists=False, help="A backup from `coursehub db backup` or pg_dump."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace a database that is not empty."),
 ) -> None:
     """Restore a backup into the database. Refuses a non-empty database without --force."""

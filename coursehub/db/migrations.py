@@ -91,8 +91,7 @@ def _current_revision(connection: Connection) -> str | None:
 def _existing_tables(connection: Connection) -> set[str]:
     rows = connection.execute(
         text(
-            "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = current_schema()"
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
     )
     return {row[0] for row in rows}
@@ -145,7 +144,9 @@ async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult
     engine = create_engine(config, pool_size=1)
     try:
         async with engine.connect() as connection:
-            await connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            await connection.execute(
+                text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+            )
             # A session-level lock outlives this commit; each revision then runs
             # in a transaction of its own.
             await connection.commit()
@@ -213,7 +214,9 @@ def _status(connection: Connection) -> MigrationStatus:
             },
         )
         drift = [_describe_diff(d) for d in compare_metadata(context, Base.metadata)]
-    return MigrationStatus(current=current, head=head, applied=applied, pending=pending, drift=drift)
+    return MigrationStatus(
+        current=current, head=head, applied=applied, pending=pending, drift=drift
+    )
 
 
 async def status(config: DatabaseConfig) -> MigrationStatus:

@@ -32,6 +32,7 @@ FROM pg_constraint con
 JOIN pg_class c ON c.oid = con.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema()
+  AND con.contype <> 'n'  -- PostgreSQL 18 lists NOT NULL here too; columns cover it
 """
 INDEXES = "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
 ENUMS = """
@@ -47,9 +48,7 @@ GROUP BY t.typname
 async def read_catalogue(config: DatabaseConfig) -> Catalogue:
     connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
     try:
-        columns = {
-            (r[0], r[1]): (r[2], r[3], r[4]) for r in await connection.fetch(COLUMNS)
-        }
+        columns = {(r[0], r[1]): (r[2], r[3], r[4]) for r in await connection.fetch(COLUMNS)}
         constraints = {r[0]: (r[1], r[2]) for r in await connection.fetch(CONSTRAINTS)}
         indexes = {r[0]: r[1] for r in await connection.fetch(INDEXES)}
         enums = {r[0]: list(r[1]) for r in await connection.fetch(ENUMS)}
