@@ -6,8 +6,11 @@ import os
 
 import typer
 
+from coursehub.bench.cli import bench_app
 from coursehub.core.console import CommandFailed, err_console, report_failure, target_database
 from coursehub.db.cli import db_app
+from coursehub.orders.cli import orders_app
+from coursehub.users.cli import users_app
 
 app = typer.Typer(
     name="coursehub",
@@ -17,6 +20,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users", help="Manage accounts.")
+app.add_typer(orders_app, name="orders", help="Orders and payments: expire, simulate the gateway.")
+app.add_typer(bench_app, name="bench", help="Benchmark the store against its plain-SQL floor.")
 
 
 @app.command()

@@ -2,4 +2,22 @@
 
 from fastapi import APIRouter
 
+from coursehub.auth.router import router as auth_router
+from coursehub.catalog.router import router as catalog_router
+from coursehub.coupons.router import router as coupons_router
+from coursehub.enrollments.router import router as enrollments_router
+from coursehub.orders.router import router as orders_router
+from coursehub.payments.router import router as payments_router
+from coursehub.users.router import router as users_router
+
 api_router = APIRouter()
+for domain_router in (
+    auth_router,
+    users_router,
+    catalog_router,
+    coupons_router,
+    orders_router,
+    payments_router,
+    enrollments_router,
+):
+    api_router.include_router(domain_router)

@@ -1,0 +1,26 @@
+"""Money: Decimal rupees, rounded half-up to the paisa. Never float."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated
+
+from pydantic import PlainSerializer, WithJsonSchema
+
+PAISA = Decimal("0.01")
+ZERO = Decimal("0.00")
+CURRENCY = "INR"
+
+
+def to_paise(amount: Decimal) -> Decimal:
+    """Round half-up to two decimals: 10.005 → 10.01, 10.004 → 10.00."""
+    return amount.quantize(PAISA, rounding=ROUND_HALF_UP)
+
+
+# In API responses money is a string with exactly two decimals ("1499.00"), so no
+# client parses it into a binary float by accident.
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda value: str(to_paise(value)), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d+\.\d{2}$", "examples": ["1499.00"]}),
+]

@@ -1,0 +1,74 @@
+"""Keyset pagination with opaque, tamper-proof cursors.
+
+A cursor holds the sort key of the last row served (e.g. createdAt and id),
+signed with the store's secret and bound to the list it came from (`context`:
+the route and sort order, e.g. "courses:price_asc"). A cursor that was edited,
+truncated, or made for another list is a 400, never a silent wrong page.
+Keyset pages never repeat or skip a row while rows are added or edited, and cost
+the same on page 1,000 as on page 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+from coursehub.core.errors import BadCursor
+
+T = TypeVar("T")
+CursorValue = str | int | float | bool | None
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+class CursorCodec:
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"coursehub-cursor:" + secret.encode()).digest()
+
+    def _sign(self, context: str, payload: bytes) -> bytes:
+        return hmac.new(self._key, context.encode() + b"\0" + payload, hashlib.sha256).digest()[:12]
+
+    def encode(self, context: str, values: list[CursorValue]) -> str:
+        payload = json.dumps(values, separators=(",", ":")).encode()
+        token = self._sign(context, payload) + payload
+        return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+    def decode(self, context: str, cursor: str) -> list[CursorValue]:
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        except (ValueError, TypeError):
+            raise BadCursor("the cursor is not valid; start again without one") from None
+        signature, payload = raw[:12], raw[12:]
+        if len(signature) < 12 or not hmac.compare_digest(signature, self._sign(context, payload)):
+            raise BadCursor("the cursor is not valid for this list; start again without one")
+        try:
+            values = json.loads(payload)
+        except ValueError:
+            raise BadCursor("the cursor is not valid; start again without one") from None
+        if not isinstance(values, list):
+            raise BadCursor("the cursor is not valid; start again without one")
+        return values
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a list, as services return it."""
+
+    items: list[T]
+    next_cursor: str | None
+
+
+class PageRead(BaseModel, Generic[T]):
+    """One page of a list, as the API returns it: pass `next_cursor` back as `cursor`."""
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Opaque; pass it as `cursor` for the next page. Null on the last page."
+    )
