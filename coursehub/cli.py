@@ -10,6 +10,7 @@ from coursehub.bench.cli import bench_app
 from coursehub.core.console import CommandFailed, err_console, report_failure, target_database
 from coursehub.db.cli import db_app
 from coursehub.orders.cli import orders_app
+from coursehub.payments.cli import payments_app
 from coursehub.users.cli import users_app
 
 app = typer.Typer(
@@ -21,7 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(users_app, name="users", help="Manage accounts.")
-app.add_typer(orders_app, name="orders", help="Orders and payments: expire, simulate the gateway.")
+app.add_typer(orders_app, name="orders", help="Orders: expire stale pending orders.")
+app.add_typer(payments_app, name="payments", help="Payments: simulate the gateway's webhook.")
 app.add_typer(bench_app, name="bench", help="Benchmark the store against its plain-SQL floor.")
 
 
