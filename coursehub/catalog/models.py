@@ -3,7 +3,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Index, text
+from sqlalchemy import Index, func, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.types import Text
@@ -21,6 +21,28 @@ class Course(IdMixin, TimestampsMixin, Base):
         unique_index("Course", "slug"),
         Index(None, "isPublished", "createdAt"),
         Index(None, "category"),
+        # Added by migration 0003 (catalogue search and keyset sort orders).
+        Index(
+            "Course_search_idx",
+            func.course_search_document(text('"title"'), text('"description"'), text('"features"')),
+            postgresql_using="gin",
+        ),
+        Index("Course_createdAt_id_idx", "createdAt", "id"),
+        Index("Course_price_id_idx", "price", "id"),
+        Index("Course_title_id_idx", "title", "id"),
+        Index(
+            "Course_published_category_createdAt_id_idx",
+            "category",
+            "createdAt",
+            "id",
+            postgresql_where=text('"isPublished"'),
+        ),
+        Index(
+            "Course_featured_createdAt_id_idx",
+            "createdAt",
+            "id",
+            postgresql_where=text('"isFeatured"'),
+        ),
     )
 
     title: Mapped[str]
