@@ -41,9 +41,7 @@ def serve(
     if resolved.embedded:
         # Workers and reloads must reach the same embedded server without each
         # resolving it again.
-        os.environ.setdefault(
-            "DATABASE_URL", _embedded_url(resolved.config.host, resolved.config.database)
-        )
+        os.environ.setdefault("DATABASE_URL", resolved.config.to_url())
     err_console.print(f"Serving CourseHub on http://{host}:{port} (API docs: /docs)")
     uvicorn.run(
         "coursehub.app:create_app",
@@ -55,10 +53,6 @@ def serve(
         log_level="info",
         proxy_headers=True,
     )
-
-
-def _embedded_url(socket_dir: str, database: str) -> str:
-    return f"postgresql://postgres@/{database}?host={socket_dir}"
 
 
 def main() -> None:

@@ -91,6 +91,26 @@ class DatabaseConfig:
             return f"postgresql://{auth}@/{self.database}?host={self.host}"
         return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
 
+    def to_url(self) -> str:
+        """The URL with its password: for handing to a child process, never for display."""
+        auth = quote(self.user, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        params = [("host", self.host)] if self.is_socket else []
+        if self.schema != "public":
+            params.append(("schema", self.schema))
+        if self.sslmode:
+            params.append(("sslmode", self.sslmode))
+        if self.pool_size:
+            params.append(("connection_limit", str(self.pool_size)))
+        if self.pgbouncer:
+            params.append(("pgbouncer", "true"))
+        query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params)
+        location = "" if self.is_socket else f"{self.host}:{self.port}"
+        return f"postgresql://{auth}@{location}/{quote(self.database, safe='')}" + (
+            f"?{query}" if query else ""
+        )
+
     def sqlalchemy_url(self) -> URL:
         return URL.create(
             "postgresql+asyncpg",

@@ -9,7 +9,10 @@ server left behind by a crash (a stale postmaster.pid) is detected and restarted
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -54,15 +57,25 @@ def start_embedded_server(home: Path) -> DatabaseConfig:
     return config.with_database(EMBEDDED_DATABASE)
 
 
-def stop_embedded_server(home: Path) -> bool:
-    """Stop the embedded server if it runs. True if one was stopped."""
-    directory = data_directory(home)
-    if not (directory / "postmaster.pid").exists():
+def stop_embedded_server(home: Path, *, timeout: float = 30.0) -> bool:
+    """Stop the embedded server if it runs (PostgreSQL's "fast" shutdown). True if one was."""
+    pid_file = data_directory(home) / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
         return False
-    pgserver = _pgserver()
-    server = pgserver.get_server(directory, cleanup_mode="stop")
-    server.stop()
-    return True
+    try:
+        os.kill(pid, signal.SIGINT)  # SIGINT is PostgreSQL's fast shutdown
+    except ProcessLookupError:
+        return False  # a stale pid file: nothing runs
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    raise ConfigurationError(f"the embedded PostgreSQL (pid {pid}) did not stop in {timeout:g}s")
 
 
 def embedded_bin_directory() -> Path:

@@ -48,9 +48,11 @@ class MigrationError(StoreError):
     title = "Migration failed"
 
 
-def alembic_config(connection: Connection | None = None) -> Config:
+def alembic_config(
+    connection: Connection | None = None, *, script_location: Path = MIGRATIONS_DIRECTORY
+) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIRECTORY))
+    config.set_main_option("script_location", str(script_location))
     config.set_main_option("file_template", "%%(rev)s")
     if connection is not None:
         config.attributes["connection"] = connection
@@ -177,17 +179,24 @@ async def downgrade(config: DatabaseConfig, target: str) -> None:
 
 
 def _describe_diff(diff: Any) -> str:
+    """One line per difference Alembic found, e.g. `add_column Course subtitle`."""
     if isinstance(diff, list):  # column modifications come grouped
         return "; ".join(_describe_diff(d) for d in diff)
     kind, *rest = diff
-    names = []
-    for item in rest:
-        name = getattr(item, "name", None)
-        if isinstance(name, str):
-            names.append(name)
-        elif isinstance(item, str):
-            names.append(item)
-    return f"{kind} {' '.join(names)}".strip()
+    return " ".join(part for part in (kind, *map(_describe_part, rest)) if part)
+
+
+def _describe_part(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, list | tuple):
+        return "[" + ", ".join(_describe_part(i) for i in item) + "]"
+    table = getattr(item, "table_name", None)
+    column = getattr(item, "column_name", None)
+    if table and column:  # an enum's column, from alembic-postgresql-enum
+        return f'"{table}".{column}'
+    name = getattr(item, "name", None)
+    return name if isinstance(name, str) else ""
 
 
 def _status(connection: Connection) -> MigrationStatus:
@@ -228,7 +237,9 @@ async def status(config: DatabaseConfig) -> MigrationStatus:
         await engine.dispose()
 
 
-async def make_migration(config: DatabaseConfig, message: str) -> str | None:
+async def make_migration(
+    config: DatabaseConfig, message: str, *, script_location: Path = MIGRATIONS_DIRECTORY
+) -> str | None:
     """Autogenerate a revision from the models (Prisma's `migrate dev`). Its path, or None
     when the models and the migrated database already agree."""
     current = await status(config)
@@ -244,7 +255,11 @@ async def make_migration(config: DatabaseConfig, message: str) -> str | None:
     try:
         async with engine.connect() as connection:
             script = await connection.run_sync(
-                lambda c: command.revision(alembic_config(c), message=message, autogenerate=True)
+                lambda c: command.revision(
+                    alembic_config(c, script_location=script_location),
+                    message=message,
+                    autogenerate=True,
+                )
             )
     finally:
         await engine.dispose()

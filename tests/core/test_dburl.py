@@ -70,3 +70,17 @@ def test_unix_socket_host() -> None:
     assert config.is_socket
     assert config.asyncpg_connect_kwargs()["host"] == "/tmp/pg"
     assert isinstance(config, DatabaseConfig)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres@127.0.0.1:5432/store",
+        "postgresql://a%40b:p%2Fw@db:6543/shop?schema=s1&sslmode=require&connection_limit=4",
+        "postgresql://postgres@/coursehub?host=/tmp/some/dir",
+    ],
+)
+def test_to_url_round_trips(url: str) -> None:
+    config = parse_database_url(url)
+
+    assert parse_database_url(config.to_url()) == config

@@ -1,0 +1,278 @@
+"""Migrations: up and down, adoption of Prisma databases, locking, interruption, drift."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.db import migrations
+from coursehub.db.migrations import BASELINE_REVISION, MigrationError, head_revision, migrate
+from tests.core.catalogue import missing_or_different, read_catalogue
+
+PRISMA_DDL = (Path(__file__).parents[1] / "core" / "prisma_schema.sql").read_text()
+# The indexes schema.prisma marks "added": a database made from DATABASE.md lacks them.
+ADDED_INDEX_LINES = ("_idx",)
+
+
+def prisma_baseline_ddl() -> str:
+    """Prisma's DDL for DATABASE.md's schema: without the "added" plain indexes."""
+    statements = [s for s in PRISMA_DDL.split(";\n") if s.strip()]
+    return (
+        ";\n".join(s for s in statements if not ("CREATE INDEX" in s and s.strip().endswith('")')))
+        + ";\n"
+    )
+
+
+async def execute(config: DatabaseConfig, sql: str) -> None:
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+async def fetch(config: DatabaseConfig, sql: str) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        return list(await connection.fetch(sql))
+    finally:
+        await connection.close()
+
+
+async def table_checksums(config: DatabaseConfig, tables: tuple[str, ...]) -> dict[str, str]:
+    result = {}
+    for table in tables:
+        rows = await fetch(
+            config,
+            f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM \"{table}\" t",
+        )
+        result[table] = rows[0][0]
+    return result
+
+
+def all_revisions() -> list[str]:
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+async def test_upgrade_downgrade_upgrade(scratch_db: DatabaseConfig) -> None:
+    await migrate(scratch_db)
+    migrated = await read_catalogue(scratch_db)
+
+    await migrations.downgrade(scratch_db, "base")
+    emptied = await read_catalogue(scratch_db)
+    await migrate(scratch_db)
+    again = await read_catalogue(scratch_db)
+
+    assert {table for table, _ in emptied.columns} == {"alembic_version"}
+    assert emptied.enums == {}
+    assert again == migrated
+
+
+async def test_every_revision_downgrades_one_step(scratch_db: DatabaseConfig) -> None:
+    revisions = all_revisions()
+    for revision in revisions:
+        await migrate(scratch_db, revision)
+        before = await read_catalogue(scratch_db)
+        await migrations.downgrade(scratch_db, "-1")
+        await migrate(scratch_db, revision)
+
+        assert await read_catalogue(scratch_db) == before, revision
+
+
+async def test_fresh_database_reaches_head_and_reports_what_it_applied(
+    scratch_db: DatabaseConfig,
+) -> None:
+    result = await migrate(scratch_db)
+    second = await migrate(scratch_db)
+
+    assert result.applied == all_revisions()
+    assert result.after == head_revision()
+    assert second.applied == []
+    assert not result.adopted
+
+
+async def _make_node_database(config: DatabaseConfig, ddl: str) -> None:
+    """What the Node/Prisma app leaves: its tables, its history table, and data."""
+    await execute(config, ddl)
+    await execute(
+        config,
+        """
+        CREATE TABLE "_prisma_migrations" (
+            id VARCHAR(36) PRIMARY KEY, checksum VARCHAR(64) NOT NULL,
+            finished_at TIMESTAMPTZ, migration_name VARCHAR(255) NOT NULL, logs TEXT,
+            rolled_back_at TIMESTAMPTZ, started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            applied_steps_count INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO "_prisma_migrations" (id, checksum, migration_name, finished_at, applied_steps_count)
+        VALUES ('a1b2', 'c0ffee', '20250101000000_init', now(), 1);
+        INSERT INTO "User" (id, email, username, password, "updatedAt")
+        VALUES ('u-1', 'asha@example.com', 'asha',
+                '$2b$10$abcdefghijklmnopqrstuuK6w7tC1H5dDDq4mUu1rV0W6YtF5kS2G', now());
+        INSERT INTO "Course" (id, title, slug, duration, price, features, category, level,
+                              "isPublished", "createdBy", "updatedAt")
+        VALUES ('c-1', 'Python for Data Science', 'python-data', 600, 1499.5, '{video,quizzes}',
+                'data', 'beginner', true, 'u-1', now());
+        INSERT INTO "Order" (id, "orderNumber", "userId", status, amount, "originalAmount",
+                             "paymentStatus", "updatedAt", metadata)
+        VALUES ('o-1', 'ORD-1', 'u-1', 'completed', 1499.5, 1499.5, 'paid', now(), '{"gateway": "razorpay"}');
+        INSERT INTO "OrderItem" (id, "orderId", "courseId", price) VALUES ('oi-1', 'o-1', 'c-1', 1499.5);
+        INSERT INTO "CourseEnrollment" (id, "userId", "courseId", "orderId", "updatedAt")
+        VALUES ('e-1', 'u-1', 'c-1', 'o-1', now());
+        """,
+    )
+
+
+@pytest.mark.parametrize("ddl", ["baseline", "full"])
+async def test_adopts_a_database_made_by_the_node_app(
+    scratch_db: DatabaseConfig, db_config: DatabaseConfig, ddl: str
+) -> None:
+    await _make_node_database(
+        scratch_db, prisma_baseline_ddl() if ddl == "baseline" else PRISMA_DDL
+    )
+    tables = (*migrations.PRISMA_TABLES, "_prisma_migrations")
+    before = await table_checksums(scratch_db, tables)
+
+    result = await migrate(scratch_db)
+
+    assert result.adopted
+    assert result.before == BASELINE_REVISION
+    assert result.applied == all_revisions()[1:]
+    assert await table_checksums(scratch_db, tables) == before
+    # Now it has everything a database migrated by us has.
+    assert (
+        missing_or_different(await read_catalogue(db_config), await read_catalogue(scratch_db))
+        == []
+    )
+
+
+async def test_refuses_tables_without_any_migration_history(scratch_db: DatabaseConfig) -> None:
+    await execute(scratch_db, prisma_baseline_ddl())
+
+    with pytest.raises(MigrationError, match="no migration history"):
+        await migrate(scratch_db)
+
+
+async def test_refuses_a_prisma_database_missing_baseline_tables(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await _make_node_database(scratch_db, prisma_baseline_ddl())
+    await execute(scratch_db, 'DROP TABLE "CouponUsage"')
+
+    with pytest.raises(MigrationError, match="CouponUsage"):
+        await migrate(scratch_db)
+
+
+async def test_concurrent_migrations_apply_each_revision_once(scratch_db: DatabaseConfig) -> None:
+    results = await asyncio.gather(*(migrate(scratch_db) for _ in range(4)))
+
+    applied = [revision for result in results for revision in result.applied]
+    assert sorted(applied) == sorted(all_revisions())
+    rows = await fetch(scratch_db, "SELECT version_num FROM alembic_version")
+    assert [r[0] for r in rows] == [head_revision()]
+
+
+async def test_a_migration_killed_half_way_completes_on_the_next_run(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db, BASELINE_REVISION)
+    # Hold a lock that the next revision's CREATE INDEX must wait for, start the
+    # migration in a real process, and kill it while it waits.
+    blocker = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    transaction = blocker.transaction()
+    await transaction.start()
+    await blocker.execute('LOCK TABLE "Course" IN ACCESS EXCLUSIVE MODE')
+    env = {**os.environ, "DATABASE_URL": scratch_db.to_url()}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coursehub", "db", "migrate"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    # pg_stat_activity is snapshotted per transaction: watch from outside the blocker's.
+    watcher = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        for _ in range(1200):  # up to a minute: a loaded machine starts Python slowly
+            waiting = await watcher.fetchval(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock' "
+                "AND application_name = 'coursehub'"
+            )
+            if waiting:
+                break
+            if process.poll() is not None:
+                pytest.fail(f"the migration ended early: {process.stderr.read()!r}")  # type: ignore[union-attr]
+            await asyncio.sleep(0.05)
+        assert waiting, "the migration never reached the blocked statement"
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        await transaction.rollback()
+        await blocker.close()
+        await watcher.close()
+
+    result = await migrate(scratch_db)
+
+    assert result.after == head_revision()
+    indexes = await fetch(
+        scratch_db, "SELECT indexname FROM pg_indexes WHERE indexname = 'Order_status_idx'"
+    )
+    assert len(indexes) == 1
+
+
+async def test_status_reports_pending_revisions_then_drift(scratch_db: DatabaseConfig) -> None:
+    await migrate(scratch_db, BASELINE_REVISION)
+    behind = await migrations.status(scratch_db)
+    await migrate(scratch_db)
+    clean = await migrations.status(scratch_db)
+    await execute(scratch_db, 'ALTER TABLE "Course" ADD COLUMN "subtitle" TEXT')
+    await execute(scratch_db, """ALTER TYPE "Role" ADD VALUE 'staff'""")
+    drifted = await migrations.status(scratch_db)
+
+    assert behind.pending == all_revisions()[1:]
+    assert not behind.up_to_date
+    assert clean.up_to_date and clean.drift == []
+    assert any("subtitle" in change for change in drifted.drift)
+    assert any("staff" in change and '"User".role' in change for change in drifted.drift)
+
+
+async def test_makemigration_writes_a_numbered_revision_with_enum_changes(
+    scratch_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    script_location = tmp_path / "migrations"
+    shutil.copytree(
+        migrations.MIGRATIONS_DIRECTORY,
+        script_location,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    await migrate(scratch_db)
+    unchanged = await migrations.make_migration(
+        scratch_db, "nothing", script_location=script_location
+    )
+    # The database has a label the models lack: the revision must sync the enum.
+    await execute(scratch_db, """ALTER TYPE "EnrollmentStatus" ADD VALUE 'paused'""")
+
+    path = await migrations.make_migration(
+        scratch_db, "Sync enrollment statuses", script_location=script_location
+    )
+
+    assert unchanged is None
+    assert path is not None
+    name = Path(path).name
+    number = int(all_revisions()[-1].split("_", 1)[0]) + 1
+    assert name == f"{number:04d}_sync_enrollment_statuses.py"
+    text = Path(path).read_text()
+    assert "sync_enum_values" in text
+    assert "EnrollmentStatus" in text

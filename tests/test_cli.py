@@ -1,0 +1,77 @@
+"""The CLI fails with one line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from coursehub.core.dburl import DatabaseConfig
+
+
+def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url}
+    return subprocess.run(
+        [sys.executable, "-m", "coursehub", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql://postgres@127.0.0.1:1/store", "cannot reach PostgreSQL"),
+        ("postgresql://postgres@no-such-host.invalid:5432/store", "cannot reach PostgreSQL"),
+        ("postgresql://postgres@127.0.0.1:5432/store?colour=blue", "unknown parameter 'colour'"),
+        ("mysql://root@127.0.0.1/store", "must start with postgresql://"),
+    ],
+)
+def test_a_wrong_database_url_is_one_line(url: str, says: str) -> None:
+    result = run_cli("db", "status", database_url=url)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1
+    assert says in error_lines(result)[0]
+
+
+def test_wrong_password_and_missing_database_say_which(server: DatabaseConfig) -> None:
+    if server.is_socket:
+        pytest.skip("the embedded server trusts every local user; no password to get wrong")
+    wrong_user = DatabaseConfig(
+        user="nobody_here", password="x", host=server.host, port=server.port, database="postgres"
+    )
+    missing = server.with_database("coursehub_no_such_database")
+
+    bad_password = run_cli("db", "status", database_url=wrong_user.to_url())
+    no_database = run_cli("db", "status", database_url=missing.to_url())
+
+    assert bad_password.returncode == 1 and "wrong user or password" in bad_password.stderr
+    assert no_database.returncode == 1 and "does not exist" in no_database.stderr
+    assert "Traceback" not in bad_password.stderr + no_database.stderr
+
+
+def test_every_command_names_its_database_without_the_password(db_config: DatabaseConfig) -> None:
+    result = run_cli("db", "status", database_url=db_config.to_url())
+
+    assert result.returncode == 0, result.stderr
+    assert f"Using database {db_config.redacted()}" in result.stderr
+    if db_config.password:
+        assert db_config.password not in result.stderr + result.stdout
+
+
+def test_reset_refuses_without_force_or_terminal(db_config: DatabaseConfig) -> None:
+    result = run_cli("db", "reset", database_url=db_config.to_url())
+
+    assert result.returncode == 1
+    assert "--force" in error_lines(result)[0]
