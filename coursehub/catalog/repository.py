@@ -33,9 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from coursehub.catalog.enums import CourseSort
-from coursehub.catalog.models import Course
-from coursehub.enrollments.models import CourseEnrollment
-from coursehub.orders.models import OrderItem
+# Through coursehub.models, which imports every model: the mappers' relationships
+# resolve even when a caller (a script, the benchmark) imports only this module.
+from coursehub.models import Course, CourseEnrollment, OrderItem
 
 # A keyset: the sort key of the last row served, then its id.
 SortKey = datetime | Decimal | str | float

@@ -1,0 +1,352 @@
+"""Browsing the catalogue: GET /courses (filters, search, sorts, keyset pages), GET
+/courses/{slug}, GET /categories, and ETags."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.models import utcnow
+from coursehub.models import Course
+from tests.factories import auth_headers, make_admin, make_course, make_user
+
+URL = "/api/v1/courses"
+T0 = datetime(2026, 1, 1, tzinfo=utcnow().tzinfo)
+
+
+async def ids(client: httpx.AsyncClient, **params: Any) -> list[str]:
+    response = await client.get(URL, params=params)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["items"]]
+
+
+async def walk(client: httpx.AsyncClient, **params: Any) -> list[str]:
+    """Every page of a list, following next_cursor."""
+    seen: list[str] = []
+    cursor = None
+    while True:
+        query = dict(params, **({"cursor": cursor} if cursor else {}))
+        response = await client.get(URL, params=query)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [item["id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+
+
+async def make_catalogue(session: AsyncSession) -> dict[str, Course]:
+    """Six published courses and one draft, created a minute apart (oldest first)."""
+    specs: list[tuple[str, dict[str, Any]]] = [
+        ("py", dict(title="Python Basics", price="499.00", category="programming")),
+        (
+            "free",
+            dict(title="Git Crash Course", price="0", category="programming", level="all-levels"),
+        ),
+        ("design", dict(title="Figma Design", price="999.00", category="design", featured=True)),
+        ("ml", dict(title="Machine Learning", price="2999.00", level="advanced", featured=True)),
+        ("ui", dict(title="UI Patterns", price="499.00", category="design", level="intermediate")),
+        ("cook", dict(title="Cooking with Python", price="0.00", category="cooking")),
+        ("draft", dict(title="Secret Draft", price="10.00", published=False)),
+    ]
+    courses = {}
+    for n, (key, fields) in enumerate(specs):
+        courses[key] = await make_course(session, created_at=T0 + timedelta(minutes=n), **fields)
+    return courses
+
+
+async def test_lists_published_courses_newest_first(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    c = await make_catalogue(session)
+
+    response = await client.get(URL)
+
+    assert response.status_code == 200
+    page = response.json()
+    assert [i["id"] for i in page["items"]] == [
+        c[k].id for k in ("cook", "ui", "ml", "design", "free", "py")
+    ]
+    assert page["next_cursor"] is None
+    first = page["items"][0]
+    assert set(first) == {
+        "id",
+        "title",
+        "slug",
+        "price",
+        "duration",
+        "category",
+        "level",
+        "isFeatured",
+        "thumbnail",
+    }
+    assert first["price"] == "0.00"
+
+
+async def test_filters(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    c = await make_catalogue(session)
+
+    def expect(*keys: str) -> set[str]:
+        return {c[k].id for k in keys}
+
+    assert set(await ids(client, category="Design")) == expect("design", "ui")
+    assert set(await ids(client, level="advanced")) == expect("ml")
+    assert set(await ids(client, featured="true")) == expect("design", "ml")
+    assert set(await ids(client, featured="false")) == expect("py", "free", "ui", "cook")
+    assert set(await ids(client, free="true")) == expect("free", "cook")
+    assert set(await ids(client, free="false")) == expect("py", "design", "ml", "ui")
+    assert set(await ids(client, min_price="499", max_price="999.00")) == expect(
+        "py", "design", "ui"
+    )
+    assert set(await ids(client, min_price="1000")) == expect("ml")
+    assert set(await ids(client, category="programming", free="true")) == expect("free")
+    assert set(await ids(client, category="design", featured="true", max_price="999")) == expect(
+        "design"
+    )
+    assert await ids(client, category="nothing-here") == []
+
+
+async def test_sorts(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    c = await make_catalogue(session)
+    published = [v for k, v in c.items() if k != "draft"]
+
+    def by(key: Any, reverse: bool = False) -> list[str]:
+        return [x.id for x in sorted(published, key=key, reverse=reverse)]
+
+    assert await ids(client, sort="price_asc") == by(lambda x: (x.price, x.id))
+    assert await ids(client, sort="price_desc") == by(lambda x: (x.price, x.id), reverse=True)
+    assert await ids(client, sort="title") == [
+        c[k].id for k in ("cook", "design", "free", "ml", "py", "ui")
+    ]
+    assert await ids(client, sort="newest") == by(lambda x: (x.created_at, x.id), reverse=True)
+
+
+async def test_full_text_search_stems_and_ranks(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    title_hit = await make_course(session, title="Running a Marathon", description="Training plan")
+    description_hit = await make_course(
+        session, title="Fitness 101", description="Covers strength work and some runs too"
+    )
+    feature_hit = await make_course(
+        session, title="Yoga", description="Flexibility", features=["Weekly runner meetups"]
+    )
+    await make_course(session, title="Painting", description="Oil on canvas")
+    await make_course(session, title="Run Your Business", description="x", published=False)
+
+    ranked = await ids(client, q="run")
+    explicit = await ids(client, q="run", sort="relevance")
+    phrase = await ids(client, q='"oil on canvas"')
+    excluded = await ids(client, q="run -marathon")
+    by_price = await ids(client, q="run", sort="price_asc")
+
+    # "run" matches "Running" and "runs" by stemming (not "runner": another stem).
+    assert ranked == [title_hit.id, description_hit.id]  # title weighs more than description
+    assert explicit == ranked
+    assert feature_hit.id in await ids(client, q="runner meetups")
+    assert len(phrase) == 1
+    assert excluded == [description_hit.id]
+    assert set(by_price) == set(ranked)
+
+
+async def test_bad_list_parameters_are_422(client: httpx.AsyncClient) -> None:
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"sort": "relevance"}, "sort"),
+        ({"sort": "cheapest"}, "sort"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+        ({"level": "expert"}, "level"),
+        ({"min_price": "-1"}, "min_price"),
+        ({"min_price": "10", "max_price": "5"}, "max_price"),
+        ({"featured": "maybe"}, "featured"),
+    ]
+    for params, field in cases:
+        response = await client.get(URL, params=params)
+        assert response.status_code == 422, params
+        assert response.json()["code"] == "validation_failed"
+        assert [e["field"] for e in response.json()["errors"]] == [field], params
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"sort": "price_asc"},
+        {"sort": "price_desc"},
+        {"sort": "title"},
+        {"q": "course"},
+        {"q": "course", "sort": "newest"},
+        {"category": "cat-1", "sort": "price_desc"},
+    ],
+)
+async def test_keyset_pages_cover_the_list_exactly_once(
+    client: httpx.AsyncClient, session: AsyncSession, params: dict[str, Any]
+) -> None:
+    # Equal prices, titles and timestamps: only the id breaks ties, so the keyset must use it.
+    for n in range(11):
+        await make_course(
+            session,
+            title=f"Course {'AB'[n % 2]}",
+            price=Decimal(n % 3),
+            category=f"cat-{n % 2}",
+            description="a course about things" if n % 4 else "course course course",
+            created_at=T0 + timedelta(minutes=n // 3),
+        )
+
+    everything = await ids(client, limit=100, **params)
+    paged = await walk(client, limit=2, **params)
+
+    assert len(everything) >= 5
+    assert paged == everything
+
+
+@pytest.mark.parametrize("sort", ["newest", "price_asc"])
+async def test_paging_while_courses_are_added_and_edited_never_repeats_or_skips(
+    client: httpx.AsyncClient, session: AsyncSession, sort: str
+) -> None:
+    courses = [
+        await make_course(session, created_at=T0 + timedelta(minutes=n), price=Decimal(100 + n))
+        for n in range(9)
+    ]
+    original = {c.id for c in courses}
+    await session.commit()
+
+    seen: list[str] = []
+    response = await client.get(URL, params={"limit": 3, "sort": sort})
+    seen += [i["id"] for i in response.json()["items"]]
+    cursor = response.json()["next_cursor"]
+    while cursor:
+        # Between pages: a new course at the top and one at the very end of the order,
+        # edits to rows on both sides of the cursor, a served row deleted (what makes
+        # OFFSET skip one), and a new draft.
+        newest = await make_course(session, price=Decimal(1))
+        await make_course(session, created_at=T0 - timedelta(days=1), price=Decimal(10**6))
+        await session.execute(
+            update(Course)
+            .where(Course.id.in_([seen[0], *sorted(original - set(seen))][:2]))
+            .values(title="Edited", description="edited meanwhile", updated_at=utcnow())
+        )
+        await session.execute(delete(Course).where(Course.id == seen[-1]))
+        await make_course(session, published=False, price=Decimal(50))
+        await session.commit()
+        response = await client.get(URL, params={"limit": 3, "sort": sort, "cursor": cursor})
+        assert response.status_code == 200, response.text
+        seen += [i["id"] for i in response.json()["items"]]
+        cursor = response.json()["next_cursor"]
+        assert newest.id not in seen  # it sorts before the cursor: not served late
+
+    assert len(seen) == len(set(seen)), f"{sort}: a row was served twice"
+    assert original <= set(seen), f"{sort}: a row was skipped"
+
+
+async def test_a_tampered_or_foreign_cursor_is_400(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    for n in range(3):
+        await make_course(session, category="programming", created_at=T0 + timedelta(minutes=n))
+    headers = auth_headers(admin)
+    await session.commit()
+    cursor = (await client.get(URL, params={"limit": 1, "category": "programming"})).json()[
+        "next_cursor"
+    ]
+    admin_cursor = (
+        await client.get("/api/v1/admin/courses", params={"limit": 1}, headers=headers)
+    ).json()["next_cursor"]
+    raw = bytearray(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    raw[-3] ^= 1
+    tampered = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+
+    attempts = [
+        {"cursor": tampered, "category": "programming"},
+        {"cursor": "not-a-cursor!!", "category": "programming"},
+        {"cursor": cursor[:-4], "category": "programming"},
+        {"cursor": cursor},  # filters changed: no category
+        {"cursor": cursor, "category": "design"},
+        {"cursor": cursor, "category": "programming", "sort": "price_asc"},
+        {"cursor": admin_cursor},  # the admins' list is another list
+    ]
+    for params in attempts:
+        response = await client.get(URL, params=params)
+        assert response.status_code == 400, params
+        assert response.json()["code"] == "invalid_cursor"
+    same = await client.get(URL, params={"cursor": cursor, "category": "PROGRAMMING", "limit": 5})
+    assert same.status_code == 200  # the same filters, spelled differently, still fit
+
+
+async def test_detail_hides_drafts_except_from_admins(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    live_id = (await make_course(session, slug="live", description="Hello", features=["a", "b"])).id
+    await make_course(session, slug="draft", published=False)
+    admin_headers = auth_headers(await make_admin(session))
+    user_headers = auth_headers(await make_user(session))
+    await session.commit()
+
+    public = await client.get(f"{URL}/live")
+    anonymous_draft = await client.get(f"{URL}/draft")
+    user_draft = await client.get(f"{URL}/draft", headers=user_headers)
+    admin_draft = await client.get(f"{URL}/draft", headers=admin_headers)
+    missing = await client.get(f"{URL}/no-such-course")
+
+    assert public.status_code == 200
+    assert public.json()["id"] == live_id
+    assert public.json()["description"] == "Hello"
+    assert public.json()["features"] == ["a", "b"]
+    assert public.json()["price"] == "499.00"
+    assert "createdBy" not in public.json()
+    assert anonymous_draft.status_code == 404
+    assert anonymous_draft.json()["code"] == "course_not_found"
+    assert user_draft.status_code == 404
+    assert admin_draft.status_code == 200
+    assert admin_draft.json()["isPublished"] is False
+    assert missing.status_code == 404
+
+
+async def test_categories_count_published_courses(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    await make_catalogue(session)
+
+    response = await client.get("/api/v1/categories")
+
+    assert response.status_code == 200
+    assert response.json()["items"] == [
+        {"category": "cooking", "count": 1},
+        {"category": "design", "count": 2},
+        {"category": "programming", "count": 3},  # the draft is not counted
+    ]
+
+
+@pytest.mark.parametrize("path", [URL, f"{URL}/etag-course", "/api/v1/categories"])
+async def test_etag_and_if_none_match(
+    client: httpx.AsyncClient, session: AsyncSession, path: str
+) -> None:
+    course_id = (await make_course(session, slug="etag-course")).id
+    await session.commit()
+
+    first = await client.get(path)
+    etag = first.headers["etag"]
+    unchanged = await client.get(path, headers={"If-None-Match": etag})
+    weak_in_list = await client.get(path, headers={"If-None-Match": f'"other", W/{etag}'})
+    other = await client.get(path, headers={"If-None-Match": '"something-else"'})
+    await session.execute(update(Course).where(Course.id == course_id).values(category="changed"))
+    await session.commit()
+    changed = await client.get(path, headers={"If-None-Match": etag})
+
+    assert first.status_code == 200
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+    assert weak_in_list.status_code == 304
+    assert other.status_code == 200
+    assert other.headers["etag"] == etag
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
