@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from coursehub.catalog.enums import CourseSort
+
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
 from coursehub.models import Course, CourseEnrollment, OrderItem
@@ -231,13 +232,6 @@ async def taken_slugs(session: AsyncSession, base: str) -> set[str]:
         or_(Course.slug == base, Course.slug.startswith(base + "-", autoescape=True))
     )
     return set((await session.execute(statement)).scalars())
-
-
-async def slug_in_use(session: AsyncSession, slug: str, *, except_id: str | None = None) -> bool:
-    statement = select(Course.id).where(Course.slug == slug)
-    if except_id is not None:
-        statement = statement.where(Course.id != except_id)
-    return (await session.execute(select(exists(statement)))).scalar_one()
 
 
 async def add_course(session: AsyncSession, course: Course) -> None:

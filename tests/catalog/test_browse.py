@@ -154,6 +154,7 @@ async def test_full_text_search_stems_and_ranks(
     assert len(phrase) == 1
     assert excluded == [description_hit.id]
     assert set(by_price) == set(ranked)
+    assert await ids(client, q="the and of") == []  # stop words only: no match, no error
 
 
 async def test_bad_list_parameters_are_422(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,71 @@
+"""Migration 0003: the models declare what it creates (no drift), and downgrade removes it all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from coursehub.core.database import drop_database, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.db import migrations
+from tests.conftest import scratch_database_name
+
+CATALOGUE_INDEXES = {
+    "Course_search_idx",
+    "Course_createdAt_id_idx",
+    "Course_price_id_idx",
+    "Course_title_id_idx",
+    "Course_published_category_createdAt_id_idx",
+    "Course_featured_createdAt_id_idx",
+}
+
+
+@pytest.fixture
+async def scratch(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    config = server.with_database(scratch_database_name("catalog"))
+    await ensure_database_exists(config)
+    yield config
+    await drop_database(config)
+
+
+async def catalogue_objects(config: DatabaseConfig) -> tuple[set[str], set[str]]:
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        indexes = {
+            r[0]
+            for r in await connection.fetch(
+                "SELECT indexname FROM pg_indexes WHERE tablename = 'Course'"
+            )
+        }
+        functions = {
+            r[0]
+            for r in await connection.fetch(
+                "SELECT proname FROM pg_proc WHERE proname = 'course_search_document'"
+            )
+        }
+    finally:
+        await connection.close()
+    return indexes, functions
+
+
+async def test_upgrade_leaves_no_drift_and_downgrade_removes_everything(
+    scratch: DatabaseConfig,
+) -> None:
+    await migrations.migrate(scratch)
+    indexes, functions = await catalogue_objects(scratch)
+    state = await migrations.status(scratch)
+
+    assert indexes >= CATALOGUE_INDEXES
+    assert functions == {"course_search_document"}
+    assert "0003_catalogue_indexes" in state.applied
+    assert state.drift == []
+
+    await migrations.downgrade(scratch, "0002_added_indexes")
+    indexes_after, functions_after = await catalogue_objects(scratch)
+
+    assert indexes_after == indexes - CATALOGUE_INDEXES
+    assert functions_after == set()
+    await migrations.migrate(scratch)
+    assert await catalogue_objects(scratch) == (indexes, functions)
