@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coursehub.core.errors import Conflict, NotFound, ValidationFailed
+from coursehub.core.errors import Conflict, NotFound
 
 
 class CourseNotFound(NotFound):
@@ -18,10 +18,3 @@ class SlugTaken(Conflict):
 class CourseInUse(Conflict):
     code = "course_in_use"
     title = "The course has orders or enrollments"
-
-
-class InvalidCourseQuery(ValidationFailed):
-    """A list request whose parameters are each valid but do not go together."""
-
-    code = "invalid_course_query"
-    title = "The list parameters do not go together"
