@@ -27,6 +27,8 @@ class CourseEnrollment(IdMixin, TimestampsMixin, Base):
         unique_index("CourseEnrollment", "userId", "courseId"),
         Index(None, "courseId"),
         Index(None, "orderId"),
+        # Added by migration 0004: a learner's enrollments, newest first.
+        Index("CourseEnrollment_userId_createdAt_id_idx", "userId", "createdAt", "id"),
     )
 
     user_id: Mapped[str] = mapped_column(

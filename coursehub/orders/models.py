@@ -38,6 +38,10 @@ class Order(IdMixin, TimestampsMixin, Base):
         unique_index("Order", "orderNumber"),
         Index(None, "userId", "createdAt"),
         Index(None, "status"),
+        # Added by migration 0004 (the admins' order list and the sales report).
+        Index("Order_createdAt_id_idx", "createdAt", "id"),
+        Index("Order_status_createdAt_id_idx", "status", "createdAt", "id"),
+        Index("Order_paymentStatus_createdAt_id_idx", "paymentStatus", "createdAt", "id"),
     )
 
     order_number: Mapped[str] = mapped_column("orderNumber")
