@@ -3,7 +3,7 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, text
+from sqlalchemy import ForeignKey, Index, func, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from coursehub.core.enums import pg_enum
@@ -22,7 +22,24 @@ class Role(enum.StrEnum):
 
 class User(IdMixin, TimestampsMixin, Base):
     __tablename__ = "User"
-    __table_args__ = (unique_index("User", "email"), unique_index("User", "username"))
+    __table_args__ = (
+        unique_index("User", "email"),
+        unique_index("User", "username"),
+        # Added by migration 0005: case-insensitive sign-in and prefix search (rows from
+        # the Node app may be mixed-case), and the admins' keyset-paginated list.
+        Index(
+            "User_email_lower_idx",
+            func.lower(text('"email"')).label("email_lower"),
+            postgresql_ops={"email_lower": "text_pattern_ops"},
+        ),
+        Index(
+            "User_username_lower_idx",
+            func.lower(text('"username"')).label("username_lower"),
+            postgresql_ops={"username_lower": "text_pattern_ops"},
+        ),
+        Index("User_createdAt_id_idx", "createdAt", "id"),
+        Index("User_role_createdAt_id_idx", "role", "createdAt", "id"),
+    )
 
     email: Mapped[str]
     username: Mapped[str]
