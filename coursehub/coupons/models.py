@@ -23,7 +23,11 @@ class CouponType(enum.StrEnum):
 
 class Coupon(IdMixin, TimestampsMixin, Base):
     __tablename__ = "Coupon"
-    __table_args__ = (unique_index("Coupon", "code"),)
+    __table_args__ = (
+        unique_index("Coupon", "code"),
+        # Added by migration 0006: the admins' coupon list, newest first.
+        Index("Coupon_createdAt_id_idx", "createdAt", "id"),
+    )
 
     code: Mapped[str]  # upper case
     type: Mapped[CouponType] = mapped_column(pg_enum(CouponType, "CouponType"))

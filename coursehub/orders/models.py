@@ -42,6 +42,14 @@ class Order(IdMixin, TimestampsMixin, Base):
         Index("Order_createdAt_id_idx", "createdAt", "id"),
         Index("Order_status_createdAt_id_idx", "status", "createdAt", "id"),
         Index("Order_paymentStatus_createdAt_id_idx", "paymentStatus", "createdAt", "id"),
+        # Added by migration 0006: checkout's Idempotency-Key, kept in metadata.
+        Index(
+            "Order_userId_idempotencyKey_key",
+            text('"userId"'),
+            text("(metadata ->> 'idempotencyKey')"),
+            unique=True,
+            postgresql_where=text("(metadata ->> 'idempotencyKey') IS NOT NULL"),
+        ),
     )
 
     order_number: Mapped[str] = mapped_column("orderNumber")
