@@ -120,34 +120,50 @@ def seed_command(
 
 @db_app.command("backup")
 def backup_command(
-    file: Path = typer.Argument(None, help="Where to write; default coursehub-<time>.dump"),
+    file: Path = typer.Argument(
+        None, help="Where to write (a file or a directory); default ./coursehub-<time>.dump"
+    ),
     plain: bool = typer.Option(
         False,
         "--plain",
-        help="Plain SQL (restorable with psql) instead of pg_dump's custom format.",
+        help="Plain SQL (restorable with `psql < FILE`) instead of pg_dump's custom format.",
     ),
 ) -> None:
     """Back up the database with pg_dump: a consistent snapshot, even while writes go on."""
     from coursehub.db.backup import backup_database
 
     resolved = target_database()
-    path = run(backup_database(resolved.config, file, plain=plain))
-    console.print(f"Backed up to {path}")
+    result = run(backup_database(resolved.config, file, plain=plain, embedded=resolved.embedded))
+    err_console.print(f"[dim]with {result.pg_dump.describe()}[/dim]")
+    console.print(f"Backed up to {result.path} ({_size(result.size)}).")
 
 
 @db_app.command("restore")
 def restore_command(
     file: Path = typer.Argument(
-        ..., exists=False, help="A backup from `coursehub db backup` or pg_dump."
+        ..., exists=False, help="A backup from `coursehub db backup` or pg_dump (any format)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace a database that is not empty."),
 ) -> None:
-    """Restore a backup into the database. Refuses a non-empty database without --force."""
+    """Restore a backup into the database, all or nothing. Refuses a non-empty database
+    without --force; a corrupt or truncated file leaves the database as it was."""
     from coursehub.db.backup import restore_database
 
-    resolved = target_database()
-    run(restore_database(resolved.config, file, force=force))
-    console.print(f"Restored {file} into {resolved.config.redacted()}")
+    resolved = target_database(create=True)
+    result = run(restore_database(resolved.config, file, force=force, embedded=resolved.embedded))
+    console.print(
+        f"Restored {result.path} into {resolved.config.redacted()} "
+        f"({_size(result.bytes_streamed)} of SQL)."
+    )
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 @db_app.command("stop")
