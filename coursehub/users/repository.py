@@ -1,12 +1,484 @@
-"""Queries on users, their profiles and preferences."""
+"""All SQL on users, their profiles and preferences.
+
+Emails and usernames are compared case-insensitively (`lower(...)`, served by the
+indexes of migration 0005): the store writes them lower-case, but rows carried over
+from the Node app may be mixed-case.
+
+The operations the benchmark times (`create_user`, `get_user_with_profile`,
+`update_user_role`, `delete_user`, `insert_user_with_profile`) are one statement,
+so one round trip, each.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from coursehub.users.models import User
+from sqlalchemy import (
+    ColumnElement,
+    delete,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased, joinedload, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from coursehub.core.models import new_id, utcnow
+
+# Through coursehub.models, which imports every model: the mappers' relationships
+# resolve even when a caller (a script, the benchmark) imports only this module.
+from coursehub.models import (
+    CourseEnrollment,
+    Order,
+    Role,
+    User,
+    UserPreference,
+    UserProfile,
+)
+
+# A keyset of the admins' user list: the last row's createdAt, then its id.
+UserKeyset = tuple[datetime, str]
+
+
+def _lower(column: Any) -> ColumnElement[str]:
+    return func.lower(column)
+
+
+# --- the data layer's basic operations ----------------------------------------------------
 
 
 async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
     return await session.scalar(select(User).where(User.id == user_id))
+
+
+async def create_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    username: str,
+    password_hash: str,
+    role: Role = Role.user,
+) -> User:
+    """Insert a user (as given: the service normalises) in one INSERT … RETURNING.
+
+    A taken email or username raises IntegrityError (`User_email_key`,
+    `User_username_key`)."""
+    now = utcnow()
+    statement = (
+        insert(User)
+        .values(
+            id=new_id(),
+            email=email,
+            username=username,
+            password=password_hash,
+            role=role,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(User)
+    )
+    user = (await session.scalars(statement)).one()
+    # Nothing else is loaded, and a new user has neither: saying so spares a query.
+    set_committed_value(user, "profile", None)
+    set_committed_value(user, "preferences", None)
+    return user
+
+
+async def insert_user_with_profile(
+    session: AsyncSession,
+    *,
+    email: str,
+    username: str,
+    password_hash: str,
+    role: Role = Role.user,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    bio: str | None = None,
+    phone_number: str | None = None,
+) -> User:
+    """A user and their profile in ONE statement (the profile's INSERT rides in a CTE):
+    both rows or neither, in the caller's transaction, with one round trip. The
+    foreign key is checked at the end of the statement, when both rows exist."""
+    now = utcnow()
+    user_id = new_id()
+    profile_id = new_id()
+    profile_values: dict[str, Any] = {
+        "id": profile_id,
+        "user_id": user_id,
+        "first_name": first_name,
+        "last_name": last_name,
+        "bio": bio,
+        "phone_number": phone_number,
+        "created_at": now,
+        "updated_at": now,
+    }
+    profile_insert = insert(UserProfile).values(**profile_values).cte("new_profile")
+    statement = (
+        insert(User)
+        .values(
+            id=user_id,
+            email=email,
+            username=username,
+            password=password_hash,
+            role=role,
+            created_at=now,
+            updated_at=now,
+        )
+        .returning(User)
+        .add_cte(profile_insert)
+    )
+    user = (await session.scalars(statement)).one()
+    # The profile row is exactly what was sent: attach it as loaded, without a query.
+    profile = UserProfile(**profile_values)
+    make_transient_to_detached(profile)
+    session.add(profile)
+    set_committed_value(profile, "user", user)
+    set_committed_value(user, "profile", profile)
+    set_committed_value(user, "preferences", None)
+    return user
+
+
+async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | None:
+    """A user with the profile loaded (None if they have none), in one query."""
+    statement = (
+        select(User)
+        .options(joinedload(User.profile))
+        .where(User.id == user_id)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one_or_none()
+
+
+async def update_user_role(session: AsyncSession, *, user_id: str, role: Role) -> bool:
+    """Set a user's role in one UPDATE; True if the user exists. (The last-admin rule is
+    the service's: `users.service.change_role`.)"""
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(role=role, updated_at=utcnow())
+        .returning(User.id)
+    )
+    return (await session.execute(statement)).first() is not None
+
+
+async def delete_user(session: AsyncSession, *, user_id: str) -> bool:
+    """Delete a user with their profile, preferences and enrollments, in one statement;
+    True if the user existed.
+
+    The foreign keys are RESTRICT, so the children go first: their DELETEs ride in
+    CTEs, and the constraints are checked at the end of the statement, when they are
+    gone. A user with orders (or coupon usages) is refused by the database
+    (IntegrityError): such an account is anonymised instead (`anonymise_user`)."""
+    statement = (
+        delete(User)
+        .where(User.id == user_id)
+        .returning(User.id)
+        .add_cte(delete(UserProfile).where(UserProfile.user_id == user_id).cte("gone_profile"))
+        .add_cte(
+            delete(UserPreference).where(UserPreference.user_id == user_id).cte("gone_preferences")
+        )
+        .add_cte(
+            delete(CourseEnrollment)
+            .where(CourseEnrollment.user_id == user_id)
+            .cte("gone_enrollments")
+        )
+    )
+    deleted = (await session.execute(statement)).first() is not None
+    _forget(session, user_id)
+    return deleted
+
+
+def _forget(session: AsyncSession, user_id: str) -> None:
+    """Drop a deleted or rewritten user's objects from the session's identity map, so a
+    later read in the same session does not see stale rows."""
+    for obj in list(session.identity_map.values()):
+        owner = obj.id if isinstance(obj, User) else getattr(obj, "user_id", None)
+        if isinstance(obj, User | UserProfile | UserPreference) and owner == user_id:
+            session.expunge(obj)
+
+
+# --- sign-up, sign-in and account changes ----------------------------------------------
+
+
+async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
+    """The user whose email or username is `login`, case-insensitively (one query). An
+    email match wins should one row's email equal another's username."""
+    login = login.lower()
+    email_match = _lower(User.email) == login
+    statement = (
+        select(User)
+        .where(or_(email_match, _lower(User.username) == login))
+        .order_by(email_match.desc())
+        .limit(1)
+    )
+    return (await session.scalars(statement)).first()
+
+
+@dataclass(frozen=True)
+class TakenFields:
+    email: bool
+    username: bool
+
+
+async def taken_fields(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    username: str | None,
+    exclude_user_id: str | None = None,
+) -> TakenFields:
+    """Whether another account already has this email / username, case-insensitively,
+    in one query."""
+    conditions: list[ColumnElement[bool]] = []
+    email_match: ColumnElement[bool] = literal(False)
+    username_match: ColumnElement[bool] = literal(False)
+    if email is not None:
+        email_match = _lower(User.email) == email.lower()
+        conditions.append(email_match)
+    if username is not None:
+        username_match = _lower(User.username) == username.lower()
+        conditions.append(username_match)
+    if not conditions:
+        return TakenFields(email=False, username=False)
+    statement = select(email_match, username_match).where(or_(*conditions))
+    if exclude_user_id is not None:
+        statement = statement.where(User.id != exclude_user_id)
+    rows = (await session.execute(statement)).all()
+    return TakenFields(email=any(row[0] for row in rows), username=any(row[1] for row in rows))
+
+
+async def update_user_fields(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
+    """Apply changes to a loaded user and write them (IntegrityError on a taken email or
+    username)."""
+    for name, value in changes.items():
+        setattr(user, name, value)
+    user.updated_at = utcnow()
+    await session.flush()
+
+
+async def replace_password_hash(session: AsyncSession, user: User, new_hash: str) -> bool:
+    """Store a new hash only if the stored one is still the one `user` was read with
+    (compare and set): a password changed meanwhile by another request is never
+    overwritten. True if it was stored (and `user` now holds it)."""
+    statement = (
+        update(User)
+        .where(User.id == user.id, User.password == user.password)
+        .values(password=new_hash, updated_at=utcnow())
+        .returning(User.id)
+        .execution_options(synchronize_session=False)
+    )
+    if (await session.execute(statement)).first() is None:
+        return False
+    set_committed_value(user, "password", new_hash)
+    return True
+
+
+async def has_orders(session: AsyncSession, user_id: str) -> bool:
+    statement = select(select(Order.id).where(Order.user_id == user_id).exists())
+    return bool((await session.execute(statement)).scalar_one())
+
+
+async def anonymise_user(
+    session: AsyncSession, *, user_id: str, email: str, username: str, password: str
+) -> bool:
+    """Rewrite the user's identity and drop their profile and preferences, in one
+    statement; orders, enrollments and coupon usages stay. True if the user existed."""
+    statement = (
+        update(User)
+        .where(User.id == user_id)
+        .values(email=email, username=username, password=password, updated_at=utcnow())
+        .returning(User.id)
+        .add_cte(delete(UserProfile).where(UserProfile.user_id == user_id).cte("gone_profile"))
+        .add_cte(
+            delete(UserPreference).where(UserPreference.user_id == user_id).cte("gone_preferences")
+        )
+    )
+    done = (await session.execute(statement)).first() is not None
+    _forget(session, user_id)
+    return done
+
+
+# pg_advisory_xact_lock key of changes to the set of admins: "chadmins" in ASCII.
+ADMIN_SET_LOCK_KEY = 0x636861646D696E73
+
+
+@dataclass(frozen=True)
+class LockedAccount:
+    role: Role
+    admins: int  # how many admins the store has, this one included if it is one
+
+
+async def lock_account(session: AsyncSession, user_id: str) -> LockedAccount | None:
+    """Prepare to demote or remove a user: lock the set of admins, then the user's row,
+    until the transaction ends; None if there is no such user.
+
+    Every role change and account removal takes the same advisory lock first, so they
+    run one after another and each sees the committed outcome of the one before (READ
+    COMMITTED: each statement takes a fresh snapshot): the last admin can never be
+    removed by a race. The row lock (FOR UPDATE) also holds off an order being placed
+    for the user meanwhile (its foreign-key check needs a KEY SHARE lock on the row),
+    so "has orders?" stays true or false until we are done. One lock order everywhere
+    (advisory, then row) means no deadlock between two of these."""
+    await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+    admin = aliased(User)
+    admins = (
+        select(func.count())
+        .select_from(admin)
+        .where(admin.role == Role.admin)
+        .scalar_subquery()
+        .label("admins")
+    )
+    statement = select(User.role, admins).where(User.id == user_id).with_for_update(of=User)
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    return LockedAccount(role=row[0], admins=int(row[1]))
+
+
+# --- profile and preferences ---------------------------------------------------------------
+
+
+async def get_profile(session: AsyncSession, user_id: str) -> UserProfile | None:
+    return await session.scalar(select(UserProfile).where(UserProfile.user_id == user_id))
+
+
+async def get_preferences(session: AsyncSession, user_id: str) -> UserPreference | None:
+    return await session.scalar(select(UserPreference).where(UserPreference.user_id == user_id))
+
+
+async def put_profile(
+    session: AsyncSession, *, user_id: str, fields: dict[str, Any]
+) -> UserProfile:
+    """Create or replace the user's profile in one INSERT … ON CONFLICT statement (safe
+    against two first writes at once)."""
+    now = utcnow()
+    statement = (
+        pg_insert(UserProfile)
+        .values(id=new_id(), user_id=user_id, created_at=now, updated_at=now, **fields)
+        .on_conflict_do_update(
+            index_elements=[UserProfile.user_id],
+            # ON CONFLICT bypasses `onupdate`: updatedAt is set here.
+            set_={**_physical(UserProfile, fields), "updatedAt": now},
+        )
+        .returning(UserProfile)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one()
+
+
+async def patch_preferences(
+    session: AsyncSession, *, user_id: str, changes: dict[str, Any]
+) -> UserPreference:
+    """Create the preferences (the schema's defaults for what is not given) or change the
+    given fields, in one INSERT … ON CONFLICT statement."""
+    now = utcnow()
+    insert_statement = pg_insert(UserPreference).values(
+        id=new_id(), user_id=user_id, created_at=now, updated_at=now, **changes
+    )
+    statement = (
+        insert_statement.on_conflict_do_update(
+            index_elements=[UserPreference.user_id],
+            set_={**_physical(UserPreference, changes), "updatedAt": now},
+        )
+        .returning(UserPreference)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.scalars(statement)).one()
+
+
+def _physical(
+    model: type[UserProfile] | type[UserPreference], fields: dict[str, Any]
+) -> dict[str, Any]:
+    """Attribute names → column names, as ON CONFLICT's SET wants them."""
+    columns = model.__mapper__.columns
+    return {columns[name].name: value for name, value in fields.items()}
+
+
+# --- administration ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UserSummary:
+    id: str
+    email: str
+    username: str
+    role: Role
+    created_at: datetime
+
+    @property
+    def keyset(self) -> UserKeyset:
+        return (self.created_at, self.id)
+
+
+def _escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    prefix: str | None = None,
+    role: Role | None = None,
+    after: UserKeyset | None = None,
+    limit: int = 20,
+) -> Sequence[UserSummary]:
+    """A page of users, newest first, in one query. `prefix` matches the start of the
+    email or the username, case-insensitively (the lower-case indexes of 0005 serve it);
+    without it, `User_createdAt_id_idx` / `User_role_createdAt_id_idx` serve the order."""
+    statement = select(User.id, User.email, User.username, User.role, User.created_at)
+    if prefix:
+        # The pattern is bound whole (not `param || '%'`), so the planner sees the prefix.
+        pattern = _escape_like(prefix.lower()) + "%"
+        statement = statement.where(
+            or_(
+                _lower(User.email).like(pattern, escape="\\"),
+                _lower(User.username).like(pattern, escape="\\"),
+            )
+        )
+    if role is not None:
+        statement = statement.where(User.role == role)
+    if after is not None:
+        statement = statement.where(tuple_(User.created_at, User.id) < after)
+    statement = statement.order_by(User.created_at.desc(), User.id.desc()).limit(limit)
+    rows = (await session.execute(statement)).all()
+    return [UserSummary(*row) for row in rows]
+
+
+@dataclass(frozen=True)
+class UserDetail:
+    user: User
+    orders_count: int
+    enrollments_count: int
+
+
+async def get_user_detail(session: AsyncSession, user_id: str) -> UserDetail | None:
+    """A user with profile, preferences and the counts of their orders and enrollments,
+    in one query (the counts are correlated subqueries on indexed user ids)."""
+    orders_count = (
+        select(func.count()).where(Order.user_id == User.id).correlate(User).scalar_subquery()
+    )
+    enrollments_count = (
+        select(func.count())
+        .where(CourseEnrollment.user_id == User.id)
+        .correlate(User)
+        .scalar_subquery()
+    )
+    statement = (
+        select(User, orders_count, enrollments_count)
+        .options(joinedload(User.profile), joinedload(User.preferences))
+        .where(User.id == user_id)
+        .execution_options(populate_existing=True)
+    )
+    row = (await session.execute(statement)).first()
+    if row is None:
+        return None
+    return UserDetail(user=row[0], orders_count=int(row[1]), enrollments_count=int(row[2]))

@@ -1,0 +1,123 @@
+"""Signing in: credentials to tokens, refresh tokens to new ones, password changes.
+
+Tokens are stateless JWTs (core/security.py) carrying a fingerprint of the user's
+password hash: a password change, or the account's deletion or anonymisation,
+invalidates every token issued before, access and refresh alike, without a token
+table. The role is never read from a token (auth/dependencies.py reads the user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
+from coursehub.core.errors import FieldError
+from coursehub.core.security import (
+    create_token,
+    decode_token,
+    hash_password,
+    password_fingerprint,
+    verify_password,
+)
+from coursehub.core.settings import Settings
+from coursehub.users import repository
+from coursehub.users import service as users
+from coursehub.users.errors import WrongPassword
+from coursehub.users.models import User
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    """The secret and lifetimes tokens are made with (from settings)."""
+
+    secret: str
+    access_lifetime: timedelta
+    refresh_lifetime: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenPolicy:
+        return cls(
+            secret=settings.secret_key.get_secret_value(),
+            access_lifetime=timedelta(minutes=settings.access_token_minutes),
+            refresh_lifetime=timedelta(days=settings.refresh_token_days),
+        )
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int  # seconds the access token lives
+    refresh_expires_in: int
+    token_type: str = "bearer"
+
+
+def issue_tokens(user: User, policy: TokenPolicy) -> TokenPair:
+    def token(kind: str, lifetime: timedelta) -> str:
+        return create_token(
+            secret=policy.secret,
+            user_id=user.id,
+            password_hashed=user.password,
+            type="access" if kind == "access" else "refresh",
+            lifetime=lifetime,
+        )
+
+    return TokenPair(
+        access_token=token("access", policy.access_lifetime),
+        refresh_token=token("refresh", policy.refresh_lifetime),
+        expires_in=int(policy.access_lifetime.total_seconds()),
+        refresh_expires_in=int(policy.refresh_lifetime.total_seconds()),
+    )
+
+
+WRONG_CREDENTIALS = "the email or username, or the password, is wrong"
+
+
+async def login(
+    session: AsyncSession, *, login: str, password: str, policy: TokenPolicy
+) -> TokenPair:
+    """Sign in with an email or a username, any case.
+
+    A missing account and a wrong password get the same answer, and take the same
+    time: without an account the password is still checked, against a dummy argon2id
+    hash. A hash from the Node app (bcrypt) is replaced by an argon2id one on success.
+    """
+    user = await repository.find_user_by_login(session, login.strip())
+    matches, new_hash = verify_password(password, user.password if user else None)
+    if user is None or not matches:
+        raise InvalidCredentials(WRONG_CREDENTIALS)
+    if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):
+        # The password was changed between our read and our write: the one given was
+        # right a moment ago, but is not the account's password any more.
+        raise InvalidCredentials(WRONG_CREDENTIALS)
+    return issue_tokens(user, policy)
+
+
+async def refresh(session: AsyncSession, *, refresh_token: str, policy: TokenPolicy) -> TokenPair:
+    """A valid refresh token (unexpired, and issued since the last password change, for an
+    account that still exists) for a new pair."""
+    claims = decode_token(refresh_token, secret=policy.secret, expected="refresh")
+    if claims is None:
+        raise InvalidRefreshToken("the refresh token is invalid or has expired; sign in again")
+    user = await repository.get_user_by_id(session, claims.user_id)
+    if user is None or password_fingerprint(policy.secret, user.password) != claims.fingerprint:
+        raise InvalidRefreshToken("the refresh token is no longer valid; sign in again")
+    return issue_tokens(user, policy)
+
+
+async def change_password(
+    session: AsyncSession, user: User, *, current: str, new: str, policy: TokenPolicy
+) -> TokenPair:
+    """POST /me/password: every token issued before stops working; the caller gets a
+    fresh pair so this client stays signed in."""
+    users.check_password(user, current, field="current")
+    if not await repository.replace_password_hash(session, user, hash_password(new)):
+        # Changed by a concurrent request: the `current` given here is stale.
+        raise WrongPassword(
+            "the password was changed meanwhile; sign in again",
+            errors=[FieldError("current", "is no longer the account's password", "wrong_password")],
+        )
+    return issue_tokens(user, policy)

@@ -1,0 +1,303 @@
+"""The rules of accounts: sign-up conflicts, profile and preferences, deletion or
+anonymisation, roles and the last admin, and the admins' user list.
+
+Everything runs in the caller's transaction (the request's, or a CLI command's) and
+flushes at most: a failure anywhere leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.errors import BadCursor, FieldError, StoreError
+from coursehub.core.pagination import CursorCodec, CursorValue, Page
+from coursehub.core.security import UNUSABLE_PASSWORD, hash_password, verify_password
+from coursehub.users import repository
+from coursehub.users.errors import (
+    EmailTaken,
+    LastAdmin,
+    UsernameTaken,
+    UserNotFound,
+    WrongPassword,
+)
+from coursehub.users.models import Role, User, UserPreference, UserProfile
+from coursehub.users.repository import TakenFields, UserDetail, UserKeyset, UserSummary
+from coursehub.users.schemas import (
+    AdminUserListQuery,
+    PreferencesUpdate,
+    ProfilePut,
+    Removal,
+    UserCreate,
+    UserUpdate,
+)
+
+EMAIL_CONSTRAINT = "User_email_key"
+USERNAME_CONSTRAINT = "User_username_key"
+ANONYMISED_EMAIL_DOMAIN = "deleted.invalid"  # .invalid: RFC 2606, never deliverable
+
+
+# --- conflicts ---------------------------------------------------------------------------
+
+
+def _taken_error(taken: TakenFields) -> StoreError:
+    errors = []
+    if taken.email:
+        errors.append(FieldError("email", "is already used by another account", "taken"))
+    if taken.username:
+        errors.append(FieldError("username", "is already used by another account", "taken"))
+    if taken.email:
+        detail = "an account with this email already exists"
+        if taken.username:
+            detail = "an account with this email, and one with this username, already exist"
+        return EmailTaken(detail, errors=errors)
+    return UsernameTaken("an account with this username already exists", errors=errors)
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    text = str(exc.orig)
+    for name in (EMAIL_CONSTRAINT, USERNAME_CONSTRAINT):
+        if name in text:
+            return name
+    return None
+
+
+def _conflict_from(exc: IntegrityError) -> StoreError | None:
+    """A unique violation on email or username (a race the check before lost) as a 409."""
+    name = _violated_constraint(exc)
+    if name == EMAIL_CONSTRAINT:
+        return _taken_error(TakenFields(email=True, username=False))
+    if name == USERNAME_CONSTRAINT:
+        return _taken_error(TakenFields(email=False, username=True))
+    return None
+
+
+async def _check_free(
+    session: AsyncSession,
+    *,
+    email: str | None,
+    username: str | None,
+    exclude_user_id: str | None = None,
+) -> None:
+    taken = await repository.taken_fields(
+        session, email=email, username=username, exclude_user_id=exclude_user_id
+    )
+    if taken.email or taken.username:
+        raise _taken_error(taken)
+
+
+# --- creating accounts -------------------------------------------------------------------
+
+
+async def create_user_with_profile(
+    session: AsyncSession,
+    *,
+    email: str,
+    username: str,
+    password_hash: str,
+    first_name: str | None = None,
+    last_name: str | None = None,
+    bio: str | None = None,
+    phone_number: str | None = None,
+    role: Role = Role.user,
+) -> User:
+    """DATABASE.md's transaction: a user and their profile, both or neither, in the
+    caller's transaction (one statement, one round trip). Email and username are
+    stored lower-case; a taken one raises EmailTaken / UsernameTaken (409)."""
+    try:
+        return await repository.insert_user_with_profile(
+            session,
+            email=email.lower(),
+            username=username.lower(),
+            password_hash=password_hash,
+            role=role,
+            first_name=first_name,
+            last_name=last_name,
+            bio=bio,
+            phone_number=phone_number,
+        )
+    except IntegrityError as exc:
+        if (conflict := _conflict_from(exc)) is not None:
+            raise conflict from None
+        raise
+
+
+async def register(session: AsyncSession, data: UserCreate, *, role: Role = Role.user) -> User:
+    """Sign-up: a new account (no profile or preferences until first written). A taken
+    email or username, in any case, is a 409 naming the field."""
+    await _check_free(session, email=data.email, username=data.username)
+    password_hash = hash_password(data.password)
+    try:
+        return await repository.create_user(
+            session,
+            email=data.email,
+            username=data.username,
+            password_hash=password_hash,
+            role=role,
+        )
+    except IntegrityError as exc:  # the same email or username registered meanwhile
+        if (conflict := _conflict_from(exc)) is not None:
+            raise conflict from None
+        raise
+
+
+async def update_account(session: AsyncSession, user: User, data: UserUpdate) -> User:
+    """PATCH /me: a new email and/or username, with sign-up's rules and conflicts."""
+    changes = data.model_dump(exclude_unset=True)
+    changes = {name: value for name, value in changes.items() if getattr(user, name) != value}
+    if not changes:
+        return user
+    await _check_free(
+        session,
+        email=changes.get("email"),
+        username=changes.get("username"),
+        exclude_user_id=user.id,
+    )
+    try:
+        await repository.update_user_fields(session, user, changes)
+    except IntegrityError as exc:
+        if (conflict := _conflict_from(exc)) is not None:
+            raise conflict from None
+        raise
+    return user
+
+
+def check_password(user: User, password: str, *, field: str = "password") -> None:
+    matches, _ = verify_password(password, user.password)
+    if not matches:
+        raise WrongPassword(
+            "the password is wrong",
+            errors=[FieldError(field, "does not match the account's password", "wrong_password")],
+        )
+
+
+# --- removing accounts -------------------------------------------------------------------
+
+
+async def remove_account(session: AsyncSession, user_id: str) -> Removal:
+    """Delete the account, or anonymise it if it has orders (accounting keeps them): its
+    email, username and password become unusable, its profile and preferences go. Either
+    way nobody can sign in to it again and its tokens stop working. The last admin
+    cannot be removed (409)."""
+    locked = await repository.lock_account(session, user_id)
+    if locked is None:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    if locked.role == Role.admin and locked.admins <= 1:
+        raise LastAdmin(
+            "this is the store's only admin; make another user an admin before removing it"
+        )
+    if await repository.has_orders(session, user_id):
+        await repository.anonymise_user(
+            session,
+            user_id=user_id,
+            email=f"deleted-{user_id}@{ANONYMISED_EMAIL_DOMAIN}",
+            username=f"deleted-{user_id}",
+            password=UNUSABLE_PASSWORD,
+        )
+        return Removal.anonymised
+    await repository.delete_user(session, user_id=user_id)
+    return Removal.deleted
+
+
+async def delete_own_account(session: AsyncSession, user: User, *, password: str) -> Removal:
+    """DELETE /me: confirmed with the password."""
+    check_password(user, password)
+    return await remove_account(session, user.id)
+
+
+# --- profile and preferences --------------------------------------------------------------
+
+
+async def get_profile(session: AsyncSession, user: User) -> UserProfile | None:
+    return await repository.get_profile(session, user.id)
+
+
+async def put_profile(session: AsyncSession, user: User, data: ProfilePut) -> UserProfile:
+    """Create the profile on first write, replace it after (left-out fields are cleared)."""
+    return await repository.put_profile(session, user_id=user.id, fields=data.model_dump())
+
+
+async def get_preferences(session: AsyncSession, user: User) -> UserPreference | None:
+    return await repository.get_preferences(session, user.id)
+
+
+async def patch_preferences(
+    session: AsyncSession, user: User, data: PreferencesUpdate
+) -> UserPreference:
+    """Change the fields sent; created on first write with the schema's defaults for the
+    rest."""
+    changes = {
+        name: value.value if isinstance(value, StrEnum) else value
+        for name, value in data.model_dump(exclude_unset=True).items()
+    }
+    return await repository.patch_preferences(session, user_id=user.id, changes=changes)
+
+
+# --- administration -----------------------------------------------------------------------
+
+
+async def change_role(session: AsyncSession, user_id: str, role: Role) -> UserDetail:
+    """PATCH /admin/users/{id}: the new role takes effect on the user's next request (the
+    role is read from the database, never trusted from a token). The last admin cannot
+    be demoted (409); two demotions at once cannot both pass (see `lock_account`)."""
+    locked = await repository.lock_account(session, user_id)
+    if locked is None:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    if locked.role == Role.admin and role != Role.admin and locked.admins <= 1:
+        raise LastAdmin("this is the store's only admin; make another user an admin first")
+    if locked.role != role:
+        await repository.update_user_role(session, user_id=user_id, role=role)
+    return await get_user_detail(session, user_id)
+
+
+async def get_user_detail(session: AsyncSession, user_id: str) -> UserDetail:
+    detail = await repository.get_user_detail(session, user_id)
+    if detail is None:
+        raise UserNotFound(f"no user with id {user_id!r}")
+    return detail
+
+
+def _cursor_context(query: AdminUserListQuery) -> str:
+    """A cursor is bound to the list's filters: reused with others it would serve a
+    wrong page, so it is a 400 instead."""
+    prefix = (query.q or "").lower()
+    return f"admin-users:{query.role.value if query.role else ''}:{prefix}"
+
+
+def _decode_keyset(values: list[CursorValue]) -> UserKeyset:
+    bad = BadCursor("the cursor is not valid for this list; start again without one")
+    if len(values) != 2 or not all(isinstance(v, str) for v in values):
+        raise bad
+    created_at, user_id = str(values[0]), str(values[1])
+    try:
+        moment = datetime.fromisoformat(created_at)
+    except ValueError:
+        raise bad from None
+    if moment.tzinfo is None:
+        raise bad
+    return (moment, user_id)
+
+
+async def list_users(
+    session: AsyncSession, query: AdminUserListQuery, *, codec: CursorCodec
+) -> Page[UserSummary]:
+    """GET /admin/users: newest first, narrowed by an email/username prefix and a role,
+    keyset-paginated (one query per page)."""
+    context = _cursor_context(query)
+    after = _decode_keyset(codec.decode(context, query.cursor)) if query.cursor else None
+    rows = await repository.list_users(
+        session, prefix=query.q, role=query.role, after=after, limit=query.limit + 1
+    )
+    items = list(rows[: query.limit])
+    next_cursor = None
+    if len(rows) > query.limit:
+        created_at, user_id = items[-1].keyset
+        next_cursor = codec.encode(context, [created_at.isoformat(), user_id])
+    return Page(items=items, next_cursor=next_cursor)
