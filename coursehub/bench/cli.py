@@ -1,3 +1,77 @@
+"""`coursehub bench`: run ../shared/bench/WORKLOAD.md against the plain-SQL floor."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
 import typer
 
-bench_app = typer.Typer(no_args_is_help=True)
+from coursehub.bench.fixture import DEFAULT_DATABASE_NAME, SMOKE_SIZE, FixtureSize
+from coursehub.bench.ops import OPERATIONS
+from coursehub.bench.report import print_report
+from coursehub.bench.suite import SuiteOptions, run_suite
+from coursehub.core.console import console, err_console, fail, target_database
+
+bench_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    json_file: Path | None = typer.Option(
+        None, "--json", help="Also write the report as JSON to this file."
+    ),
+    seconds: float = typer.Option(
+        4.0, min=0.1, help="Measuring time per operation, concurrency and side (ours, floor)."
+    ),
+    http: bool = typer.Option(True, "--http/--no-http", help="Run the HTTP part."),
+    http_seconds: float = typer.Option(8.0, min=1, help="Measuring time per HTTP endpoint."),
+    smoke: bool = typer.Option(
+        False, help="A quick check that everything runs: tiny fixture, 0.5 s per measurement."
+    ),
+    operation: list[str] = typer.Option(
+        [], "--op", help=f"Run only these operations (repeatable): {', '.join(OPERATIONS)}."
+    ),
+    courses: int = typer.Option(2000, min=20, help="Courses in the fixture (WORKLOAD: 2,000)."),
+    wrk: bool = typer.Option(
+        True, "--wrk/--no-wrk", help="Load the HTTP part with wrk when it is installed."
+    ),
+    database: str = typer.Option(
+        DEFAULT_DATABASE_NAME,
+        help="Name of the scratch database made (and dropped) on DATABASE_URL's server.",
+    ),
+    keep: bool = typer.Option(False, help="Keep the bench database afterwards."),
+) -> None:
+    """Prepare the fixture in a scratch database, measure each operation through the
+    store's code and as plain SQL at concurrency 1 and 16, then load the HTTP API."""
+    unknown = [name for name in operation if name not in OPERATIONS]
+    if unknown:
+        fail(f"unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
+    options = SuiteOptions(
+        seconds=seconds,
+        http=http,
+        http_seconds=http_seconds,
+        prefer_wrk=wrk,
+        database_name=database,
+        keep_database=keep,
+        size=replace(FixtureSize(), courses=courses),
+        operations=tuple(operation) or OPERATIONS,
+    )
+    if smoke:
+        options = replace(
+            options, seconds=0.5, warmup=0.1, http_seconds=1, http_warmup=1, size=SMOKE_SIZE
+        )
+    resolved = target_database()
+    try:
+        report = run_suite(
+            resolved.config,
+            options,
+            progress=lambda message: err_console.print(f"[dim]… {message}[/dim]"),
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    print_report(report, console)
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+        err_console.print(f"Wrote {json_file}")

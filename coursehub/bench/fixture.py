@@ -1,0 +1,185 @@
+"""The benchmark's fixture (../shared/bench/WORKLOAD.md), in a database of its own.
+
+The suite never touches the developer's data: it creates a separate database on
+the target server (`coursehub_bench` by default), migrates it with the real
+migrations, loads the fixture with COPY (a second or so for the full size), and
+drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+
+from coursehub.core.database import drop_database, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.db.migrations import migrate
+
+# An argon2id hash of "bench-password-1", computed once: hashing is not part of
+# any operation the workload measures (WORKLOAD.md, "Fixture").
+BENCH_PASSWORD = "bench-password-1"
+BENCH_PASSWORD_HASH = (
+    "$argon2id$v=19$m=65536,t=3,p=4$qMR18r5On+TxdMHjAioj5Q$"
+    "fd8QNnSn3I1ipQNYS6ZMV97HVadop13NCpCctxcyDL8"
+)
+ADMIN_EMAIL = "bench-admin@example.com"
+COUPON_CODE = "BENCH10"
+CATEGORY_COUNT = 10
+LEVELS = ("beginner", "intermediate", "advanced")
+DEFAULT_DATABASE_NAME = "coursehub_bench"
+
+
+@dataclass(frozen=True)
+class FixtureSize:
+    courses: int = 2000
+    # Users made up front for the HTTP checkout, each signed in with a token: a
+    # user can't buy the same course twice, so requests rotate over them.
+    http_users: int = 5000
+
+
+SMOKE_SIZE = FixtureSize(courses=200, http_users=200)
+
+
+@dataclass(frozen=True)
+class Fixture:
+    config: DatabaseConfig
+    admin_id: str
+    coupon_code: str
+    categories: list[str]
+    # The published courses, in slug order (`bench-1`, `bench-2`, …, drafts left out).
+    course_ids: list[str]
+    course_slugs: list[str]
+    http_user_ids: list[str] = field(default_factory=list)
+
+    def course_pair(self, index: int) -> list[str]:
+        """Two distinct published courses, rotating with `index`."""
+        n = len(self.course_ids)
+        return [self.course_ids[(2 * index) % n], self.course_ids[(2 * index + 1) % n]]
+
+
+def course_row(i: int, *, admin_id: str, created_at: datetime) -> tuple[object, ...]:
+    """Course `bench-{i}` exactly as WORKLOAD.md describes it."""
+    return (
+        str(uuid.uuid4()),
+        f"Bench course {i}",
+        f"bench-{i}",
+        f"Course number {i} of the benchmark fixture: videos and quizzes.",
+        f"https://example.com/thumbnails/bench-{i}.jpg",
+        60 + i % 600,
+        Decimal(199 + (i % 50) * 100),
+        ["video", "quizzes"],
+        f"cat-{i % CATEGORY_COUNT}",
+        LEVELS[i % len(LEVELS)],
+        i % 20 != 0,  # every 20th is a draft
+        i % 50 == 0,  # every 50th is featured
+        admin_id,
+        created_at,
+        created_at,
+    )
+
+
+COURSE_COLUMNS = (
+    "id",
+    "title",
+    "slug",
+    "description",
+    "thumbnail",
+    "duration",
+    "price",
+    "features",
+    "category",
+    "level",
+    "isPublished",
+    "isFeatured",
+    "createdBy",
+    "createdAt",
+    "updatedAt",
+)
+USER_COLUMNS = ("id", "email", "username", "password", "role", "createdAt", "updatedAt")
+
+
+async def prepare_fixture(config: DatabaseConfig, size: FixtureSize) -> Fixture:
+    """(Re)create the bench database, migrate it and load the fixture by COPY."""
+    await drop_database(config)
+    await ensure_database_exists(config)
+    await migrate(config)
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        return await _load(connection, config, size)
+    finally:
+        await connection.close()
+
+
+async def _load(
+    connection: asyncpg.Connection, config: DatabaseConfig, size: FixtureSize
+) -> Fixture:
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    admin_id = str(uuid.uuid4())
+    users = [(admin_id, ADMIN_EMAIL, "bench-admin", BENCH_PASSWORD_HASH, "admin", now, now)]
+    http_user_ids = [str(uuid.uuid4()) for _ in range(size.http_users)]
+    users += [
+        (user_id, f"http-{n}@bench.example.com", f"http-{n}", BENCH_PASSWORD_HASH, "user", now, now)
+        for n, user_id in enumerate(http_user_ids)
+    ]
+    # Distinct creation times, oldest first, so "newest first" has a real order.
+    start = now - timedelta(seconds=size.courses)
+    courses = [
+        course_row(i, admin_id=admin_id, created_at=start + timedelta(seconds=i))
+        for i in range(size.courses)
+    ]
+    coupon = (
+        str(uuid.uuid4()),
+        COUPON_CODE,
+        "percentage",
+        Decimal(10),
+        Decimal(500),
+        None,
+        "Benchmark coupon: 10% off, at most ₹500",
+        datetime(1970, 1, 1),
+        datetime(2100, 1, 1),
+        None,
+        admin_id,
+        now,
+        now,
+    )
+    async with connection.transaction():
+        await connection.copy_records_to_table("User", records=users, columns=USER_COLUMNS)
+        await connection.copy_records_to_table("Course", records=courses, columns=COURSE_COLUMNS)
+        await connection.copy_records_to_table(
+            "Coupon",
+            records=[coupon],
+            columns=(
+                "id",
+                "code",
+                "type",
+                "value",
+                "maxDiscount",
+                "minPurchase",
+                "description",
+                "startDate",
+                "endDate",
+                "maxUses",
+                "createdBy",
+                "createdAt",
+                "updatedAt",
+            ),
+        )
+    await connection.execute("ANALYZE")
+    published = [row for row in courses if row[10]]
+    return Fixture(
+        config=config,
+        admin_id=admin_id,
+        coupon_code=COUPON_CODE,
+        categories=[f"cat-{n}" for n in range(CATEGORY_COUNT)],
+        course_ids=[str(row[0]) for row in published],
+        course_slugs=[str(row[2]) for row in published],
+        http_user_ids=http_user_ids,
+    )
+
+
+async def drop_fixture(config: DatabaseConfig) -> None:
+    await drop_database(config)

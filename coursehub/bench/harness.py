@@ -1,0 +1,133 @@
+"""Running one operation at a given concurrency for a time budget, and summarising it.
+
+An operation is `async def op(index) -> None`; `index` is unique across the whole
+run (so each iteration can make its own e-mail address) and rotates the inputs.
+`concurrency` tasks call it back to back until the budget is spent; each call's
+latency is recorded. Ours and the floor run through exactly this code, in the
+same process and event loop, so whatever the harness costs is common to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+Op = Callable[[int], Awaitable[None]]
+
+
+@dataclass
+class Samples:
+    """Latencies (seconds) of the calls that succeeded, and the wall time they took."""
+
+    latencies: list[float] = field(default_factory=list)
+    elapsed: float = 0.0
+    errors: int = 0
+    first_error: str | None = None
+
+    def extend(self, other: Samples) -> None:
+        self.latencies.extend(other.latencies)
+        self.elapsed += other.elapsed
+        self.errors += other.errors
+        self.first_error = self.first_error or other.first_error
+
+
+@dataclass(frozen=True)
+class Stats:
+    count: int
+    errors: int
+    ops_per_s: float
+    p50_ms: float
+    p99_ms: float
+    first_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "count": self.count,
+            "errors": self.errors,
+            "ops_per_s": round(self.ops_per_s, 1),
+            "p50_ms": round(self.p50_ms, 3),
+            "p99_ms": round(self.p99_ms, 3),
+        }
+        if self.first_error:
+            data["first_error"] = self.first_error
+        return data
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list (0.0 for an empty one)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(fraction * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def summarise(samples: Samples) -> Stats:
+    latencies = sorted(samples.latencies)
+    return Stats(
+        count=len(latencies),
+        errors=samples.errors,
+        ops_per_s=len(latencies) / samples.elapsed if samples.elapsed > 0 else 0.0,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+        first_error=samples.first_error,
+    )
+
+
+async def run_for(op: Op, *, concurrency: int, seconds: float, indexes: Iterator[int]) -> Samples:
+    """Call `op` from `concurrency` tasks, back to back, for `seconds`."""
+    samples = Samples()
+    clock = time.perf_counter
+    deadline = clock() + seconds
+
+    async def worker() -> None:
+        while clock() < deadline:
+            index = next(indexes)
+            started = clock()
+            try:
+                await op(index)
+            except Exception as exc:  # counted and reported; one failure must not stop a run
+                samples.errors += 1
+                if samples.first_error is None:
+                    samples.first_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                continue
+            samples.latencies.append(clock() - started)
+
+    began = clock()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    samples.elapsed = clock() - began
+    return samples
+
+
+async def compare(
+    first: Op,
+    second: Op,
+    *,
+    concurrency: int,
+    seconds: float,
+    indexes: Iterator[int],
+    warmup: float,
+) -> tuple[Stats, Stats]:
+    """Measure two operations (ours and the floor, say) in alternating halves — first,
+    second, second, first — so a machine that slows down or speeds up during the run
+    (other processes, a growing table) weighs on both alike. Each gets `seconds` in
+    all, after a warm-up of its own."""
+    for op in (first, second):
+        await run_for(op, concurrency=concurrency, seconds=warmup, indexes=indexes)
+    first_samples, second_samples = Samples(), Samples()
+    half = seconds / 2
+    for target, op in (
+        (first_samples, first),
+        (second_samples, second),
+        (second_samples, second),
+        (first_samples, first),
+    ):
+        target.extend(await run_for(op, concurrency=concurrency, seconds=half, indexes=indexes))
+    return summarise(first_samples), summarise(second_samples)
+
+
+def run_indexes() -> Iterator[int]:
+    return itertools.count()

@@ -1,0 +1,155 @@
+"""WORKLOAD.md's operations through the store's own code: the service and repository
+functions the API's routes call, each inside a session transaction opened and
+committed as the request's session dependency does (`Database.transaction`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.bench.fixture import BENCH_PASSWORD_HASH, Fixture
+from coursehub.catalog import service as catalog_service
+from coursehub.catalog.schemas import CourseListQuery
+from coursehub.core.database import Database
+from coursehub.core.pagination import CursorCodec
+from coursehub.users.models import Role, User
+
+OPERATIONS = ("user_crud", "tx_user_profile", "catalog_page", "course_by_slug", "checkout")
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """An operation whose code is not in this checkout (yet): reported, not measured."""
+
+    reason: str
+
+
+class OurOps:
+    def __init__(self, database: Database, fixture: Fixture, *, secret: str, tag: str) -> None:
+        self.database = database
+        self.fixture = fixture
+        self.codec = CursorCodec(secret)
+        self.tag = tag  # keeps this run's e-mail addresses apart from any other's
+        # The list query GET /courses?category=… parses, one per category.
+        self.list_queries = [CourseListQuery(category=c) for c in fixture.categories]
+
+    def _identity(self, kind: str, index: int) -> tuple[str, str]:
+        name = f"o{kind}{self.tag}{index}"
+        return f"{name}@bench.example.com", name
+
+    # --- accounts -------------------------------------------------------------------
+
+    async def user_crud(self, index: int) -> None:
+        """Create, read with profile, make admin, delete: four transactions, as four requests."""
+        from coursehub.users import repository
+
+        email, username = self._identity("u", index)
+        async with self.database.transaction() as session:
+            user = await repository.create_user(
+                session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
+            )
+            user_id = user.id
+        async with self.database.transaction() as session:
+            found = await repository.get_user_with_profile(session, user_id)
+            assert found is not None
+        async with self.database.transaction() as session:
+            await repository.update_user_role(session, user_id=user_id, role=Role.admin)
+        async with self.database.transaction() as session:
+            await repository.delete_user(session, user_id=user_id)
+
+    async def tx_user_profile(self, index: int) -> None:
+        from coursehub.users import service
+
+        email, username = self._identity("p", index)
+        async with self.database.transaction() as session:
+            await service.create_user_with_profile(
+                session,
+                email=email,
+                username=username,
+                password_hash=BENCH_PASSWORD_HASH,
+                first_name="Bench",
+                last_name="User",
+            )
+
+    # --- catalogue ------------------------------------------------------------------
+
+    async def catalog_page(self, index: int) -> None:
+        query = self.list_queries[index % len(self.list_queries)]
+        async with self.database.transaction() as session:
+            page = await catalog_service.list_published_courses(session, query, codec=self.codec)
+            assert page.items
+
+    async def course_by_slug(self, index: int) -> None:
+        slug = self.fixture.course_slugs[index % len(self.fixture.course_slugs)]
+        async with self.database.transaction() as session:
+            await catalog_service.get_published_course(session, slug, viewer=None)
+
+    # --- checkout -------------------------------------------------------------------
+
+    async def _new_user(self, session: AsyncSession, index: int) -> User:
+        from coursehub.users import repository
+
+        email, username = self._identity("c", index)
+        return await repository.create_user(
+            session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
+        )
+
+    async def checkout(self, index: int, *, coupon: bool = True) -> None:
+        """A new user buys two published courses, with BENCH10 unless `coupon` is False."""
+        from coursehub.orders.checkout import place_order
+
+        async with self.database.transaction() as session:
+            user = await self._new_user(session, index)
+            await place_order(
+                session,
+                user=user,
+                course_ids=self.fixture.course_pair(index),
+                coupon_code=self.fixture.coupon_code if coupon else None,
+                payment_method="card",
+                idempotency_key=None,
+            )
+
+    async def checkout_no_coupon(self, index: int) -> None:
+        await self.checkout(index, coupon=False)
+
+
+def availability() -> dict[str, Unavailable | None]:
+    """Which operations' code is present: accounts and checkout land separately."""
+    found: dict[str, Unavailable | None] = {name: None for name in OPERATIONS}
+    probes: dict[str, Callable[[], object]] = {
+        "user_crud": _probe_users_repository,
+        "tx_user_profile": _probe_users_service,
+        "checkout": _probe_checkout,
+    }
+    for name, probe in probes.items():
+        try:
+            probe()
+        except (ImportError, AttributeError) as exc:
+            found[name] = Unavailable(f"not in this checkout yet ({exc})")
+    return found
+
+
+def _probe_users_repository() -> object:
+    from coursehub.users import repository
+
+    return (
+        repository.create_user,
+        repository.get_user_with_profile,
+        repository.update_user_role,
+        repository.delete_user,
+    )
+
+
+def _probe_users_service() -> object:
+    from coursehub.users import service
+
+    return service.create_user_with_profile
+
+
+def _probe_checkout() -> object:
+    from coursehub.orders.checkout import place_order
+    from coursehub.users import repository
+
+    return place_order, repository.create_user
