@@ -301,3 +301,18 @@ async def list_users(
         created_at, user_id = items[-1].keyset
         next_cursor = codec.encode(context, [created_at.isoformat(), user_id])
     return Page(items=items, next_cursor=next_cursor)
+
+
+async def create_admin(
+    session: AsyncSession, data: UserCreate, *, promote: bool = False
+) -> tuple[User, bool]:
+    """`coursehub users create-admin`: a new admin account, or with `promote` an existing
+    account (found by email) made an admin. (user, True if it was created)."""
+    if promote:
+        existing = await repository.find_user_by_login(session, data.email)
+        if existing is not None and existing.email.lower() == data.email:
+            if existing.role != Role.admin:
+                await repository.update_user_role(session, user_id=existing.id, role=Role.admin)
+                existing.role = Role.admin
+            return existing, False
+    return await register(session, data, role=Role.admin), True
