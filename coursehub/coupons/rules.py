@@ -1,0 +1,79 @@
+"""The coupon rules that need no database: the discount, and whether a coupon applies.
+
+Shared by checkout and POST /coupons/validate, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from coursehub.core.money import ZERO, to_paise
+from coursehub.coupons.errors import (
+    CouponAlreadyUsed,
+    CouponBelowMinimum,
+    CouponExpired,
+    CouponNotStarted,
+    CouponUsedUp,
+)
+from coursehub.coupons.models import Coupon, CouponType
+
+
+def discount_for(coupon: Coupon, original_amount: Decimal) -> Decimal:
+    """What the coupon takes off `original_amount`, half-up to the paisa.
+
+    Percentage: original × value / 100, capped at maxDiscount. Fixed: min(value,
+    original). Never more than the original, never negative.
+    """
+    original = to_paise(original_amount)
+    if coupon.type is CouponType.percentage:
+        discount = to_paise(original * coupon.value / 100)
+        if coupon.max_discount is not None:
+            discount = min(discount, to_paise(coupon.max_discount))
+    else:
+        discount = min(to_paise(coupon.value), original)
+    return max(ZERO, min(discount, original))
+
+
+def check_applies(
+    coupon: Coupon,
+    *,
+    original_amount: Decimal,
+    now: datetime,
+    used_by_user: bool,
+    uses: int | None = None,
+) -> None:
+    """Raise the exact reason the coupon does not apply, in the order a buyer can act on.
+
+    `uses`: the current count, when the caller has it (the race-free check happens
+    again under the coupon's lock at checkout).
+    """
+    if now < coupon.start_date:
+        raise CouponNotStarted(
+            f"coupon {coupon.code} is valid from {coupon.start_date.isoformat()}",
+            extra={"startDate": coupon.start_date.isoformat()},
+        )
+    if now > coupon.end_date:
+        raise CouponExpired(
+            f"coupon {coupon.code} expired at {coupon.end_date.isoformat()}",
+            extra={"endDate": coupon.end_date.isoformat()},
+        )
+    if coupon.min_purchase is not None and original_amount < coupon.min_purchase:
+        minimum = to_paise(coupon.min_purchase)
+        raise CouponBelowMinimum(
+            f"coupon {coupon.code} needs a purchase of at least {minimum} INR; "
+            f"this one is {to_paise(original_amount)} INR",
+            extra={"minPurchase": str(minimum)},
+        )
+    if used_by_user:
+        raise CouponAlreadyUsed(f"you have already used coupon {coupon.code}")
+    if uses is not None:
+        check_not_used_up(coupon, max_uses=coupon.max_uses, uses=uses)
+
+
+def check_not_used_up(coupon: Coupon, *, max_uses: int | None, uses: int) -> None:
+    if max_uses is not None and uses >= max_uses:
+        raise CouponUsedUp(
+            f"coupon {coupon.code} has been used {max_uses} times, its limit",
+            extra={"maxUses": max_uses},
+        )

@@ -1,0 +1,157 @@
+"""Coupons' API shapes: the admins' create/update/read, and the buyers' validate preview."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from coursehub.core.money import Money
+from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.coupons.models import CouponType
+from coursehub.orders.schemas import MAX_ITEMS, CourseId, distinct_course_ids
+
+CODE_PATTERN = r"^[A-Z0-9_-]{3,32}$"
+
+# Codes are stored upper case and matched case-insensitively: "save10" is SAVE10.
+Code = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_upper=True, pattern=CODE_PATTERN),
+    Field(description="3–32 of A–Z, 0–9, `_` and `-`; stored upper case.", examples=["DIWALI25"]),
+]
+# A code as a buyer types it: matched case-insensitively, never rejected for its form
+# (an ill-formed code is simply unknown).
+LookupCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=64)
+]
+Amount = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2, description="Rupees, at most two decimals."),
+]
+CouponValue = Annotated[
+    Decimal,
+    Field(
+        gt=0,
+        max_digits=12,
+        decimal_places=2,
+        description="Percent (0 < value ≤ 100) for `percentage`; rupees (> 0) for `fixed`.",
+    ),
+]
+MaxUses = Annotated[int, Field(ge=1, le=1_000_000_000, description="Null: unlimited.")]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+
+
+class CouponsModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
+    )
+
+
+def check_percentage(type_: CouponType | None, value: Decimal | None) -> None:
+    if type_ is CouponType.percentage and value is not None and value > 100:
+        raise ValueError("a percentage coupon's value must be at most 100")
+
+
+class CouponCreate(CouponsModel):
+    code: Code
+    type: CouponType
+    value: CouponValue
+    max_discount: Amount | None = Field(
+        default=None, description="Caps a percentage discount, in rupees."
+    )
+    min_purchase: Amount | None = Field(
+        default=None, description="The least originalAmount the coupon applies to."
+    )
+    description: Description | None = None
+    start_date: AwareDatetime
+    end_date: AwareDatetime
+    max_uses: MaxUses | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CouponCreate:
+        check_percentage(self.type, self.value)
+        if self.start_date >= self.end_date:
+            raise ValueError("startDate must be before endDate")
+        return self
+
+
+_REQUIRED_ON_UPDATE = ("code", "type", "value", "start_date", "end_date")
+
+
+class CouponUpdate(CouponsModel):
+    """Only the fields sent change; the result must still hold together (checked against the
+    stored coupon). Move endDate to end a coupon early."""
+
+    code: Code | None = None
+    type: CouponType | None = None
+    value: CouponValue | None = None
+    max_discount: Amount | None = None
+    min_purchase: Amount | None = None
+    description: Description | None = None
+    start_date: AwareDatetime | None = None
+    end_date: AwareDatetime | None = None
+    max_uses: MaxUses | None = None
+
+    @field_validator(*_REQUIRED_ON_UPDATE, mode="before")
+    @classmethod
+    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            raise ValueError("may be left out, but not set to null")
+        return value
+
+
+class CouponRead(CouponsModel):
+    id: str
+    code: str
+    type: CouponType
+    value: Decimal = Field(description="Percent for `percentage`, rupees for `fixed`.")
+    max_discount: Money | None
+    min_purchase: Money | None
+    description: str | None
+    start_date: datetime
+    end_date: datetime
+    max_uses: int | None
+    uses: int = Field(description="Orders using it that are not cancelled.")
+    remaining_uses: int | None = Field(description="Null when unlimited.")
+    total_discount: Money = Field(description="The discount given over all its uses.")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+CouponPageRead = PageRead[CouponRead]
+
+
+class CouponListQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
+
+
+class CouponValidate(CouponsModel):
+    code: LookupCode
+    course_ids: Annotated[list[CourseId], Field(min_length=1, max_length=MAX_ITEMS)]
+
+    _distinct = field_validator("course_ids")(distinct_course_ids)
+
+
+class CouponPreviewRead(CouponsModel):
+    code: str
+    type: CouponType
+    value: Decimal
+    original_amount: Money
+    discount: Money
+    amount: Money

@@ -1,0 +1,230 @@
+"""Coupon rules: the admins' coupons, the buyers' preview, and releasing a use.
+
+How uses are counted: a coupon's uses are its CouponUsage rows, written with the
+order at checkout. Whenever an order is cancelled (by its buyer, a failed payment,
+or expiry), `release_coupon_usage` deletes that order's row, so "fewer than
+maxUses uses, counting orders that are not cancelled" is simply
+COUNT(CouponUsage) < maxUses, and "one use per user" is "no CouponUsage row for
+(coupon, user)". What was released is kept in the order's metadata
+(`releasedCoupon`: couponId, code, discount), so a cancelled order still shows
+which coupon it had and its amounts still add up.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import cast, func, inspect, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
+
+from coursehub.core.errors import BadCursor, FieldError
+from coursehub.core.models import utcnow
+from coursehub.core.money import ZERO, to_paise
+from coursehub.core.pagination import CursorCodec, Page
+from coursehub.coupons import repository, rules
+from coursehub.coupons.errors import CouponCodeTaken, CouponInUse, CouponNotFound, InvalidCoupon
+from coursehub.coupons.models import Coupon, CouponType
+from coursehub.coupons.repository import CouponWithStats
+from coursehub.coupons.schemas import (
+    CouponCreate,
+    CouponListQuery,
+    CouponPreviewRead,
+    CouponUpdate,
+    CouponValidate,
+)
+from coursehub.orders.models import Order
+from coursehub.users.models import User
+
+CODE_CONSTRAINT = "Coupon_code_key"
+LIST_CONTEXT = "coupons:admin:newest"
+
+
+# --- releasing a use -------------------------------------------------------------------
+
+
+async def release_coupon_usage(session: AsyncSession, *, order_id: str) -> None:
+    """Give back the coupon use of an order being cancelled (no-op without one).
+
+    Deletes the order's CouponUsage row and records it in the order's metadata as
+    `releasedCoupon`. If the caller holds the Order in this session, its metadata is
+    changed on the object (flushed with the caller's own changes, so neither write
+    overwrites the other); otherwise with one UPDATE.
+    """
+    released = await repository.release_usage(session, order_id=order_id)
+    if released is None:
+        return
+    record = {
+        "releasedCoupon": {
+            "couponId": released.coupon_id,
+            "code": released.code,
+            "discount": str(released.discount),
+        }
+    }
+    held = session.identity_map.get(identity_key(Order, order_id))
+    if isinstance(held, Order):
+        state = inspect(held)
+        if "coupon_usage" not in state.unloaded:
+            set_committed_value(held, "coupon_usage", None)
+        if "metadata_" not in state.unloaded:
+            held.metadata_ = {**(held.metadata_ or {}), **record}
+            return
+    await session.execute(
+        update(Order)
+        .where(Order.id == order_id)
+        .values(
+            metadata_=func.coalesce(Order.metadata_, cast({}, JSONB)).op("||")(cast(record, JSONB))
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+# --- admin: create, read, update, delete -----------------------------------------------
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _code_taken(code: str) -> CouponCodeTaken:
+    return CouponCodeTaken(f"coupon code {code} is already used by another coupon")
+
+
+async def create_coupon(session: AsyncSession, data: CouponCreate, *, admin: User) -> Coupon:
+    if await repository.code_taken(session, data.code):
+        raise _code_taken(data.code)
+    coupon = Coupon(**data.model_dump(), created_by=admin.id)
+    try:
+        await repository.add_coupon(session, coupon)
+    except IntegrityError as exc:
+        if _violated_constraint(exc) == CODE_CONSTRAINT:
+            raise _code_taken(data.code) from None
+        raise
+    return coupon
+
+
+async def get_coupon(session: AsyncSession, coupon_id: str) -> CouponWithStats:
+    found = await repository.get_coupon_with_stats(session, coupon_id)
+    if found is None:
+        raise CouponNotFound(f"no coupon with id {coupon_id!r}")
+    return found
+
+
+def _check_consistent(coupon: Coupon) -> None:
+    errors = []
+    if coupon.type is CouponType.percentage and coupon.value > 100:
+        errors.append(FieldError("value", "a percentage coupon's value must be at most 100"))
+    if coupon.start_date >= coupon.end_date:
+        errors.append(FieldError("endDate", "must be after startDate"))
+    if errors:
+        raise InvalidCoupon("; ".join(e.message for e in errors), errors=errors)
+
+
+async def update_coupon(
+    session: AsyncSession, coupon_id: str, data: CouponUpdate
+) -> CouponWithStats:
+    """Change only the fields sent; the coupon must still hold together (422) and keep a free
+    code (409). Lowering maxUses below the uses already made is allowed: it just has none left."""
+    coupon = await repository.get_coupon(session, coupon_id)
+    if coupon is None:
+        raise CouponNotFound(f"no coupon with id {coupon_id!r}")
+    changes = data.model_dump(exclude_unset=True)
+    new_code = changes.get("code")
+    if new_code not in (None, coupon.code) and await repository.code_taken(
+        session, new_code, except_id=coupon.id
+    ):
+        raise _code_taken(str(new_code))
+    for name, value in changes.items():
+        setattr(coupon, name, value)
+    _check_consistent(coupon)
+    if changes:
+        coupon.updated_at = utcnow()
+        try:
+            await repository.flush_coupon(session)
+        except IntegrityError as exc:
+            if _violated_constraint(exc) == CODE_CONSTRAINT:
+                raise _code_taken(str(changes.get("code"))) from None
+            raise
+    return await get_coupon(session, coupon_id)
+
+
+async def delete_coupon(session: AsyncSession, coupon_id: str) -> None:
+    """Delete a coupon nobody has used; a used one is a 409 (end it early with endDate)."""
+    in_use = CouponInUse(
+        "the coupon has been used, so deleting it would rewrite orders' history; "
+        "end it early instead (PATCH endDate)"
+    )
+    if await repository.is_coupon_used(session, coupon_id):
+        raise in_use
+    try:
+        deleted = await repository.delete_coupon(session, coupon_id)
+    except IntegrityError:
+        raise in_use from None  # a first use arrived between the check and the delete
+    if not deleted:
+        raise CouponNotFound(f"no coupon with id {coupon_id!r}")
+
+
+async def list_coupons(
+    session: AsyncSession, query: CouponListQuery, *, codec: CursorCodec
+) -> Page[CouponWithStats]:
+    after = None
+    if query.cursor:
+        values = codec.decode(LIST_CONTEXT, query.cursor)
+        try:
+            created_at, coupon_id = values
+            if not isinstance(created_at, str) or not isinstance(coupon_id, str):
+                raise ValueError
+            after = (datetime.fromisoformat(created_at), coupon_id)
+        except ValueError:
+            raise BadCursor(
+                "the cursor is not valid for this list; start again without one"
+            ) from None
+    rows = await repository.list_coupons(session, after=after, limit=query.limit + 1)
+    items = rows[: query.limit]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = items[-1].coupon
+        next_cursor = codec.encode(LIST_CONTEXT, [last.created_at.isoformat(), last.id])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+# --- buyers: preview -------------------------------------------------------------------
+
+
+async def validate_coupon(
+    session: AsyncSession, data: CouponValidate, *, user: User
+) -> CouponPreviewRead:
+    """What the coupon would take off these courses, or the exact reason it does not apply.
+
+    The courses must be published (as at checkout); whether the buyer may buy them is
+    checkout's business. A preview reserves nothing: the last use can still go to
+    someone else before this buyer checks out.
+    """
+    from coursehub.orders.checkout import load_sellable_courses
+
+    courses = await load_sellable_courses(session, data.course_ids)
+    original = sum((course.price for course in courses), start=ZERO)
+    found = await repository.find_coupon_for_user(session, code=data.code, user_id=user.id)
+    if found is None:
+        raise CouponNotFound(f"there is no coupon {data.code}")
+    coupon, used_by_user = found
+    uses = await repository.count_uses(session, coupon.id) if coupon.max_uses else None
+    rules.check_applies(
+        coupon, original_amount=original, now=utcnow(), used_by_user=used_by_user, uses=uses
+    )
+    discount = rules.discount_for(coupon, original)
+    return CouponPreviewRead(
+        code=coupon.code,
+        type=coupon.type,
+        value=coupon.value,
+        original_amount=to_paise(original),
+        discount=discount,
+        amount=to_paise(original - discount),
+    )

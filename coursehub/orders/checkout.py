@@ -1,0 +1,321 @@
+"""Checkout: turning a buyer's courses (and coupon) into an order, race-free.
+
+One transaction, in this order, holding locks as briefly as possible:
+
+1. A per-user advisory lock: every rule about the buyer's own history (courses in
+   another open order, one use per coupon, one order per Idempotency-Key) is read
+   after it, so two checkouts of the same user cannot both pass a check. Other
+   users never wait on it.
+2. The Idempotency-Key's order, if one exists: returned as it is.
+3. The courses, with the buyer's enrollments and open orders of them (one query).
+4. The coupon with whether the buyer has used it (one query); its window and
+   minimum purchase are checked, the discount computed.
+5. Only for a coupon with a maxUses limit: its row is locked and its uses counted,
+   as late as possible, so the lock is held only for that count, the insert and
+   the commit. Unlimited coupons (the common case) take no lock at all.
+6. The order, items and usage in one statement. A zero amount completes at once:
+   paymentStatus paid, paymentMethod `free`, enrollments granted.
+
+Nothing is written before every rule has passed, and everything is written by one
+statement, so a refused checkout leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+
+from coursehub.catalog.models import Course
+from coursehub.core.errors import ValidationFailed
+from coursehub.core.models import new_id, utcnow
+from coursehub.core.money import CURRENCY, ZERO, to_paise
+from coursehub.coupons import repository as coupons_repository
+from coursehub.coupons import rules as coupon_rules
+from coursehub.coupons.errors import CouponNotFound
+from coursehub.coupons.models import Coupon, CouponUsage
+from coursehub.enrollments.service import grant_enrollments_for_order
+from coursehub.orders import repository
+from coursehub.orders.errors import (
+    AlreadyEnrolled,
+    CourseInOpenOrder,
+    CourseUnavailable,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    OrderNumberExhausted,
+)
+from coursehub.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
+from coursehub.orders.numbers import new_order_number
+from coursehub.orders.schemas import FREE_PAYMENT_METHOD, MAX_ITEMS
+from coursehub.orders.transitions import complete_order
+from coursehub.users.models import User
+
+NUMBER_ATTEMPTS = 5
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+ITEM_FOREIGN_KEY = "OrderItem_courseId_fkey"
+USAGE_FOREIGN_KEY = "CouponUsage_couponId_fkey"
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    order: Order
+    replayed: bool  # True: an earlier request with the same Idempotency-Key made it
+
+
+async def place_order(
+    session: AsyncSession,
+    *,
+    user: User,
+    course_ids: list[str],
+    coupon_code: str | None,
+    payment_method: str | None,
+    idempotency_key: str | None,
+) -> Order:
+    """Place an order for `course_ids` (see the module's docstring). The order returned has
+    its items (with their courses) and coupon usage loaded, ready for `OrderRead`."""
+    result = await checkout(
+        session,
+        user=user,
+        course_ids=course_ids,
+        coupon_code=coupon_code,
+        payment_method=payment_method,
+        idempotency_key=idempotency_key,
+    )
+    return result.order
+
+
+def _check_request(course_ids: Sequence[str], idempotency_key: str | None) -> None:
+    # The API's schema says the same; this guards every other caller (CLI, benchmark).
+    if not 1 <= len(course_ids) <= MAX_ITEMS:
+        raise ValidationFailed(f"an order holds 1 to {MAX_ITEMS} courses")
+    if len(set(course_ids)) != len(course_ids):
+        raise ValidationFailed("each course may appear only once in an order")
+    if idempotency_key is not None and not (
+        1 <= len(idempotency_key) <= IDEMPOTENCY_KEY_MAX_LENGTH
+        and idempotency_key.isascii()
+        and idempotency_key.isprintable()
+    ):
+        raise InvalidIdempotencyKey(
+            f"the Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII "
+            "characters"
+        )
+
+
+def request_fingerprint(
+    course_ids: Sequence[str], coupon_code: str | None, payment_method: str | None
+) -> str:
+    """What a retry must repeat for its Idempotency-Key to return the first order."""
+    body = {"courseIds": sorted(course_ids), "couponCode": coupon_code, "method": payment_method}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _normalise_code(coupon_code: str | None) -> str | None:
+    if coupon_code is None:
+        return None
+    code = coupon_code.strip().upper()
+    return code or None
+
+
+async def load_sellable_courses(session: AsyncSession, course_ids: Sequence[str]) -> list[Course]:
+    """The published courses with these ids, in the order asked; 422 naming any other."""
+    courses = await repository.load_courses(session, course_ids)
+    _check_all_found(course_ids, {course.id for course in courses})
+    by_id = {course.id: course for course in courses}
+    return [by_id[course_id] for course_id in course_ids]
+
+
+def _check_all_found(course_ids: Sequence[str], found: set[str]) -> None:
+    missing = [course_id for course_id in course_ids if course_id not in found]
+    if missing:
+        # Drafts and unknown ids alike: a draft is not for sale, nor known to buyers.
+        raise CourseUnavailable(
+            "not for sale (no such published course): " + ", ".join(missing),
+            extra={"courseIds": missing},
+        )
+
+
+async def checkout(
+    session: AsyncSession,
+    *,
+    user: User,
+    course_ids: Sequence[str],
+    coupon_code: str | None,
+    payment_method: str | None,
+    idempotency_key: str | None,
+) -> CheckoutResult:
+    _check_request(course_ids, idempotency_key)
+    code = _normalise_code(coupon_code)
+    fingerprint = request_fingerprint(course_ids, code, payment_method)
+    now = utcnow()
+
+    await repository.lock_user_checkouts(session, user.id)
+
+    if idempotency_key is not None:
+        earlier = await repository.find_order_id_by_idempotency_key(
+            session, user_id=user.id, key=idempotency_key
+        )
+        if earlier is not None:
+            order_id, metadata = earlier
+            if (metadata or {}).get("requestFingerprint") != fingerprint:
+                raise IdempotencyKeyReused(
+                    "this Idempotency-Key was already used for an order of other courses, "
+                    "coupon or payment method; use a new key for a new order"
+                )
+            order = await repository.get_order_for_read(session, order_id)
+            assert order is not None, "the order was found a moment ago, under the lock"
+            return CheckoutResult(order=order, replayed=True)
+
+    rows = await repository.load_courses_for_checkout(
+        session, user_id=user.id, course_ids=course_ids
+    )
+    _check_all_found(course_ids, {row.course.id for row in rows})
+    by_id = {row.course.id: row for row in rows}
+    ordered = [by_id[course_id] for course_id in course_ids]
+    enrolled = [row.course.id for row in ordered if row.enrolled]
+    if enrolled:
+        raise AlreadyEnrolled(
+            "you are already enrolled in: " + ", ".join(enrolled), extra={"courseIds": enrolled}
+        )
+    held = [row for row in ordered if row.open_order_number is not None]
+    if held:
+        number = held[0].open_order_number
+        raise CourseInOpenOrder(
+            f"order {number} of yours is still pending with "
+            + ", ".join(row.course.id for row in held)
+            + "; pay for it or cancel it first",
+            extra={"orderNumber": number, "courseIds": [row.course.id for row in held]},
+        )
+
+    courses = [row.course for row in ordered]
+    original = to_paise(sum((course.price for course in courses), start=Decimal(0)))
+    discount = ZERO
+    coupon: Coupon | None = None
+    if code is not None:
+        found = await coupons_repository.find_coupon_for_user(session, code=code, user_id=user.id)
+        if found is None:
+            raise CouponNotFound(f"there is no coupon {code}")
+        coupon, used_by_user = found
+        coupon_rules.check_applies(
+            coupon, original_amount=original, now=now, used_by_user=used_by_user
+        )
+        discount = coupon_rules.discount_for(coupon, original)
+        if coupon.max_uses is not None:
+            await _claim_limited_use(session, coupon)
+    amount = max(ZERO, to_paise(original - discount))
+
+    order = Order(
+        id=new_id(),
+        user_id=user.id,
+        status=OrderStatus.pending,
+        payment_status=PaymentStatus.pending,
+        payment_method=payment_method,
+        amount=amount,
+        original_amount=original,
+        currency=CURRENCY,
+        metadata_=(
+            {"idempotencyKey": idempotency_key, "requestFingerprint": fingerprint}
+            if idempotency_key is not None
+            else None
+        ),
+        created_at=now,
+        updated_at=now,
+    )
+    if amount == ZERO:
+        complete_order(order)
+        order.payment_status = PaymentStatus.paid
+        order.payment_method = FREE_PAYMENT_METHOD
+    items = [
+        OrderItem(id=new_id(), order_id=order.id, course_id=c.id, price=c.price, created_at=now)
+        for c in courses
+    ]
+    usage = (
+        CouponUsage(
+            id=new_id(),
+            coupon_id=coupon.id,
+            user_id=user.id,
+            order_id=order.id,
+            discount=discount,
+            created_at=now,
+        )
+        if coupon is not None
+        else None
+    )
+
+    await _insert(session, order, items, usage, code=code)
+    if order.status == OrderStatus.completed:
+        await grant_enrollments_for_order(
+            session, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
+        )
+    _attach(session, order, items, courses, usage, coupon)
+    return CheckoutResult(order=order, replayed=False)
+
+
+async def _claim_limited_use(session: AsyncSession, coupon: Coupon) -> None:
+    """Lock the limited coupon and check it has a use left; held until the commit, so of M
+    remaining uses exactly M concurrent checkouts get one."""
+    found, max_uses = await coupons_repository.lock_coupon_for_use(session, coupon.id)
+    if not found:
+        raise CouponNotFound(f"there is no coupon {coupon.code}")
+    uses = await coupons_repository.count_uses(session, coupon.id)
+    coupon_rules.check_not_used_up(coupon, max_uses=max_uses, uses=uses)
+
+
+async def _insert(
+    session: AsyncSession,
+    order: Order,
+    items: list[OrderItem],
+    usage: CouponUsage | None,
+    *,
+    code: str | None,
+) -> None:
+    try:
+        for _ in range(NUMBER_ATTEMPTS):
+            order.order_number = new_order_number(order.created_at)
+            if await repository.insert_order(session, order=order, items=items, usage=usage):
+                return
+    except IntegrityError as exc:
+        # A course or the coupon deleted by an admin between our read and our insert.
+        constraint = _violated_constraint(exc)
+        if constraint == ITEM_FOREIGN_KEY:
+            raise CourseUnavailable("a course of this order was just removed") from None
+        if constraint == USAGE_FOREIGN_KEY:
+            raise CouponNotFound(f"there is no coupon {code}") from None
+        raise
+    raise OrderNumberExhausted("could not allocate an order number; please try again")
+
+
+def _violated_constraint(exc: IntegrityError) -> str | None:
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _attach(
+    session: AsyncSession,
+    order: Order,
+    items: list[OrderItem],
+    courses: list[Course],
+    usage: CouponUsage | None,
+    coupon: Coupon | None,
+) -> None:
+    """Make the rows just written by Core into the session's persistent objects, with their
+    relationships loaded, without a query: as if they had been read back."""
+    for item, course in zip(items, courses, strict=True):
+        set_committed_value(item, "course", course)
+        make_transient_to_detached(item)
+    if usage is not None:
+        set_committed_value(usage, "coupon", coupon)
+        make_transient_to_detached(usage)
+    set_committed_value(order, "items", items)
+    set_committed_value(order, "coupon_usage", usage)
+    make_transient_to_detached(order)
+    session.add(order)

@@ -1,0 +1,144 @@
+"""Orders' API shapes: checkout's body, and an order as its buyer (and an admin) sees it.
+
+`OrderRead.from_order` reads an `Order` loaded with `repository.ORDER_READ_OPTIONS`
+(items with their courses, the coupon usage with its coupon); admin shapes extend it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+from coursehub.core.money import Money
+from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.orders.models import Order, OrderStatus, PaymentStatus
+
+MAX_ITEMS = 20
+# The payment method a zero-amount order records; buyers cannot pick it themselves.
+FREE_PAYMENT_METHOD = "free"
+
+CourseId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+CouponCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, to_upper=True)
+]
+PaymentMethod = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z][a-z0-9_]{1,31}$"),
+    Field(description="How the buyer means to pay, e.g. `upi`, `card`, `netbanking`."),
+]
+
+
+class OrdersModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
+    )
+
+
+def distinct_course_ids(value: list[str]) -> list[str]:
+    if len(set(value)) != len(value):
+        raise ValueError("each course may appear only once")
+    return value
+
+
+class OrderCreate(OrdersModel):
+    course_ids: Annotated[list[CourseId], Field(min_length=1, max_length=MAX_ITEMS)]
+    coupon_code: CouponCode | None = None
+    payment_method: PaymentMethod | None = None
+
+    _distinct = field_validator("course_ids")(distinct_course_ids)
+
+    @field_validator("payment_method")
+    @classmethod
+    def _not_free(cls, value: str | None) -> str | None:
+        if value == FREE_PAYMENT_METHOD:
+            raise ValueError("`free` is set by the store on orders that cost nothing")
+        return value
+
+
+class OrderCourseRead(OrdersModel):
+    id: str
+    title: str
+    slug: str
+    thumbnail: str | None
+
+
+class OrderItemRead(OrdersModel):
+    course_id: str
+    price: Money = Field(description="The course's price when the order was placed.")
+    course: OrderCourseRead
+
+
+class OrderCouponRead(OrdersModel):
+    code: str
+    discount: Money
+
+
+class OrderRead(OrdersModel):
+    id: str
+    order_number: str
+    status: OrderStatus
+    payment_status: PaymentStatus
+    payment_method: str | None
+    currency: str
+    original_amount: Money = Field(description="The sum of the items' prices.")
+    discount: Money = Field(description="originalAmount − amount.")
+    amount: Money = Field(description="What the buyer pays.")
+    coupon: OrderCouponRead | None = Field(
+        description="The coupon applied; on a cancelled order, the one that was released."
+    )
+    items: list[OrderItemRead]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def fields_of(cls, order: Order) -> dict[str, Any]:
+        """The shape's fields, from an order loaded with `ORDER_READ_OPTIONS` (subclasses add
+        theirs: `AdminOrderRead.model_validate({**OrderRead.fields_of(o), "userId": ...})`)."""
+        return {
+            "id": order.id,
+            "order_number": order.order_number,
+            "status": order.status,
+            "payment_status": order.payment_status,
+            "payment_method": order.payment_method,
+            "currency": order.currency,
+            "original_amount": order.original_amount,
+            "discount": order.original_amount - order.amount,
+            "amount": order.amount,
+            "coupon": _coupon_of(order),
+            "items": [
+                {"course_id": item.course_id, "price": item.price, "course": item.course}
+                for item in order.items
+            ],
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+        }
+
+    @classmethod
+    def from_order(cls, order: Order) -> OrderRead:
+        return cls.model_validate(cls.fields_of(order))
+
+
+def _coupon_of(order: Order) -> dict[str, Any] | None:
+    usage = order.coupon_usage
+    if usage is not None:
+        return {"code": usage.coupon.code, "discount": usage.discount}
+    # A cancelled order's coupon use was released (its usage row deleted); what it was
+    # is kept in the order's metadata (see coupons.service.release_coupon_usage).
+    released = (order.metadata_ or {}).get("releasedCoupon")
+    if isinstance(released, dict) and "code" in released and "discount" in released:
+        return {"code": str(released["code"]), "discount": Decimal(str(released["discount"]))}
+    return None
+
+
+OrderPageRead = PageRead[OrderRead]
+
+
+class OrderListQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")

@@ -1,0 +1,104 @@
+"""The buyer's orders: reading them, cancelling a pending one, and expiring stale ones.
+
+Checkout itself lives in `checkout.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.errors import BadCursor
+from coursehub.core.models import utcnow
+from coursehub.core.pagination import CursorCodec, Page
+from coursehub.coupons.service import release_coupon_usage
+from coursehub.orders import repository
+from coursehub.orders.errors import OrderNotFound, OrderNotPending
+from coursehub.orders.models import Order, OrderStatus
+from coursehub.orders.schemas import OrderListQuery
+from coursehub.orders.transitions import move_order
+from coursehub.users.models import User
+
+LIST_CONTEXT = "orders:mine:newest"
+# Expiry cancels in batches, each its own short statement, so a backlog never holds
+# thousands of row locks at once.
+EXPIRY_BATCH = 500
+
+
+def _not_found(order_number: str) -> OrderNotFound:
+    # The same answer for someone else's order as for none: numbers are not to be probed.
+    return OrderNotFound(f"you have no order {order_number}")
+
+
+async def get_order(session: AsyncSession, *, user: User, order_number: str) -> Order:
+    order = await repository.get_user_order(session, user_id=user.id, order_number=order_number)
+    if order is None:
+        raise _not_found(order_number)
+    return order
+
+
+async def list_orders(
+    session: AsyncSession, *, user: User, query: OrderListQuery, codec: CursorCodec
+) -> Page[Order]:
+    """The user's orders, newest first; three queries per page."""
+    context = f"{LIST_CONTEXT}:{user.id}"
+    after = None
+    if query.cursor:
+        values = codec.decode(context, query.cursor)
+        bad = BadCursor("the cursor is not valid for this list; start again without one")
+        if len(values) != 2 or not all(isinstance(v, str) for v in values):
+            raise bad
+        try:
+            created_at = datetime.fromisoformat(str(values[0]))
+        except ValueError:
+            raise bad from None
+        after = (created_at, str(values[1]))
+    rows = await repository.list_user_orders(
+        session, user_id=user.id, after=after, limit=query.limit + 1
+    )
+    items = rows[: query.limit]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = items[-1]
+        next_cursor = codec.encode(context, [last.created_at.isoformat(), last.id])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+async def cancel_order(session: AsyncSession, *, user: User, order_number: str) -> Order:
+    """Cancel the user's own pending order and give back its coupon use.
+
+    The row is locked first, so a payment captured at the same moment either lands
+    before (the order is then not pending: 409) or after (it then sees a cancelled order).
+    """
+    order = await repository.lock_user_order(session, user_id=user.id, order_number=order_number)
+    if order is None:
+        raise _not_found(order_number)
+    if order.status != OrderStatus.pending:
+        raise OrderNotPending(
+            f"order {order.order_number} is {order.status.value}; only a pending order can be "
+            "cancelled",
+            extra={"orderNumber": order.order_number, "status": order.status.value},
+        )
+    move_order(order, OrderStatus.cancelled)
+    order.metadata_ = {**(order.metadata_ or {}), "cancelReason": "cancelled_by_buyer"}
+    order.updated_at = utcnow()
+    await release_coupon_usage(session, order_id=order.id)
+    await session.flush()
+    return order
+
+
+async def expire_stale_orders(
+    session: AsyncSession, *, ttl: timedelta, now: datetime | None = None
+) -> list[str]:
+    """Cancel every pending order created more than `ttl` ago and release its coupon use.
+    The numbers of the orders expired."""
+    now = now or utcnow()
+    expired: list[str] = []
+    while True:
+        batch = await repository.expire_pending_orders(
+            session, created_before=now - ttl, now=now, limit=EXPIRY_BATCH
+        )
+        expired.extend(batch)
+        if len(batch) < EXPIRY_BATCH:
+            return expired
