@@ -110,12 +110,14 @@ def seed_command(
 ) -> None:
     """Seed the demo data (admin, courses, coupons); idempotent. With --users/--courses/--orders,
     also a large realistic dataset for benchmarks."""
+    from coursehub.db.bulk import print_bulk_report
     from coursehub.db.seed import print_seed_report, seed_bulk_data, seed_demo_data
 
     resolved = target_database()
     print_seed_report(run(seed_demo_data(resolved.config)))
     if users or courses or orders:
-        run(seed_bulk_data(resolved.config, users=users, courses=courses, orders=orders))
+        report = run(seed_bulk_data(resolved.config, users=users, courses=courses, orders=orders))
+        print_bulk_report(report)
 
 
 @db_app.command("backup")

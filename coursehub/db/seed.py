@@ -13,6 +13,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
@@ -28,6 +29,9 @@ from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURS
 
 # Every model, so the mappers' relationships resolve.
 from coursehub.models import Coupon, Course, Role, User
+
+if TYPE_CHECKING:
+    from coursehub.db.bulk import BulkReport
 
 GENERATED_PASSWORD_BYTES = 12  # 16 URL-safe characters
 
@@ -86,7 +90,7 @@ async def _seed_admin(session: AsyncSession, report: SeedReport) -> str:
         # argon2 is deliberately slow: off the event loop.
         hashed = await asyncio.to_thread(hash_password, password)
         now = utcnow()
-        admin_id = await session.scalar(
+        admin_id: str | None = await session.scalar(
             insert(User)
             .values(
                 id=new_id(),
@@ -231,8 +235,23 @@ def print_seed_report(report: SeedReport) -> None:
         err_console.print(f"[yellow]warning:[/yellow] {report.warning}")
 
 
-async def seed_bulk_data(config: DatabaseConfig, *, users: int, courses: int, orders: int) -> None:
-    """A large, consistent dataset for benchmarks; see `coursehub.db.bulk`."""
+async def seed_bulk_data(
+    config: DatabaseConfig,
+    *,
+    users: int,
+    courses: int,
+    orders: int,
+    random_seed: int | None = None,
+    show_progress: bool = True,
+) -> BulkReport:
+    """A large, consistent dataset for benchmarks, written with COPY; see `coursehub.db.bulk`."""
     from coursehub.db.bulk import BulkPlan, seed_bulk
 
-    await seed_bulk(config, BulkPlan(users=users, courses=courses, orders=orders))
+    plan = BulkPlan(
+        users=users,
+        courses=courses,
+        orders=orders,
+        random_seed=random_seed,
+        show_progress=show_progress,
+    )
+    return await seed_bulk(config, plan)
