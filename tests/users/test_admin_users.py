@@ -1,0 +1,274 @@
+"""Administration: GET /admin/users (search, role filter, keyset pages), GET and PATCH
+/admin/users/{id}, DELETE /admin/users/{id}, and the last admin."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from coursehub.core.database import Database
+from coursehub.core.models import utcnow
+from coursehub.models import Role, User
+from tests.factories import (
+    DEFAULT_PASSWORD,
+    auth_headers,
+    make_admin,
+    make_course,
+    make_enrollment,
+    make_order,
+    make_preferences,
+    make_profile,
+    make_user,
+)
+from tests.users.helpers import captured
+
+USERS = "/api/v1/admin/users"
+
+
+async def admin_count(session: AsyncSession) -> int:
+    statement = select(func.count()).select_from(User).where(User.role == Role.admin)
+    return (await session.execute(statement)).scalar_one()
+
+
+# --- the list -------------------------------------------------------------------------------
+
+
+async def test_search_by_email_or_username_prefix_any_case(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session, email="boss@corp.example", username="boss")
+    await make_user(session, email="alice@example.com", username="wonder")
+    await make_user(session, email="zed@example.com", username="Alistair")  # legacy case
+    await make_user(session, email="bob@example.com", username="bobby")
+    await make_user(session, email="a_b@example.com", username="under_score")
+    await session.commit()
+    headers = auth_headers(admin)
+
+    async def usernames(**params: str) -> list[str]:
+        response = await client.get(USERS, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return sorted(item["username"] for item in response.json()["items"])
+
+    assert await usernames(q="ALI") == ["Alistair", "wonder"]
+    assert await usernames(q="bob") == ["bobby"]
+    assert await usernames(q="a_") == ["under_score"]  # `_` is literal, not a wildcard
+    assert await usernames(q="%") == []
+    assert await usernames(role="admin") == ["boss"]
+    assert await usernames(role="user", q="b") == ["bobby"]
+    assert len(await usernames()) == 5
+
+
+async def test_pages_are_newest_first_and_never_repeat_or_skip(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    base = utcnow() - timedelta(days=1)
+    users = [await make_user(session) for _ in range(7)]
+    for i, user in enumerate(users):
+        user.created_at = base + timedelta(seconds=i // 2)  # ties: id breaks them
+    await session.commit()
+    headers = auth_headers(admin)
+
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params = {"limit": "3", "role": "user", **({"cursor": cursor} if cursor else {})}
+        response = await client.get(USERS, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        seen += [item["id"] for item in response.json()["items"]]
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            break
+
+    expected = sorted(users, key=lambda u: (u.created_at, u.id), reverse=True)
+    assert seen == [u.id for u in expected]
+
+
+async def test_tampered_or_foreign_cursors_are_400(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    for _ in range(3):
+        await make_user(session)
+    await session.commit()
+    headers = auth_headers(admin)
+    first = await client.get(USERS, params={"limit": "1"}, headers=headers)
+    cursor = first.json()["next_cursor"]
+    assert cursor
+
+    tampered = await client.get(USERS, params={"cursor": cursor[:-2] + "xx"}, headers=headers)
+    other_list = await client.get(USERS, params={"cursor": cursor, "role": "user"}, headers=headers)
+    too_many = await client.get(USERS, params={"limit": "101"}, headers=headers)
+
+    assert tampered.status_code == 400 and tampered.json()["code"] == "invalid_cursor"
+    assert other_list.status_code == 400
+    assert too_many.status_code == 422
+
+
+# --- one user -------------------------------------------------------------------------------
+
+
+async def test_user_detail_has_profile_preferences_and_counts_in_fixed_queries(
+    client: httpx.AsyncClient, session: AsyncSession, engine: AsyncEngine
+) -> None:
+    admin = await make_admin(session)
+    user = await make_user(session)
+    await make_profile(session, user=user, first_name="Meera", phone_number="+919876543210")
+    courses = [await make_course(session) for _ in range(4)]
+    for course in courses[:3]:
+        order = await make_order(session, user=user, courses=[course])
+        await make_enrollment(session, user=user, course=course, order=order)
+    bare = await make_user(session)
+    await session.commit()
+    headers = auth_headers(admin)
+
+    with captured(engine) as log:
+        response = await client.get(f"{USERS}/{user.id}", headers=headers)
+    with captured(engine) as bare_log:
+        bare_response = await client.get(f"{USERS}/{bare.id}", headers=headers)
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["profile"]["firstName"] == "Meera"
+    assert body["preferences"] == {"theme": "light", "language": "en", "notifications": True}
+    assert (body["ordersCount"], body["enrollmentsCount"]) == (3, 3)
+    assert "password" not in body
+    assert bare_response.json()["profile"]["firstName"] is None
+    assert (bare_response.json()["ordersCount"], bare_response.json()["enrollmentsCount"]) == (0, 0)
+    # The caller's own row, then the user with everything: two queries, however many rows.
+    assert log.count == bare_log.count == 2
+
+
+async def test_unknown_user_is_404(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    admin = await make_admin(session)
+    await session.commit()
+
+    response = await client.get(f"{USERS}/no-such-user", headers=auth_headers(admin))
+
+    assert response.status_code == 404 and response.json()["code"] == "user_not_found"
+
+
+# --- roles ------------------------------------------------------------------------------------
+
+
+async def test_promote_and_demote(client: httpx.AsyncClient, session: AsyncSession) -> None:
+    admin = await make_admin(session)
+    user = await make_user(session)
+    await make_preferences(session, user=user, theme="dark")
+    await session.commit()
+    headers = auth_headers(admin)
+
+    promoted = await client.patch(f"{USERS}/{user.id}", json={"role": "admin"}, headers=headers)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["role"] == "admin"
+    assert promoted.json()["preferences"]["theme"] == "dark"
+    # The new admin can now demote the first one (two admins: not the last).
+    demoted = await client.patch(
+        f"{USERS}/{admin.id}", json={"role": "user"}, headers=auth_headers(user)
+    )
+    assert demoted.status_code == 200 and demoted.json()["role"] == "user"
+    assert await admin_count(session) == 1
+
+    invalid = await client.patch(f"{USERS}/{user.id}", json={"role": "owner"}, headers=headers)
+    assert invalid.status_code in (401, 403, 422)  # the old admin is no longer one
+
+
+async def test_the_last_admin_can_be_neither_demoted_nor_deleted(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    await session.commit()
+    admin_id, headers = admin.id, auth_headers(admin)
+
+    demote = await client.patch(f"{USERS}/{admin_id}", json={"role": "user"}, headers=headers)
+    delete = await client.delete(f"{USERS}/{admin_id}", headers=headers)
+    delete_me = await client.request(
+        "DELETE", "/api/v1/me", json={"password": DEFAULT_PASSWORD}, headers=headers
+    )
+
+    for response in (demote, delete, delete_me):
+        assert response.status_code == 409, response.text
+        assert response.json()["code"] == "last_admin"
+    assert await admin_count(session) == 1
+
+
+async def test_admin_deletes_or_anonymises_a_user(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    plain = await make_user(session)
+    buyer = await make_user(session)
+    await make_order(session, user=buyer, courses=[await make_course(session)])
+    await session.commit()
+    headers = auth_headers(admin)
+
+    deleted = await client.delete(f"{USERS}/{plain.id}", headers=headers)
+    anonymised = await client.delete(f"{USERS}/{buyer.id}", headers=headers)
+    again = await client.delete(f"{USERS}/{plain.id}", headers=headers)
+
+    assert deleted.json() == {"outcome": "deleted"}
+    assert anonymised.json() == {"outcome": "anonymised"}
+    assert again.status_code == 404
+
+
+# --- the last admin under concurrency ----------------------------------------------------
+
+
+async def test_concurrent_demotions_and_deletions_always_leave_one_admin(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    """Six admins each try to remove their admin role at the same moment — half by being
+    demoted, half by deleting their accounts. Exactly one must stay."""
+    async with committed_db.transaction() as session:
+        admins = [await make_admin(session) for _ in range(6)]
+    headers = [auth_headers(a) for a in admins]
+
+    async def remove(i: int) -> httpx.Response:
+        if i % 2:
+            return await committed_client.patch(
+                f"{USERS}/{admins[i].id}", json={"role": "user"}, headers=headers[i]
+            )
+        return await committed_client.request(
+            "DELETE", "/api/v1/me", json={"password": DEFAULT_PASSWORD}, headers=headers[i]
+        )
+
+    responses = await asyncio.gather(*(remove(i) for i in range(6)))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) == 5, [r.text for r in responses]
+    refused = [r for r in responses if r.status_code != 200]
+    assert len(refused) == 1 and refused[0].status_code == 409
+    assert refused[0].json()["code"] == "last_admin"
+    async with committed_db.transaction() as session:
+        assert await admin_count(session) == 1
+
+
+async def test_two_admins_demoting_each_other_at_once_leave_one(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    for _ in range(5):  # a race is not always lost on the first try: give it several
+        async with committed_db.transaction() as session:
+            first, second = await make_admin(session), await make_admin(session)
+
+        responses = await asyncio.gather(
+            committed_client.patch(
+                f"{USERS}/{second.id}", json={"role": "user"}, headers=auth_headers(first)
+            ),
+            committed_client.patch(
+                f"{USERS}/{first.id}", json={"role": "user"}, headers=auth_headers(second)
+            ),
+        )
+
+        statuses = sorted(r.status_code for r in responses)
+        # One wins; the other is refused, as the last admin (409) or, if it ran after, as
+        # no longer an admin (403).
+        assert statuses[0] == 200 and statuses[1] in (403, 409), [r.text for r in responses]
+        async with committed_db.transaction() as session:
+            assert await admin_count(session) == 1
+            await session.execute(
+                User.__table__.update().where(User.role == Role.admin).values(role=Role.user)
+            )
