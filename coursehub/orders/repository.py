@@ -24,6 +24,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    null,
     select,
     true,
     tuple_,
@@ -178,7 +179,8 @@ async def insert_order(
             paymentMethod=order.payment_method,
             paymentStatus=order.payment_status,
             currency=order.currency,
-            metadata=order.metadata_,
+            # None must be SQL NULL (as Prisma leaves it), not the JSON value null.
+            metadata=order.metadata_ if order.metadata_ is not None else null(),
             createdAt=order.created_at,
             updatedAt=order.updated_at,
         )
@@ -190,7 +192,7 @@ async def insert_order(
         bindparam("item_ids", [i.id for i in items], type_=ARRAY(Text)),
         bindparam("item_course_ids", [i.course_id for i in items], type_=ARRAY(Text)),
         bindparam("item_prices", [i.price for i in items], type_=ARRAY(Numeric)),
-    ).table_valued("id", "course_id", "price")
+    ).table_valued("id", "course_id", "price").render_derived(name="new_rows")
     new_items = (
         ITEM_TABLE.insert()
         .from_select(

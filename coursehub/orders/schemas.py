@@ -27,7 +27,7 @@ CouponCode = Annotated[
 ]
 PaymentMethod = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[a-z][a-z0-9_]{1,31}$"),
+    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z][A-Za-z0-9_]{1,31}$"),
     Field(description="How the buyer means to pay, e.g. `upi`, `card`, `netbanking`."),
 ]
 
@@ -111,7 +111,9 @@ class OrderRead(OrdersModel):
             "coupon": _coupon_of(order),
             "items": [
                 {"course_id": item.course_id, "price": item.price, "course": item.course}
-                for item in order.items
+                # Items have no order of their own (one insert, one createdAt): by title, so
+                # every response lists them alike.
+                for item in sorted(order.items, key=lambda i: (i.course.title, i.course_id))
             ],
             "created_at": order.created_at,
             "updated_at": order.updated_at,
