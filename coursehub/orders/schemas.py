@@ -27,7 +27,9 @@ CouponCode = Annotated[
 ]
 PaymentMethod = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z][A-Za-z0-9_]{1,31}$"),
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"^[A-Za-z][A-Za-z0-9_]{1,31}$"
+    ),
     Field(description="How the buyer means to pay, e.g. `upi`, `card`, `netbanking`."),
 ]
 
