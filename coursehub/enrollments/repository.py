@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from coursehub.core.models import new_id, utcnow
-from coursehub.enrollments.models import CourseEnrollment, EnrollmentStatus
+
+# Through coursehub.models, which imports every model: the mappers' relationships
+# resolve even when a caller imports only this module.
+from coursehub.models import CourseEnrollment, EnrollmentStatus
+
+# The keyset of an enrollment list: createdAt, then id.
+Keyset = tuple[datetime, str]
 
 
 async def upsert_active_enrollments(
@@ -40,11 +48,13 @@ async def upsert_active_enrollments(
     )
     statement = statement.on_conflict_do_update(
         index_elements=[CourseEnrollment.user_id, CourseEnrollment.course_id],
+        # Keyed by the mapped attributes: a plain string key would have to be the
+        # physical column name ("orderId"), and `excluded` is indexed by that too.
         set_={
-            "status": EnrollmentStatus.active,
-            "order_id": statement.excluded.order_id,
+            CourseEnrollment.status: EnrollmentStatus.active,
+            CourseEnrollment.order_id: statement.excluded["orderId"],
             # ON CONFLICT DO UPDATE bypasses `onupdate`: Prisma's @updatedAt by hand.
-            "updated_at": now,
+            CourseEnrollment.updated_at: now,
         },
         where=CourseEnrollment.status == EnrollmentStatus.revoked,
     )
@@ -63,3 +73,93 @@ async def revoke_enrollments_of_order(session: AsyncSession, *, order_id: str) -
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def list_enrollments(
+    session: AsyncSession,
+    *,
+    user_id: str,
+    status: EnrollmentStatus | None,
+    after: Keyset | None,
+    limit: int,
+) -> list[CourseEnrollment]:
+    """One page of a user's enrollments with their courses, newest first, in one query
+    (CourseEnrollment_userId_createdAt_id_idx serves the order and the keyset)."""
+    statement = (
+        select(CourseEnrollment)
+        .options(joinedload(CourseEnrollment.course))
+        .where(CourseEnrollment.user_id == user_id)
+    )
+    if status is not None:
+        statement = statement.where(CourseEnrollment.status == status)
+    if after is not None:
+        statement = statement.where(
+            tuple_(CourseEnrollment.created_at, CourseEnrollment.id) < tuple_(*after)
+        )
+    statement = statement.order_by(
+        CourseEnrollment.created_at.desc(), CourseEnrollment.id.desc()
+    ).limit(limit)
+    return list((await session.execute(statement)).scalars())
+
+
+async def get_enrollment(
+    session: AsyncSession, *, user_id: str, course_id: str, lock: bool = False
+) -> CourseEnrollment | None:
+    """The user's enrollment in the course (any status), with its course.
+
+    `lock`: `FOR UPDATE` of the enrollment row, for a read-modify-write.
+    """
+    statement = (
+        select(CourseEnrollment)
+        .options(joinedload(CourseEnrollment.course))
+        .where(CourseEnrollment.user_id == user_id, CourseEnrollment.course_id == course_id)
+        .execution_options(populate_existing=True)
+    )
+    if lock:
+        statement = statement.with_for_update(of=CourseEnrollment)
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def grant_enrollment_without_order(
+    session: AsyncSession, *, user_id: str, course_id: str
+) -> bool:
+    """An admin's grant, in one statement: insert an active enrollment with no order, or
+    reactivate a revoked one (detaching it from its old order). False if the user was
+    already actively enrolled (nothing changed)."""
+    now = utcnow()
+    statement = insert(CourseEnrollment).values(
+        id=new_id(),
+        user_id=user_id,
+        course_id=course_id,
+        order_id=None,
+        status=EnrollmentStatus.active,
+        progress=0,
+        created_at=now,
+        updated_at=now,
+    )
+    upsert = statement.on_conflict_do_update(
+        index_elements=[CourseEnrollment.user_id, CourseEnrollment.course_id],
+        set_={
+            CourseEnrollment.status: EnrollmentStatus.active,
+            CourseEnrollment.order_id: None,
+            CourseEnrollment.updated_at: now,
+        },
+        where=CourseEnrollment.status == EnrollmentStatus.revoked,
+    ).returning(CourseEnrollment.id)
+    return (await session.execute(upsert)).scalar_one_or_none() is not None
+
+
+async def revoke_enrollment(session: AsyncSession, *, user_id: str, course_id: str) -> bool:
+    """Revoke the user's active enrollment in the course. False if there was none."""
+    result = await session.execute(
+        update(CourseEnrollment)
+        .where(
+            CourseEnrollment.user_id == user_id,
+            CourseEnrollment.course_id == course_id,
+            CourseEnrollment.status == EnrollmentStatus.active,
+        )
+        .values(status=EnrollmentStatus.revoked)
+        .returning(CourseEnrollment.id)
+        .execution_options(synchronize_session=False)
+    )
+    return result.scalar_one_or_none() is not None

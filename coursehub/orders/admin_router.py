@@ -1,3 +1,97 @@
-from fastapi import APIRouter
+"""The admins' orders: the filtered list, one order, offline payments and refunds."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from coursehub.auth.dependencies import AdminUser, SettingsDep
+from coursehub.core.dependencies import SessionDep
+from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.pagination import CursorCodec
+from coursehub.core.problems import responses
+from coursehub.orders import admin_service
+from coursehub.orders.admin_schemas import (
+    AdminOrderListQuery,
+    AdminOrderPageRead,
+    AdminOrderRead,
+    MarkPaid,
+    RefundRequest,
+)
+from coursehub.orders.errors import InvalidOrderTransition, OrderNotFound
+from coursehub.payments.errors import OrderAlreadyPaid, OrderNotRefundable
 
 router = APIRouter(tags=["orders (admin)"])
+
+ADMIN_ERRORS = (Unauthorized, Forbidden)
+
+
+def cursor_codec(settings: SettingsDep) -> CursorCodec:
+    return CursorCodec(settings.secret_key.get_secret_value())
+
+
+CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
+
+
+@router.get(
+    "/admin/orders",
+    response_model=AdminOrderPageRead,
+    responses=responses(BadCursor, *ADMIN_ERRORS),
+)
+async def admin_list_orders(
+    session: SessionDep,
+    admin: AdminUser,
+    codec: CodecDep,
+    query: Annotated[AdminOrderListQuery, Query()],
+) -> AdminOrderPageRead:
+    """Every order, newest first, narrowed by status, payment status, buyer, coupon and
+    creation date (`from` inclusive; `to` exclusive, a date meaning its whole day)."""
+    page = await admin_service.list_orders(session, query, codec=codec)
+    return AdminOrderPageRead(
+        items=[AdminOrderRead.from_admin_order(order) for order in page.items],
+        next_cursor=page.next_cursor,
+    )
+
+
+@router.get(
+    "/admin/orders/{order_number}",
+    response_model=AdminOrderRead,
+    responses=responses(OrderNotFound, *ADMIN_ERRORS),
+)
+async def admin_get_order(
+    session: SessionDep, admin: AdminUser, order_number: str
+) -> AdminOrderRead:
+    order = await admin_service.get_order(session, order_number)
+    return AdminOrderRead.from_admin_order(order)
+
+
+@router.post(
+    "/admin/orders/{order_number}/mark-paid",
+    response_model=AdminOrderRead,
+    responses=responses(OrderNotFound, OrderAlreadyPaid, InvalidOrderTransition, *ADMIN_ERRORS),
+)
+async def admin_mark_paid(
+    session: SessionDep,
+    admin: AdminUser,
+    order_number: str,
+    body: MarkPaid | None = None,
+) -> AdminOrderRead:
+    """Record an offline payment (default method `offline`): the order completes, is paid,
+    and its buyer is enrolled, exactly as on the gateway's capture."""
+    order = await admin_service.mark_paid(session, order_number, body or MarkPaid(), admin=admin)
+    return AdminOrderRead.from_admin_order(order)
+
+
+@router.post(
+    "/admin/orders/{order_number}/refund",
+    response_model=AdminOrderRead,
+    responses=responses(OrderNotFound, OrderNotRefundable, *ADMIN_ERRORS),
+)
+async def admin_refund_order(
+    session: SessionDep, admin: AdminUser, order_number: str, body: RefundRequest
+) -> AdminOrderRead:
+    """Refund a completed, paid order: status and payment become refunded, the enrollments
+    it granted are revoked, and the reason is kept in metadata."""
+    order = await admin_service.refund(session, order_number, body, admin=admin)
+    return AdminOrderRead.from_admin_order(order)

@@ -1,3 +1,110 @@
+"""`coursehub payments …`: simulate the payment gateway for development and demos."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from decimal import Decimal, InvalidOperation
+
 import typer
 
+from coursehub.core.console import console, fail, run, target_database
+from coursehub.core.database import Database
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.settings import get_settings
+from coursehub.orders.errors import OrderNotFound
+from coursehub.payments import repository, service
+from coursehub.payments.schemas import PaymentEventType
+from coursehub.payments.signature import SIGNATURE_HEADER, sign
+
 payments_app = typer.Typer(no_args_is_help=True)
+
+
+def _amount(value: str | None) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        return Decimal(value)
+    except InvalidOperation:
+        fail(f"--amount {value!r} is not a number")
+
+
+async def _apply(
+    config: DatabaseConfig, order_number: str, event: PaymentEventType, amount: Decimal | None
+) -> str:
+    database = Database(config, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            result = await service.simulate(
+                session,
+                order_number=order_number,
+                event=event,
+                amount=amount,
+                secret=get_settings().payment_webhook_secret.get_secret_value(),
+            )
+            order = result.order
+            return (
+                f"{result.outcome.value}: order {order.order_number} is {order.status.value}, "
+                f"payment {order.payment_status.value}"
+            )
+    finally:
+        await database.dispose()
+
+
+async def _signed_body(
+    config: DatabaseConfig, order_number: str, event: PaymentEventType, amount: Decimal | None
+) -> bytes:
+    database = Database(config, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            order = await repository.get_order(session, order_number)
+            if order is None:
+                raise OrderNotFound(f"no order {order_number!r}")
+            return service.simulated_event_body(
+                order, event=event, payment_id=service.simulated_payment_id(), amount=amount
+            )
+    finally:
+        await database.dispose()
+
+
+def _post(url: str, body: bytes) -> str:
+    if not url.startswith(("http://", "https://")):
+        fail(f"--url must be an http(s) URL, not {url!r}")
+    secret = get_settings().payment_webhook_secret.get_secret_value()
+    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret)},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (scheme checked above)
+            return f"{response.status}: {response.read().decode()}"
+    except urllib.error.HTTPError as exc:
+        fail(f"the webhook answered {exc.code}: {exc.read().decode()}")
+    except urllib.error.URLError as exc:
+        fail(f"could not reach {url}: {exc.reason}")
+
+
+@payments_app.command("simulate")
+def simulate_command(
+    order_number: str = typer.Argument(..., help="The order, e.g. CH-20261125-7K3QX9."),
+    fail_payment: bool = typer.Option(False, "--fail", help="Send payment.failed instead."),
+    amount: str | None = typer.Option(None, help="Pay this amount instead of the order's."),
+    url: str | None = typer.Option(
+        None,
+        help="POST the signed event to this webhook URL (a running server, e.g. "
+        "http://127.0.0.1:8000/api/v1/webhooks/payments) instead of applying it here.",
+    ),
+) -> None:
+    """Act as the payment gateway: sign a payment.captured (or --fail: payment.failed) event
+    for the order with COURSEHUB_PAYMENT_WEBHOOK_SECRET, and apply it through the webhook's
+    own code (or POST it to --url)."""
+    event = PaymentEventType.failed if fail_payment else PaymentEventType.captured
+    paid = _amount(amount)
+    config = target_database().config
+    if url is None:
+        console.print(run(_apply(config, order_number, event, paid)))
+    else:
+        body = run(_signed_body(config, order_number, event, paid))
+        console.print(_post(url, body))

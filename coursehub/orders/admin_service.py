@@ -1,0 +1,155 @@
+"""The admins' order rules: the filtered list, offline payments and refunds.
+
+mark-paid and refund lock the order row first (`payments.repository.lock_order`),
+as the payment webhook does, so an admin's action and a gateway event for the same
+order never interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.errors import BadCursor
+from coursehub.core.models import utcnow
+from coursehub.core.pagination import CursorCodec, Page
+from coursehub.enrollments.service import revoke_enrollments_for_order
+from coursehub.orders import admin_repository
+from coursehub.orders.admin_repository import Keyset, OrderFilters
+from coursehub.orders.admin_schemas import AdminOrderListQuery, MarkPaid, RefundRequest
+from coursehub.orders.errors import OrderNotFound
+from coursehub.orders.models import Order, OrderStatus, PaymentStatus
+from coursehub.orders.transitions import move_order
+from coursehub.payments import repository as payments_repository
+from coursehub.payments.errors import OrderAlreadyPaid, OrderNotRefundable
+from coursehub.payments.service import record_payment
+from coursehub.users.models import User
+
+logger = logging.getLogger("coursehub.orders")
+
+CURSOR_CONTEXT = "orders:admin"
+
+
+def _filters(query: AdminOrderListQuery) -> OrderFilters:
+    return OrderFilters(
+        status=query.status,
+        payment_status=query.payment_status,
+        user_id=query.user_id,
+        coupon_id=query.coupon_id,
+        coupon_code=query.coupon_code,
+        starts_at=query.starts_at,
+        ends_at=query.ends_at,
+    )
+
+
+def _cursor_context(filters: OrderFilters) -> str:
+    # Bound to the filters: a cursor reused with other filters is a 400, not a wrong page.
+    parts = [
+        f"{name}={value.isoformat() if isinstance(value, datetime) else value}"
+        for name, value in vars(filters).items()
+    ]
+    return CURSOR_CONTEXT + ":" + "&".join(parts)
+
+
+def _decode_keyset(codec: CursorCodec, context: str, cursor: str) -> Keyset:
+    values = codec.decode(context, cursor)
+    bad = BadCursor("the cursor is not valid for this list; start again without one")
+    if len(values) != 2 or not all(isinstance(v, str) for v in values):
+        raise bad
+    try:
+        created_at = datetime.fromisoformat(str(values[0]))
+    except ValueError:
+        raise bad from None
+    return created_at, str(values[1])
+
+
+async def list_orders(
+    session: AsyncSession, query: AdminOrderListQuery, *, codec: CursorCodec
+) -> Page[Order]:
+    """Every order matching the filters, newest first."""
+    filters = _filters(query)
+    context = _cursor_context(filters)
+    after = _decode_keyset(codec, context, query.cursor) if query.cursor else None
+    # One more than asked tells whether a next page exists without a count.
+    rows = await admin_repository.list_orders(
+        session, filters=filters, after=after, limit=query.limit + 1
+    )
+    items = rows[: query.limit]
+    next_cursor = None
+    if len(rows) > query.limit:
+        last = items[-1]
+        next_cursor = codec.encode(context, [last.created_at.isoformat(), last.id])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+async def get_order(session: AsyncSession, order_number: str) -> Order:
+    order = await admin_repository.get_order(session, order_number)
+    if order is None:
+        raise OrderNotFound(f"no order {order_number!r}")
+    return order
+
+
+async def _lock(session: AsyncSession, order_number: str) -> Order:
+    order = await payments_repository.lock_order(session, order_number)
+    if order is None:
+        raise OrderNotFound(f"no order {order_number!r}")
+    return order
+
+
+async def mark_paid(
+    session: AsyncSession, order_number: str, data: MarkPaid, *, admin: User
+) -> Order:
+    """Record an offline payment: the same effects as the gateway's capture (completed,
+    paid, enrollments granted). 409 if it is already paid, or cancelled or refunded."""
+    order = await _lock(session, order_number)
+    if order.payment_status in (PaymentStatus.paid, PaymentStatus.refunded):
+        raise OrderAlreadyPaid(
+            f"order {order_number} is already paid",
+            extra={"orderNumber": order_number, "paymentStatus": order.payment_status.value},
+        )
+    details: dict[str, str] = {"via": "admin", "markedPaidBy": admin.id}
+    if data.reference is not None:
+        details["paymentReference"] = data.reference
+    await record_payment(
+        session, order, payment_id=None, method=data.payment_method, details=details
+    )
+    logger.info(
+        "order %s marked paid (%s) by admin %s", order_number, data.payment_method, admin.id
+    )
+    return await get_order(session, order_number)
+
+
+async def refund(
+    session: AsyncSession, order_number: str, data: RefundRequest, *, admin: User
+) -> Order:
+    """Refund a completed, paid order: refunded/refunded, its enrollments revoked, the
+    reason kept in metadata. 409 from any other state."""
+    order = await _lock(session, order_number)
+    if order.status != OrderStatus.completed or order.payment_status != PaymentStatus.paid:
+        raise OrderNotRefundable(
+            f"order {order_number} is {order.status.value} with payment "
+            f"{order.payment_status.value}; only a completed, paid order can be refunded",
+            extra={
+                "orderNumber": order_number,
+                "status": order.status.value,
+                "paymentStatus": order.payment_status.value,
+            },
+        )
+    move_order(order, OrderStatus.refunded)
+    order.payment_status = PaymentStatus.refunded
+    order.metadata_ = {
+        **(order.metadata_ or {}),
+        "refund": {
+            "reason": data.reason,
+            "refundedAt": utcnow().isoformat(),
+            "refundedBy": admin.id,
+        },
+    }
+    await session.flush()
+    revoked = await revoke_enrollments_for_order(session, order_id=order.id)
+    logger.info(
+        "order %s refunded by admin %s (%d enrollments revoked)", order_number, admin.id, revoked
+    )
+    return await get_order(session, order_number)

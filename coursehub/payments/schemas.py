@@ -1,0 +1,74 @@
+"""The payment gateway's events as the webhook receives them, and what it answers."""
+
+from __future__ import annotations
+
+import enum
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from coursehub.orders.models import OrderStatus, PaymentStatus
+
+OrderNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+PaymentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Currency = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
+]
+
+
+class PaymentEventType(enum.StrEnum):
+    captured = "payment.captured"
+    failed = "payment.failed"
+
+
+class WebhookOutcome(enum.StrEnum):
+    """What a delivered event did. Every outcome is a 200: the gateway stops retrying."""
+
+    captured = "captured"  # the order completed now
+    already_captured = "already_captured"  # a replay or duplicate capture: nothing changed
+    failed = "failed"  # the order was cancelled now
+    already_closed = "already_closed"  # a failure for an order already cancelled: nothing changed
+    ignored_after_capture = "ignored_after_capture"  # a failure after the capture: logged only
+    late_capture_flagged = "late_capture_flagged"  # paid after cancellation: kept for refund
+
+
+class PaymentsModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class PaymentEvent(PaymentsModel):
+    """`POST /webhooks/payments`' body. Fields the store does not know are ignored, as
+    gateways add fields over time."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    event: PaymentEventType
+    order_number: OrderNumber
+    payment_id: PaymentId
+    amount: Annotated[Decimal, Field(ge=0, description='Rupees, e.g. 1499.00 or "1499.00".')]
+    currency: Currency
+    reason: Annotated[str | None, StringConstraints(max_length=500)] = Field(
+        default=None, description="Why a payment failed, as the gateway words it."
+    )
+
+
+class WebhookResultRead(PaymentsModel):
+    received: bool = True
+    outcome: WebhookOutcome
+    order_number: str
+    status: OrderStatus
+    payment_status: PaymentStatus
+
+
+class SimulatePayment(PaymentsModel):
+    """Ask the simulator to deliver one gateway event for an order (development only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_number: OrderNumber
+    event: PaymentEventType = PaymentEventType.captured
+    amount: Annotated[Decimal | None, Field(ge=0)] = Field(
+        default=None, description="Defaults to the order's amount; another one is refused."
+    )

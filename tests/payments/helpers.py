@@ -1,0 +1,58 @@
+"""Delivering the gateway's webhook in tests: bodies signed as the gateway signs them."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.money import to_paise
+from coursehub.models import Order
+from coursehub.payments.signature import SIGNATURE_HEADER, sign
+from tests.conftest import TEST_WEBHOOK_SECRET
+
+WEBHOOK = "/api/v1/webhooks/payments"
+
+
+def event(
+    order: Order,
+    kind: str = "payment.captured",
+    *,
+    payment_id: str = "pay_test_1",
+    amount: Decimal | str | None = None,
+    currency: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "event": kind,
+        "orderNumber": order.order_number,
+        "paymentId": payment_id,
+        "amount": str(to_paise(order.amount)) if amount is None else str(amount),
+        "currency": currency or order.currency,
+        **extra,
+    }
+
+
+def signed(
+    payload: dict[str, Any] | bytes, secret: str = TEST_WEBHOOK_SECRET
+) -> tuple[bytes, dict[str, str]]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return body, {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret)}
+
+
+async def deliver(client: httpx.AsyncClient, payload: dict[str, Any] | bytes) -> httpx.Response:
+    body, headers = signed(payload)
+    return await client.post(WEBHOOK, content=body, headers=headers)
+
+
+async def commit_setup(session: AsyncSession) -> None:
+    """Commit the test's setup (a savepoint release) and detach it from the session.
+
+    A request that fails rolls the shared session back, which expires every object
+    in it; detached, the setup's objects keep their loaded values for the asserts.
+    """
+    await session.commit()
+    session.expunge_all()

@@ -1,0 +1,490 @@
+"""POST /webhooks/payments: signatures, captures, failures, replays, out-of-order events,
+late captures, and amount/currency checks.
+
+Setup is committed (a savepoint release inside the test's transaction) so that a
+request that fails, and rolls its own work back, does not take the setup with it.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.models import (
+    CouponUsage,
+    CourseEnrollment,
+    EnrollmentStatus,
+    Order,
+    OrderStatus,
+    PaymentStatus,
+)
+from coursehub.payments.signature import SIGNATURE_HEADER, sign
+from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.factories import make_coupon, make_course, make_enrollment, make_order, make_user
+from tests.payments.helpers import WEBHOOK, commit_setup, deliver, event, signed
+
+
+async def fresh(session: AsyncSession, order: Order) -> Order:
+    statement = select(Order).where(Order.id == order.id).execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one()
+
+
+async def snapshot(session: AsyncSession, order: Order) -> tuple[Any, ...]:
+    """Everything an event could change about an order: its row, usage and enrollments."""
+    row = await fresh(session, order)
+    usage = await session.scalar(
+        select(func.count()).select_from(CouponUsage).where(CouponUsage.order_id == order.id)
+    )
+    enrollments = (
+        await session.execute(
+            select(CourseEnrollment.course_id, CourseEnrollment.status, CourseEnrollment.order_id)
+            .where(CourseEnrollment.user_id == order.user_id)
+            .order_by(CourseEnrollment.course_id)
+        )
+    ).all()
+    return (
+        row.status,
+        row.payment_status,
+        row.payment_method,
+        row.metadata_,
+        row.updated_at,
+        usage,
+        enrollments,
+    )
+
+
+async def enrollments_of(session: AsyncSession, user_id: str) -> dict[str, CourseEnrollment]:
+    statement = (
+        select(CourseEnrollment)
+        .where(CourseEnrollment.user_id == user_id)
+        .execution_options(populate_existing=True)
+    )
+    return {e.course_id: e for e in (await session.execute(statement)).scalars()}
+
+
+@pytest.fixture
+async def pending_order(session: AsyncSession) -> Order:
+    buyer = await make_user(session)
+    courses = [
+        await make_course(session, price="1499.00"),
+        await make_course(session, price="499.50"),
+    ]
+    order = await make_order(session, user=buyer, courses=courses, payment_method="upi")
+    await commit_setup(session)
+    return order
+
+
+# --- captures ---------------------------------------------------------------------------
+
+
+async def test_capture_completes_pays_and_enrolls(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    response = await deliver(client, event(pending_order, payment_id="pay_abc"))
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "received": True,
+        "outcome": "captured",
+        "orderNumber": pending_order.order_number,
+        "status": "completed",
+        "paymentStatus": "paid",
+    }
+    order = await fresh(session, pending_order)
+    assert order.status == OrderStatus.completed
+    assert order.payment_status == PaymentStatus.paid
+    assert order.payment_method == "upi"  # what checkout recorded is kept
+    assert order.metadata_ is not None and order.metadata_["paymentId"] == "pay_abc"
+    enrollments = await enrollments_of(session, order.user_id)
+    assert len(enrollments) == 2
+    assert all(e.status == EnrollmentStatus.active for e in enrollments.values())
+    assert all(e.order_id == order.id for e in enrollments.values())
+
+
+async def test_capture_of_a_processing_order_completes_it(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(
+        session, user=buyer, courses=[await make_course(session)], status=OrderStatus.processing
+    )
+    await commit_setup(session)
+
+    response = await deliver(client, event(order))
+
+    assert response.json()["outcome"] == "captured"
+    assert (await fresh(session, order)).status == OrderStatus.completed
+
+
+async def test_capture_reactivates_a_revoked_enrollment(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    course = await make_course(session)
+    old = await make_order(
+        session,
+        user=buyer,
+        courses=[course],
+        status=OrderStatus.refunded,
+        payment_status=PaymentStatus.refunded,
+    )
+    await make_enrollment(
+        session, user=buyer, course=course, order=old, status=EnrollmentStatus.revoked, progress=60
+    )
+    order = await make_order(session, user=buyer, courses=[course])
+    await commit_setup(session)
+
+    response = await deliver(client, event(order))
+
+    assert response.status_code == 200
+    enrollments = await enrollments_of(session, buyer.id)
+    assert len(enrollments) == 1
+    enrollment = enrollments[course.id]
+    assert enrollment.status == EnrollmentStatus.active
+    assert enrollment.order_id == order.id
+    assert enrollment.progress == 60
+
+
+async def test_a_replayed_capture_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    first = await deliver(client, event(pending_order, payment_id="pay_1"))
+    assert first.json()["outcome"] == "captured"
+    before = await snapshot(session, pending_order)
+
+    replay = await deliver(client, event(pending_order, payment_id="pay_1"))
+    other = await deliver(client, event(pending_order, payment_id="pay_2"))
+
+    assert replay.status_code == 200 and replay.json()["outcome"] == "already_captured"
+    assert other.status_code == 200 and other.json()["outcome"] == "already_captured"
+    assert await snapshot(session, pending_order) == before
+    assert (await fresh(session, pending_order)).metadata_["paymentId"] == "pay_1"  # type: ignore[index]
+
+
+async def test_capture_of_a_refunded_order_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    course = await make_course(session)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[course],
+        status=OrderStatus.refunded,
+        payment_status=PaymentStatus.refunded,
+    )
+    await make_enrollment(
+        session, user=buyer, course=course, order=order, status=EnrollmentStatus.revoked
+    )
+    await commit_setup(session)
+    before = await snapshot(session, order)
+
+    response = await deliver(client, event(order))
+
+    assert response.json()["outcome"] == "already_captured"
+    assert await snapshot(session, order) == before
+
+
+async def test_capture_without_a_method_records_online(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    await deliver(client, event(order))
+
+    assert (await fresh(session, order)).payment_method == "online"
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+async def test_failure_cancels_and_releases_the_coupon_use(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    coupon = await make_coupon(session, code="FAILSAFE", value="10")
+    course = await make_course(session, price="1000.00")
+    order = await make_order(
+        session, user=buyer, courses=[course], coupon=coupon, discount=Decimal("100.00")
+    )
+    await commit_setup(session)
+
+    response = await deliver(
+        client, event(order, "payment.failed", payment_id="pay_x", reason="card declined")
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "failed"
+    assert response.json()["status"] == "cancelled"
+    stored = await fresh(session, order)
+    assert stored.status == OrderStatus.cancelled
+    assert stored.payment_status == PaymentStatus.failed
+    assert stored.metadata_ is not None
+    assert stored.metadata_["paymentFailure"]["paymentId"] == "pay_x"
+    assert stored.metadata_["paymentFailure"]["reason"] == "card declined"
+    assert stored.metadata_["releasedCoupon"]["code"] == "FAILSAFE"
+    usages = await session.scalar(
+        select(func.count()).select_from(CouponUsage).where(CouponUsage.coupon_id == coupon.id)
+    )
+    assert usages == 0
+    assert await enrollments_of(session, buyer.id) == {}
+
+
+async def test_a_failure_after_the_capture_is_ignored_and_logged(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    pending_order: Order,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await deliver(client, event(pending_order, payment_id="pay_ok"))
+    before = await snapshot(session, pending_order)
+
+    with caplog.at_level("WARNING", logger="coursehub.payments"):
+        response = await deliver(
+            client, event(pending_order, "payment.failed", payment_id="pay_old")
+        )
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "ignored_after_capture"
+    assert await snapshot(session, pending_order) == before
+    assert any(
+        "pay_old" in record.getMessage() and pending_order.order_number in record.getMessage()
+        for record in caplog.records
+    )
+
+
+async def test_a_replayed_failure_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    await deliver(client, event(pending_order, "payment.failed"))
+    before = await snapshot(session, pending_order)
+
+    replay = await deliver(client, event(pending_order, "payment.failed"))
+
+    assert replay.json()["outcome"] == "already_closed"
+    assert await snapshot(session, pending_order) == before
+
+
+# --- late captures ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "payment_status"),
+    [
+        (OrderStatus.cancelled, PaymentStatus.failed),  # an earlier attempt failed
+        (OrderStatus.cancelled, PaymentStatus.pending),  # cancelled by the buyer, or expired
+    ],
+)
+async def test_a_capture_after_cancellation_is_flagged_for_refund_not_completed(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    status: OrderStatus,
+    payment_status: PaymentStatus,
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[await make_course(session)],
+        status=status,
+        payment_status=payment_status,
+    )
+    await commit_setup(session)
+
+    response = await deliver(client, event(order, payment_id="pay_late"))
+    replay = await deliver(client, event(order, payment_id="pay_late"))
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "late_capture_flagged"
+    assert replay.json()["outcome"] == "late_capture_flagged"
+    stored = await fresh(session, order)
+    assert stored.status == status
+    assert stored.payment_status == payment_status
+    assert stored.metadata_ is not None
+    assert stored.metadata_["refundDue"] is True
+    assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == ["pay_late"]
+    assert stored.metadata_["lateCaptures"][0]["amount"] == "499.00"
+    assert await enrollments_of(session, buyer.id) == {}
+
+
+# --- amount and currency ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("amount", ["1998.49", "1998.51", "1998.501", "0", "19985.00"])
+async def test_an_amount_other_than_the_orders_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order, amount: str
+) -> None:
+    before = await snapshot(session, pending_order)
+
+    response = await deliver(client, event(pending_order, amount=amount))
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "payment_amount_mismatch"
+    assert response.json()["expectedAmount"] == "1998.50"
+    assert await snapshot(session, pending_order) == before
+
+
+async def test_a_failure_with_the_wrong_amount_is_refused_too(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    before = await snapshot(session, pending_order)
+
+    response = await deliver(client, event(pending_order, "payment.failed", amount="1.00"))
+
+    assert response.status_code == 422
+    assert await snapshot(session, pending_order) == before
+
+
+async def test_the_amount_is_compared_as_a_decimal_not_as_text(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    # A JSON number with trailing zeros is the same amount (read as Decimal, never float).
+    body = (
+        b'{"event":"payment.captured","orderNumber":"'
+        + pending_order.order_number.encode()
+        + b'","paymentId":"pay_n","amount":1998.500,"currency":"inr"}'
+    )
+
+    response = await deliver(client, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "captured"
+
+
+async def test_another_currency_is_refused_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    before = await snapshot(session, pending_order)
+
+    response = await deliver(client, event(pending_order, currency="USD"))
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "payment_currency_mismatch"
+    assert await snapshot(session, pending_order) == before
+
+
+# --- signatures and malformed events ---------------------------------------------------
+
+
+async def test_a_missing_signature_is_401(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    before = await snapshot(session, pending_order)
+
+    response = await client.post(WEBHOOK, json=event(pending_order))
+
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "invalid_signature"
+    assert await snapshot(session, pending_order) == before
+
+
+@pytest.mark.parametrize("how", ["wrong_secret", "tampered_body", "garbage", "empty"])
+async def test_a_wrong_signature_is_401_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order, how: str
+) -> None:
+    before = await snapshot(session, pending_order)
+    body = json.dumps(event(pending_order)).encode()
+    signature: bytes = {
+        "wrong_secret": sign(body, "not-the-secret").encode(),
+        # Signed for another amount than the one delivered: the signature covers the bytes.
+        "tampered_body": sign(body.replace(b"1998.50", b"1.00"), TEST_WEBHOOK_SECRET).encode(),
+        "garbage": "zz-not-hex-\u00e9".encode("latin-1"),
+        "empty": b"",
+    }[how]
+
+    response = await client.post(
+        WEBHOOK,
+        content=body,
+        headers={b"Content-Type": b"application/json", SIGNATURE_HEADER.encode(): signature},
+    )
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    assert await snapshot(session, pending_order) == before
+
+
+async def test_the_signature_is_case_insensitive_hex(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    body, headers = signed(event(pending_order))
+    headers[SIGNATURE_HEADER] = headers[SIGNATURE_HEADER].upper()
+
+    response = await client.post(WEBHOOK, content=body, headers=headers)
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b"[]", "body"),
+        (
+            b'{"event":"payment.refunded","orderNumber":"X","paymentId":"p","amount":"1",'
+            b'"currency":"INR"}',
+            "event",
+        ),
+        (
+            b'{"event":"payment.captured","paymentId":"p","amount":"1","currency":"INR"}',
+            "orderNumber",
+        ),
+        (
+            b'{"event":"payment.captured","orderNumber":"X","paymentId":"p","amount":"abc",'
+            b'"currency":"INR"}',
+            "amount",
+        ),
+        (
+            b'{"event":"payment.captured","orderNumber":"X","paymentId":"p","amount":"-1",'
+            b'"currency":"INR"}',
+            "amount",
+        ),
+        (
+            b'{"event":"payment.captured","orderNumber":"X","paymentId":"p","amount":"1",'
+            b'"currency":"RUPEES"}',
+            "currency",
+        ),
+    ],
+)
+async def test_a_signed_but_malformed_event_is_422(
+    client: httpx.AsyncClient, body: bytes, field: str
+) -> None:
+    response = await deliver(client, body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_payment_event"
+    if field != "body":
+        assert response.json()["errors"][0]["field"] == field
+
+
+async def test_an_event_for_an_unknown_order_is_404(client: httpx.AsyncClient) -> None:
+    response = await deliver(
+        client,
+        {
+            "event": "payment.captured",
+            "orderNumber": "CH-NOPE",
+            "paymentId": "p",
+            "amount": "1.00",
+            "currency": "INR",
+        },
+    )
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "order_not_found"
+
+
+async def test_unknown_extra_fields_from_the_gateway_are_ignored(
+    client: httpx.AsyncClient, pending_order: Order
+) -> None:
+    response = await deliver(client, event(pending_order, gatewayVersion="2024-01", method="upi"))
+
+    assert response.status_code == 200
+    assert response.json()["outcome"] == "captured"
