@@ -162,6 +162,10 @@ async def seed_bulk(config: DatabaseConfig, plan: BulkPlan) -> BulkReport:
     connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
     try:
         async with connection.transaction():
+            if not await connection.fetchval("""SELECT to_regclass('"Order"') IS NOT NULL"""):
+                raise BulkSeedError(
+                    "the database has no store tables yet; run `coursehub db migrate` first"
+                )
             admin_id = await connection.fetchval(
                 """SELECT "id" FROM "User" WHERE "role" = 'admin' ORDER BY "createdAt" LIMIT 1"""
             )

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.console import console, err_console
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.errors import StoreError
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.security import hash_password
 from coursehub.core.settings import get_settings
@@ -50,6 +51,21 @@ class SeedReport:
     @property
     def changed(self) -> bool:
         return any(self.created.values())
+
+
+class NotMigrated(StoreError):
+    status = 500
+    code = "database_not_migrated"
+    title = "The database is not migrated"
+
+
+async def ensure_migrated(session: AsyncSession) -> None:
+    """A clear error instead of `relation "User" does not exist` on a bare database."""
+    tables = await session.scalar(
+        text("""SELECT to_regclass('"User"') IS NOT NULL AND to_regclass('"Coupon"') IS NOT NULL""")
+    )
+    if not tables:
+        raise NotMigrated("the database has no store tables yet; run `coursehub db migrate` first")
 
 
 def _username_base(email: str) -> str:
@@ -194,6 +210,7 @@ async def seed_demo_data(config: DatabaseConfig) -> SeedReport:
     database = Database(config, pool_size=1)
     try:
         async with database.transaction() as session:
+            await ensure_migrated(session)
             admin_id = await _seed_admin(session, report)
             await _seed_courses(session, report, admin_id)
             await _seed_coupons(session, report, admin_id)

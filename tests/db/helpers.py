@@ -1,0 +1,130 @@
+"""Shared by the seed and backup tests: the CLI in a real process, checksums, invariants."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+import asyncpg
+
+from coursehub.core.dburl import DatabaseConfig
+
+
+def run_cli(
+    *args: str, config: DatabaseConfig, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """`coursehub ARGS` in its own process, on `config` via DATABASE_URL, stdin not a terminal."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("ADMIN_EMAIL", "ADMIN_PASSWORD")
+    }
+    environment.update({"DATABASE_URL": config.to_url(), **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "coursehub", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+async def fetch(config: DatabaseConfig, query: str, *args: Any) -> list[asyncpg.Record]:
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        return list(await connection.fetch(query, *args))
+    finally:
+        await connection.close()
+
+
+async def fetchval(config: DatabaseConfig, query: str, *args: Any) -> Any:
+    rows = await fetch(config, query, *args)
+    return rows[0][0] if rows else None
+
+
+async def table_checksums(config: DatabaseConfig) -> dict[str, tuple[int, str]]:
+    """Per table of the schema: (row count, md5 of every row's text, in a fixed order)."""
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        tables = [
+            r["tablename"]
+            for r in await connection.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY tablename",
+                config.schema,
+            )
+        ]
+        sums = {}
+        for table in tables:
+            row = await connection.fetchrow(
+                f"SELECT count(*) AS n, md5(coalesce(string_agg(t::text, E'\\n' "
+                f"ORDER BY t::text), '')) AS sum FROM \"{table}\" t"
+            )
+            sums[table] = (row["n"], row["sum"])
+        return sums
+    finally:
+        await connection.close()
+
+
+# Each query counts the orders (or rows) that break one rule of the store; all must be 0.
+INVARIANTS = {
+    "originalAmount is the sum of the items": """
+        SELECT count(*) FROM "Order" o WHERE o."originalAmount" <>
+            (SELECT coalesce(sum(i."price"), 0) FROM "OrderItem" i WHERE i."orderId" = o."id")""",
+    "every order has items": """
+        SELECT count(*) FROM "Order" o
+        WHERE NOT EXISTS (SELECT 1 FROM "OrderItem" i WHERE i."orderId" = o."id")""",
+    "amount is originalAmount minus the usage's discount": """
+        SELECT count(*) FROM "Order" o LEFT JOIN "CouponUsage" u ON u."orderId" = o."id"
+        WHERE o."amount" <> o."originalAmount" - coalesce(u."discount", 0)""",
+    "amounts are whole paise and not negative": """
+        SELECT count(*) FROM "Order"
+        WHERE "amount" < 0 OR "amount" <> round("amount", 2)
+           OR "originalAmount" <> round("originalAmount", 2)""",
+    "completed and refunded orders have an enrollment per item": """
+        SELECT count(*) FROM "Order" o JOIN "OrderItem" i ON i."orderId" = o."id"
+        WHERE o."status" IN ('completed', 'refunded') AND NOT EXISTS (
+            SELECT 1 FROM "CourseEnrollment" e
+            WHERE e."orderId" = o."id" AND e."courseId" = i."courseId" AND e."userId" = o."userId")""",
+    "enrollments come from completed or refunded orders, active iff completed": """
+        SELECT count(*) FROM "CourseEnrollment" e JOIN "Order" o ON o."id" = e."orderId"
+        WHERE o."status" NOT IN ('completed', 'refunded')
+           OR (o."status" = 'completed') <> (e."status" = 'active')""",
+    "status agrees with paymentStatus": """
+        SELECT count(*) FROM "Order" WHERE NOT (
+            ("status" = 'completed' AND "paymentStatus" = 'paid')
+         OR ("status" = 'refunded' AND "paymentStatus" = 'refunded')
+         OR ("status" = 'cancelled' AND "paymentStatus" IN ('failed', 'pending'))
+         OR ("status" IN ('pending', 'processing') AND "paymentStatus" = 'pending'))""",
+    "free orders are completed with method free": """
+        SELECT count(*) FROM "Order"
+        WHERE "amount" = 0 AND NOT ("status" = 'completed' AND "paymentMethod" = 'free')""",
+    "maxUses is kept by orders that are not cancelled": """
+        SELECT count(*) FROM "Coupon" c WHERE c."maxUses" < (
+            SELECT count(*) FROM "CouponUsage" u JOIN "Order" o ON o."id" = u."orderId"
+            WHERE u."couponId" = c."id" AND o."status" <> 'cancelled')""",
+    "a coupon once per user": """
+        SELECT count(*) FROM (SELECT 1 FROM "CouponUsage"
+                              GROUP BY "couponId", "userId" HAVING count(*) > 1) twice""",
+    "coupons used within their dates and minimum purchase": """
+        SELECT count(*) FROM "CouponUsage" u JOIN "Coupon" c ON c."id" = u."couponId"
+        JOIN "Order" o ON o."id" = u."orderId"
+        WHERE o."createdAt" NOT BETWEEN c."startDate" AND c."endDate"
+           OR o."originalAmount" < coalesce(c."minPurchase", 0)""",
+    "pending orders are younger than the 30-minute expiry": """
+        SELECT count(*) FROM "Order" WHERE "status" IN ('pending', 'processing')
+          AND "createdAt" < (now() AT TIME ZONE 'UTC') - interval '30 minutes'""",
+    "times are in order": """
+        SELECT count(*) FROM "Order" o JOIN "User" u ON u."id" = o."userId"
+        WHERE o."createdAt" < u."createdAt" OR o."updatedAt" < o."createdAt" """,
+}
+
+
+async def broken_invariants(config: DatabaseConfig) -> dict[str, int]:
+    """The rules some row breaks, with how many rows break each."""
+    broken = {}
+    for name, query in INVARIANTS.items():
+        count = await fetchval(config, query)
+        if count:
+            broken[name] = count
+    return broken

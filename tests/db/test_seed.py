@@ -1,0 +1,278 @@
+"""`coursehub db seed`: the idempotent demo data, and the bulk dataset for benchmarks."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from coursehub.catalog.enums import CourseLevel
+from coursehub.catalog.schemas import CourseCreate
+from coursehub.catalog.service import slug_from_title
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.security import verify_password
+from coursehub.db.bulk import BULK_PASSWORD, BulkSeedError
+from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURSES
+from coursehub.db.migrations import migrate
+from coursehub.db.seed import NotMigrated, seed_bulk_data, seed_demo_data
+from tests.db.helpers import broken_invariants, fetch, fetchval, run_cli, table_checksums
+
+pytestmark = pytest.mark.committing
+
+
+@pytest.fixture
+async def migrated_db(scratch_db: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    await migrate(scratch_db)
+    yield scratch_db
+
+
+# --- the demo data -----------------------------------------------------------------------
+
+
+def test_demo_courses_follow_the_catalogue_rules() -> None:
+    levels = set()
+    categories = set()
+    for course in DEMO_COURSES:
+        checked = CourseCreate(
+            title=course.title,
+            slug=course.slug,
+            description=course.description,
+            thumbnail=course.thumbnail,
+            duration=course.duration,
+            price=course.price,
+            features=course.features,
+            category=course.category,
+            level=course.level,
+        )
+        assert checked.category == course.category  # already lower case
+        assert slug_from_title(course.title) == course.slug
+        assert course.price == course.price.quantize(course.price.__class__("0.01"))
+        levels.add(course.level)
+        categories.add(course.category)
+    assert len(DEMO_COURSES) >= 8
+    assert len(levels) >= 3 and CourseLevel.all_levels in levels
+    assert len(categories) >= 4
+    assert len({c.slug for c in DEMO_COURSES}) == len(DEMO_COURSES)
+    assert len({c.code for c in DEMO_COUPONS}) == len(DEMO_COUPONS)
+
+
+async def test_seed_writes_admin_catalogue_and_coupons(migrated_db: DatabaseConfig) -> None:
+    report = await seed_demo_data(migrated_db)
+
+    assert report.admin_created and report.changed
+    admins = await fetch(migrated_db, """SELECT "email", "password", "role" FROM "User" """)
+    assert [(a["email"], a["role"]) for a in admins] == [(DEFAULT_ADMIN_EMAIL, "admin")]
+    assert report.generated_admin_password is not None
+    assert len(report.generated_admin_password) >= 16
+    assert verify_password(report.generated_admin_password, admins[0]["password"])[0]
+    assert admins[0]["password"].startswith("$argon2id$")
+
+    courses = await fetch(migrated_db, 'SELECT * FROM "Course"')
+    assert len(courses) == len(DEMO_COURSES) >= 8
+    published = [c for c in courses if c["isPublished"]]
+    assert len(courses) - len(published) == 1  # one unpublished draft
+    assert sum(c["price"] == 0 for c in published) == 1  # one free course
+    assert sum(c["isFeatured"] for c in published) >= 2
+    assert len({c["category"] for c in courses}) >= 4
+    assert {c["level"] for c in courses} <= {level.value for level in CourseLevel}
+    admin_id = await fetchval(migrated_db, 'SELECT "id" FROM "User"')
+    assert {c["createdBy"] for c in courses} == {admin_id}
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    coupons = {c["code"]: c for c in await fetch(migrated_db, 'SELECT * FROM "Coupon"')}
+    assert len(coupons) == len(DEMO_COUPONS)
+    current = [c for c in coupons.values() if c["startDate"] <= now <= c["endDate"]]
+    assert any(c["type"] == "percentage" and c["maxDiscount"] is not None for c in current)
+    assert any(c["type"] == "fixed" for c in current)
+    assert any(c["minPurchase"] is not None for c in current)
+    assert any(c["maxUses"] is not None for c in current)
+    assert any(c["endDate"] < now for c in coupons.values())  # expired
+    assert any(c["startDate"] > now for c in coupons.values())  # not started yet
+    assert all(code == code.upper() for code in coupons)
+
+
+async def test_a_second_seed_changes_nothing(migrated_db: DatabaseConfig) -> None:
+    await seed_demo_data(migrated_db)
+    # An admin edits a seeded course; seeding again must not undo it.
+    await fetch(
+        migrated_db,
+        """UPDATE "Course" SET "price" = 1234.00 WHERE "slug" = 'digital-marketing-masterclass'""",
+    )
+    before = await table_checksums(migrated_db)
+
+    again = await seed_demo_data(migrated_db)
+
+    assert not again.changed and not again.admin_created
+    assert again.generated_admin_password is None
+    assert again.existing == {
+        "users": 1,
+        "courses": len(DEMO_COURSES),
+        "coupons": len(DEMO_COUPONS),
+    }
+    assert await table_checksums(migrated_db) == before
+
+
+async def test_seeds_running_at_once_make_one_of_everything(migrated_db: DatabaseConfig) -> None:
+    reports = await asyncio.gather(*(seed_demo_data(migrated_db) for _ in range(3)))
+
+    assert sum(r.admin_created for r in reports) == 1
+    assert sum(r.created.get("courses", 0) for r in reports) == len(DEMO_COURSES)
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "User"') == 1
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "Course"') == len(DEMO_COURSES)
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "Coupon"') == len(DEMO_COUPONS)
+
+
+async def test_seeding_a_database_that_is_not_migrated_says_so(
+    scratch_db: DatabaseConfig,
+) -> None:
+    with pytest.raises(NotMigrated, match="coursehub db migrate"):
+        await seed_demo_data(scratch_db)
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+async def test_cli_seed_uses_admin_email_and_password_and_is_idempotent(
+    migrated_db: DatabaseConfig,
+) -> None:
+    env = {"ADMIN_EMAIL": "Owner@Store.example", "ADMIN_PASSWORD": "a-long-admin-password"}
+
+    first = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db, env=env)
+    second = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db, env=env)
+
+    assert first.returncode == 0, first.stderr
+    assert "Seeded 1 admin, 11 courses, 6 coupons" in first.stdout
+    assert "a-long-admin-password" not in first.stdout + first.stderr
+    assert "password" not in first.stdout.lower()  # nothing generated, nothing to show
+    assert second.returncode == 0, second.stderr
+    assert "Nothing to do" in second.stdout and "nothing was changed" in second.stdout
+    rows = await fetch(migrated_db, """SELECT "email", "username", "password" FROM "User" """)
+    assert [(r["email"], r["username"]) for r in rows] == [("owner@store.example", "owner")]
+    assert verify_password("a-long-admin-password", rows[0]["password"])[0]
+
+
+async def test_cli_prints_a_generated_password_once(migrated_db: DatabaseConfig) -> None:
+    first = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db)
+    second = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db)
+
+    match = re.search(r"Admin password \(shown once\): (\S+)", first.stdout)
+    assert match, first.stdout
+    stored = await fetchval(migrated_db, 'SELECT "password" FROM "User"')
+    assert verify_password(match.group(1), stored)[0]
+    assert match.group(1) not in second.stdout + second.stderr
+    assert "shown once" not in second.stdout
+
+
+async def test_cli_reset_refuses_without_force_and_rebuilds_with_it(
+    migrated_db: DatabaseConfig,
+) -> None:
+    await seed_demo_data(migrated_db)
+    await fetch(migrated_db, """DELETE FROM "Coupon" WHERE "code" = 'FLAT300'""")
+    await fetch(migrated_db, """UPDATE "Course" SET "title" = 'Changed' WHERE "price" = 0""")
+
+    refused = await asyncio.to_thread(run_cli, "db", "reset", config=migrated_db)
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "Coupon"') == len(DEMO_COUPONS) - 1
+
+    reset = await asyncio.to_thread(run_cli, "db", "reset", "--force", config=migrated_db)
+
+    assert reset.returncode == 0, reset.stderr
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "Coupon"') == len(DEMO_COUPONS)
+    assert (
+        await fetchval(migrated_db, """SELECT count(*) FROM "Course" WHERE "title" = 'Changed'""")
+        == 0
+    )
+    assert "shown once" in reset.stdout  # a new admin, so a new password
+
+
+# --- the bulk dataset --------------------------------------------------------------------
+
+
+async def test_bulk_data_is_consistent_and_runs_can_repeat(migrated_db: DatabaseConfig) -> None:
+    await seed_demo_data(migrated_db)
+
+    first = await seed_bulk_data(
+        migrated_db, users=300, courses=40, orders=1500, random_seed=7, show_progress=False
+    )
+    second = await seed_bulk_data(
+        migrated_db, users=100, courses=10, orders=400, show_progress=False
+    )
+
+    assert first.tag != second.tag
+    counts = {
+        table: await fetchval(migrated_db, f'SELECT count(*) FROM "{table}"')
+        for table in ("User", "Course", "Order", "OrderItem", "CouponUsage", "CourseEnrollment")
+    }
+    assert counts["User"] == 1 + 300 + 100
+    assert counts["Course"] == len(DEMO_COURSES) + 40 + 10
+    assert counts["Order"] == 1500 + 400
+    assert counts["OrderItem"] == first.rows["order items"] + second.rows["order items"]
+    assert counts["CouponUsage"] == first.rows["coupon usages"] + second.rows["coupon usages"] > 0
+    assert counts["CourseEnrollment"] == first.rows["enrollments"] + second.rows["enrollments"]
+    assert await broken_invariants(migrated_db) == {}
+
+    # Statuses are mixed, as a real store's are.
+    states = {
+        (r["status"], r["paymentStatus"])
+        for r in await fetch(migrated_db, 'SELECT DISTINCT "status", "paymentStatus" FROM "Order"')
+    }
+    assert {("completed", "paid"), ("refunded", "refunded"), ("pending", "pending")} <= states
+    assert any(status == "cancelled" for status, _ in states)
+
+    # Ids are uuid4 and times carry the milliseconds TIMESTAMP(3) keeps, set by us.
+    sample = await fetch(migrated_db, 'SELECT "id", "createdAt", "updatedAt" FROM "Order" LIMIT 50')
+    for row in sample:
+        assert uuid.UUID(row["id"]).version == 4
+        assert row["createdAt"].microsecond % 1000 == 0
+    # Every bulk user signs in with the one documented password.
+    hashed = await fetchval(
+        migrated_db,
+        """SELECT "password" FROM "User" WHERE "email" LIKE $1 LIMIT 1""",
+        f"%+{first.tag}.%",
+    )
+    assert verify_password(BULK_PASSWORD, hashed)[0]
+    assert first.rows_per_second > 0
+
+
+async def test_bulk_orders_without_users_bring_their_own_buyers(
+    migrated_db: DatabaseConfig,
+) -> None:
+    await seed_demo_data(migrated_db)
+
+    report = await seed_bulk_data(migrated_db, users=0, courses=0, orders=200, show_progress=False)
+
+    assert report.buyers_added == report.rows["users"] == 50
+    assert report.rows["orders"] == 200
+    assert await broken_invariants(migrated_db) == {}
+
+
+async def test_bulk_needs_an_admin_and_leaves_nothing_when_it_fails(
+    migrated_db: DatabaseConfig,
+) -> None:
+    with pytest.raises(BulkSeedError, match="coursehub db seed"):
+        await seed_bulk_data(migrated_db, users=10, courses=5, orders=0, show_progress=False)
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "User"') == 0
+
+
+async def test_cli_bulk_seed_reports_rows_and_rate(migrated_db: DatabaseConfig) -> None:
+    result = await asyncio.to_thread(
+        run_cli,
+        "db",
+        "seed",
+        "--users",
+        "50",
+        "--courses",
+        "10",
+        "--orders",
+        "120",
+        config=migrated_db,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "rows/s" in result.stdout and "120 orders" in result.stdout
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "Order"') == 120
