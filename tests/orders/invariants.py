@@ -43,7 +43,7 @@ async def assert_order_invariants(session: AsyncSession) -> int:
         item_count,
         usage_discount.scalar_subquery(),
         enrollment_count,
-    )
+    ).execution_options(populate_existing=True)  # as stored, not as this session remembers
     rows = (await session.execute(statement)).all()
     for order, total, count, discount, enrollments in rows:
         number = order.order_number

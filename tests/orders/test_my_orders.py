@@ -1,0 +1,252 @@
+"""A buyer's orders: GET /orders (keyset pages), GET /orders/{n}, POST /orders/{n}/cancel,
+and the expiry of stale pending orders (service and CLI command)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.models import utcnow
+from coursehub.models import CouponUsage, Order, OrderStatus, PaymentStatus
+from coursehub.orders.service import expire_stale_orders
+from tests.factories import (
+    auth_headers,
+    make_coupon,
+    make_course,
+    make_enrollment,
+    make_order,
+    make_user,
+)
+from tests.orders.invariants import assert_order_invariants
+
+URL = "/api/v1/orders"
+
+
+async def test_list_is_own_orders_newest_first_in_keyset_pages(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    stranger = await make_user(session)
+    course = await make_course(session, title="Algebra")
+    start = utcnow() - timedelta(hours=5)
+    made = [
+        await make_order(
+            session, user=user, courses=[course], created_at=start + timedelta(minutes=i)
+        )
+        for i in range(5)
+    ]
+    await make_order(session, user=stranger, courses=[course])
+    await session.commit()
+    expected = [o.order_number for o in reversed(made)]
+    headers = auth_headers(user)
+
+    seen: list[str] = []
+    cursor = None
+    for _ in range(3):
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        response = await client.get(URL, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        seen += [o["orderNumber"] for o in page["items"]]
+        assert all(o["items"][0]["course"]["title"] == "Algebra" for o in page["items"])
+        cursor = page["next_cursor"]
+    assert seen == expected
+    assert cursor is None
+    # A cursor is bound to its user's list.
+    other = await client.get(URL, params={"cursor": "abc"}, headers=auth_headers(stranger))
+    assert other.status_code == 400
+
+
+async def test_list_pages_take_a_fixed_number_of_queries(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    from sqlalchemy import event
+
+    user = await make_user(session)
+    courses = [await make_course(session) for _ in range(4)]
+    coupon = await make_coupon(session)
+    for course in courses:
+        await make_order(session, user=user, courses=[course], coupon=coupon, discount="1")
+    await session.commit()
+    headers = auth_headers(user)
+
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = session.bind.engine if hasattr(session.bind, "engine") else None
+    assert engine is not None
+    event.listen(engine.sync_engine, "before_cursor_execute", count)
+    try:
+        small = await client.get(URL, params={"limit": "1"}, headers=headers)
+        small_count = len(statements)
+        statements.clear()
+        large = await client.get(URL, params={"limit": "50"}, headers=headers)
+        large_count = len(statements)
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", count)
+    assert len(small.json()["items"]) == 1 and len(large.json()["items"]) == 4
+    assert small_count == large_count
+
+
+async def test_someone_elses_order_is_a_404(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    owner = await make_user(session)
+    snoop = await make_user(session)
+    order = await make_order(session, user=owner, courses=[await make_course(session)])
+    await session.commit()
+    number, owner_headers, snoop_headers = (
+        order.order_number,
+        auth_headers(owner),
+        auth_headers(snoop),
+    )
+
+    mine = await client.get(f"{URL}/{number}", headers=owner_headers)
+    theirs = await client.get(f"{URL}/{number}", headers=snoop_headers)
+    cancel = await client.post(f"{URL}/{number}/cancel", headers=snoop_headers)
+    missing = await client.get(f"{URL}/CH-20260101-AAAAAA", headers=owner_headers)
+
+    assert mine.status_code == 200
+    assert mine.json()["orderNumber"] == number
+    assert (theirs.status_code, theirs.json()["code"]) == (404, "order_not_found")
+    assert (cancel.status_code, cancel.json()["code"]) == (404, "order_not_found")
+    assert missing.status_code == 404
+    await session.refresh(order)
+    assert order.status == OrderStatus.pending
+
+
+async def test_cancelling_a_pending_order_releases_its_coupon_use(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    rival = await make_user(session)
+    course = await make_course(session, price="1000.00")
+    coupon = await make_coupon(session, code="ONLYONE", value="10", max_uses=1)
+    await session.commit()
+    headers, rival_headers, course_id = auth_headers(user), auth_headers(rival), course.id
+    placed = await client.post(
+        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=headers
+    )
+    number = placed.json()["orderNumber"]
+    used_up = await client.post(
+        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=rival_headers
+    )
+    assert used_up.json()["code"] == "coupon_used_up"
+
+    cancelled = await client.post(f"{URL}/{number}/cancel", headers=headers)
+
+    assert cancelled.status_code == 200, cancelled.text
+    body = cancelled.json()
+    assert body["status"] == "cancelled"
+    # The order still says which coupon it had, and its amounts still add up.
+    assert body["coupon"] == {"code": "ONLYONE", "discount": "100.00"}
+    assert (body["originalAmount"], body["amount"]) == ("1000.00", "900.00")
+    assert (await session.execute(select(CouponUsage))).scalars().all() == []
+    await assert_order_invariants(session)
+    # The use is free again: the rival gets it now, and the buyer may buy again too.
+    retry = await client.post(
+        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=rival_headers
+    )
+    assert retry.status_code == 201, retry.text
+    assert coupon.id == (await session.execute(select(CouponUsage))).scalar_one().coupon_id
+
+
+async def test_only_a_pending_order_can_be_cancelled(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    course = await make_course(session)
+    paid = await make_order(
+        session,
+        user=user,
+        courses=[course],
+        status=OrderStatus.completed,
+        payment_status=PaymentStatus.paid,
+    )
+    await session.commit()
+    headers, number = auth_headers(user), paid.order_number
+
+    response = await client.post(f"{URL}/{number}/cancel", headers=headers)
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "order_not_pending"
+    order = (await session.execute(select(Order))).scalar_one()
+    assert order.status == OrderStatus.completed
+
+
+async def test_a_cancelled_order_cannot_be_cancelled_twice(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    order = await make_order(session, user=user, courses=[await make_course(session)])
+    await session.commit()
+    headers, number = auth_headers(user), order.order_number
+
+    first = await client.post(f"{URL}/{number}/cancel", headers=headers)
+    second = await client.post(f"{URL}/{number}/cancel", headers=headers)
+
+    assert first.status_code == 200
+    assert (second.status_code, second.json()["code"]) == (409, "order_not_pending")
+
+
+async def test_expiry_cancels_stale_pending_orders_and_releases_their_coupons(
+    session: AsyncSession,
+) -> None:
+    user = await make_user(session)
+    course = await make_course(session, price="100.00")
+    coupon = await make_coupon(session, code="STALE", max_uses=2)
+    now = utcnow()
+    stale = await make_order(
+        session,
+        user=user,
+        courses=[course],
+        coupon=coupon,
+        discount="10",
+        created_at=now - timedelta(minutes=31),
+    )
+    fresh = await make_order(
+        session, user=user, courses=[course], created_at=now - timedelta(minutes=29)
+    )
+    old_paid = await make_order(
+        session,
+        user=user,
+        courses=[course],
+        status=OrderStatus.completed,
+        payment_status=PaymentStatus.paid,
+        created_at=now - timedelta(days=2),
+    )
+    await make_enrollment(session, user=user, course=course, order=old_paid)
+    await session.commit()
+
+    expired = await expire_stale_orders(session, ttl=timedelta(minutes=30), now=now)
+
+    assert expired == [stale.order_number]
+    statuses = {
+        number: status
+        for number, status in (await session.execute(select(Order.order_number, Order.status)))
+    }
+    assert statuses == {
+        stale.order_number: OrderStatus.cancelled,
+        fresh.order_number: OrderStatus.pending,
+        old_paid.order_number: OrderStatus.completed,
+    }
+    assert (await session.execute(select(CouponUsage))).scalars().all() == []
+    metadata = (
+        await session.execute(
+            select(Order.metadata_).where(Order.order_number == stale.order_number)
+        )
+    ).scalar_one()
+    assert metadata is not None
+    assert metadata["cancelReason"] == "expired"
+    released = metadata["releasedCoupon"]
+    assert (released["couponId"], released["code"]) == (coupon.id, "STALE")
+    assert Decimal(released["discount"]) == Decimal("10")
+    await assert_order_invariants(session)
+    # A second run finds nothing more to do.
+    assert await expire_stale_orders(session, ttl=timedelta(minutes=30), now=now) == []
