@@ -100,7 +100,7 @@ def routes_of(app: FastAPI) -> list[RouteUnderTest]:
         url = path
         for param in dependant.path_params:
             url = url.replace("{" + param.name + "}", _dummy_value(param.field_info.annotation))
-        for method in sorted(route.methods - {"HEAD"}):
+        for method in sorted((route.methods or set()) - {"HEAD"}):
             found.append(RouteUnderTest(method, path, url, policy_of(dependant)))
     return found
 
@@ -108,7 +108,7 @@ def routes_of(app: FastAPI) -> list[RouteUnderTest]:
 def app_settings() -> Settings:
     # As tests/conftest.py's `settings`: the payment simulator is on, so its route is here.
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         environment="test",
         secret_key=TEST_SECRET,
         payment_webhook_secret=TEST_WEBHOOK_SECRET,

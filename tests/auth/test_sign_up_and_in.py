@@ -254,7 +254,7 @@ async def test_access_token_lifetime_comes_from_settings(
 
 def test_production_refuses_the_default_secret() -> None:
     with pytest.raises(ConfigurationError, match="COURSEHUB_SECRET_KEY"):
-        create_app(Settings(_env_file=None, environment="production"))  # type: ignore[call-arg]
+        create_app(Settings(_env_file=None, environment="production"))
 
 
 async def test_a_role_change_takes_effect_on_the_next_request(

@@ -7,7 +7,7 @@ import asyncio
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.database import Database
@@ -270,5 +270,5 @@ async def test_two_admins_demoting_each_other_at_once_leave_one(
         async with committed_db.transaction() as session:
             assert await admin_count(session) == 1
             await session.execute(
-                User.__table__.update().where(User.role == Role.admin).values(role=Role.user)
+                update(User).where(User.role == Role.admin).values(role=Role.user)
             )
