@@ -1,0 +1,189 @@
+"""Simulating the gateway: POST /dev/payments/simulate (only with payment_simulator on) and
+`coursehub payments simulate`, both through the real, signed webhook path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.app import create_app
+from coursehub.core.database import Database
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.dependencies import get_session
+from coursehub.core.settings import Settings
+from coursehub.models import CourseEnrollment, Order, OrderStatus, PaymentStatus
+from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.factories import auth_headers, make_admin, make_course, make_order, make_user
+from tests.payments.helpers import commit_setup
+
+URL = "/api/v1/dev/payments/simulate"
+
+
+async def fresh(session: AsyncSession, order_id: str) -> Order:
+    statement = select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one()
+
+
+async def test_a_buyer_simulates_paying_their_own_order(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    response = await client.post(
+        URL, json={"orderNumber": order.order_number}, headers=auth_headers(buyer)
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "captured"
+    stored = await fresh(session, order.id)
+    assert stored.status == OrderStatus.completed
+    assert stored.metadata_ is not None and stored.metadata_["paymentId"].startswith("pay_sim_")
+
+
+async def test_a_simulated_failure_cancels(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    response = await client.post(
+        URL,
+        json={"orderNumber": order.order_number, "event": "payment.failed"},
+        headers=auth_headers(buyer),
+    )
+
+    assert response.json()["outcome"] == "failed"
+    assert (await fresh(session, order.id)).payment_status == PaymentStatus.failed
+
+
+async def test_someone_elses_order_is_404_but_an_admin_may(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    stranger = await make_user(session)
+    admin = await make_admin(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+    body = {"orderNumber": order.order_number}
+
+    by_stranger = await client.post(URL, json=body, headers=auth_headers(stranger))
+    assert by_stranger.status_code == 404
+    assert (await fresh(session, order.id)).status == OrderStatus.pending
+
+    by_admin = await client.post(URL, json=body, headers=auth_headers(admin))
+    assert by_admin.status_code == 200
+    assert by_admin.json()["outcome"] == "captured"
+
+
+async def test_a_wrong_simulated_amount_is_refused_as_the_webhook_would(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    response = await client.post(
+        URL,
+        json={"orderNumber": order.order_number, "amount": "1.00"},
+        headers=auth_headers(buyer),
+    )
+
+    assert response.status_code == 422
+    assert response.json()["code"] == "payment_amount_mismatch"
+    assert (await fresh(session, order.id)).status == OrderStatus.pending
+
+
+async def test_the_simulator_needs_sign_in(client: httpx.AsyncClient) -> None:
+    assert (await client.post(URL, json={"orderNumber": "CH-X"})).status_code == 401
+
+
+@pytest.fixture
+async def simulator_off_client(
+    session: AsyncSession, settings: Settings, database: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"payment_simulator": False}), database=database)
+
+    async def shared_session() -> AsyncIterator[AsyncSession]:
+        yield session
+
+    app.dependency_overrides[get_session] = shared_session
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+async def test_with_the_simulator_off_the_route_does_not_exist(
+    simulator_off_client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    response = await simulator_off_client.post(
+        URL, json={"orderNumber": order.order_number}, headers=auth_headers(buyer)
+    )
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert (await fresh(session, order.id)).status == OrderStatus.pending
+
+
+# --- the CLI ---------------------------------------------------------------------------
+
+
+def run_cli(*args: str, config: DatabaseConfig) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": config.to_url(),
+        "COURSEHUB_PAYMENT_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "coursehub", "payments", "simulate", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.committing
+async def test_cli_simulates_capture_and_failure(
+    committed_db: Database, db_config: DatabaseConfig
+) -> None:
+    async with committed_db.transaction() as session:
+        buyer = await make_user(session)
+        to_pay = await make_order(session, user=buyer, courses=[await make_course(session)])
+        to_fail = await make_order(session, user=buyer, courses=[await make_course(session)])
+
+    paid = run_cli(to_pay.order_number, config=db_config)
+    failed = run_cli(to_fail.order_number, "--fail", config=db_config)
+    replay = run_cli(to_pay.order_number, config=db_config)
+    wrong = run_cli(to_fail.order_number, "--amount", "1.00", config=db_config)
+    missing = run_cli("CH-NOPE", config=db_config)
+
+    assert paid.returncode == 0, paid.stderr
+    assert "captured: order" in paid.stdout and "completed" in paid.stdout
+    assert failed.returncode == 0 and "failed:" in failed.stdout
+    assert replay.returncode == 0 and "already_captured" in replay.stdout
+    assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+    assert missing.returncode == 1 and "no order 'CH-NOPE'" in missing.stderr
+    async with committed_db.transaction() as session:
+        states = {
+            o.order_number: (o.status, o.payment_status)
+            for o in (await session.execute(select(Order))).scalars()
+        }
+        enrolled = (await session.execute(select(CourseEnrollment.order_id))).scalars().all()
+    assert states[to_pay.order_number] == (OrderStatus.completed, PaymentStatus.paid)
+    assert states[to_fail.order_number] == (OrderStatus.cancelled, PaymentStatus.failed)
+    assert list(enrolled) == [to_pay.id]
