@@ -23,7 +23,7 @@ from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from coursehub.coupons.models import CouponType
 from coursehub.orders.schemas import MAX_ITEMS, CourseId, distinct_course_ids
 
-CODE_PATTERN = r"^[A-Z0-9_-]{3,32}$"
+CODE_PATTERN = r"^[A-Za-z0-9_-]{3,32}$"  # checked before upper-casing
 
 # Codes are stored upper case and matched case-insensitively: "save10" is SAVE10.
 Code = Annotated[

@@ -188,11 +188,15 @@ async def insert_order(
         .returning(table.c.id)
         .cte("new_order")
     )
-    rows = func.unnest(
-        bindparam("item_ids", [i.id for i in items], type_=ARRAY(Text)),
-        bindparam("item_course_ids", [i.course_id for i in items], type_=ARRAY(Text)),
-        bindparam("item_prices", [i.price for i in items], type_=ARRAY(Numeric)),
-    ).table_valued("id", "course_id", "price").render_derived(name="new_rows")
+    rows = (
+        func.unnest(
+            bindparam("item_ids", [i.id for i in items], type_=ARRAY(Text)),
+            bindparam("item_course_ids", [i.course_id for i in items], type_=ARRAY(Text)),
+            bindparam("item_prices", [i.price for i in items], type_=ARRAY(Numeric)),
+        )
+        .table_valued("id", "course_id", "price")
+        .render_derived(name="new_rows")
+    )
     new_items = (
         ITEM_TABLE.insert()
         .from_select(

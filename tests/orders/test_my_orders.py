@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
 from coursehub.models import CouponUsage, Order, OrderStatus, PaymentStatus
@@ -62,7 +62,7 @@ async def test_list_is_own_orders_newest_first_in_keyset_pages(
 
 
 async def test_list_pages_take_a_fixed_number_of_queries(
-    client: httpx.AsyncClient, session: AsyncSession
+    client: httpx.AsyncClient, session: AsyncSession, engine: AsyncEngine
 ) -> None:
     from sqlalchemy import event
 
@@ -79,8 +79,6 @@ async def test_list_pages_take_a_fixed_number_of_queries(
     def count(*args: object) -> None:
         statements.append(str(args[2]))
 
-    engine = session.bind.engine if hasattr(session.bind, "engine") else None
-    assert engine is not None
     event.listen(engine.sync_engine, "before_cursor_execute", count)
     try:
         small = await client.get(URL, params={"limit": "1"}, headers=headers)
