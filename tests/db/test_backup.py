@@ -1,0 +1,408 @@
+"""`coursehub db backup` / `restore`: complete, consistent, all or nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from coursehub.core.database import drop_database, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.models import new_id
+from coursehub.db.backup import (
+    RestoreFailed,
+    TargetNotEmpty,
+    backup_database,
+    restore_database,
+    tool_environment,
+)
+from coursehub.db.migrations import migrate
+from coursehub.db.pgtools import ToolNotFound, choose, find_tool, find_tools, server_major
+from coursehub.db.seed import seed_bulk_data, seed_demo_data
+from tests.conftest import scratch_database_name
+from tests.db.helpers import broken_invariants, fetch, fetchval, run_cli, table_checksums
+
+pytestmark = pytest.mark.committing
+
+
+@pytest.fixture
+async def source_db(scratch_db: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    """A migrated database with the demo data and a small bulk dataset."""
+    await migrate(scratch_db)
+    await seed_demo_data(scratch_db)
+    await seed_bulk_data(scratch_db, users=200, courses=30, orders=800, show_progress=False)
+    yield scratch_db
+
+
+@pytest.fixture
+async def target_db(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    """A second, empty database to restore into."""
+    config = server.with_database(scratch_database_name("target"))
+    await ensure_database_exists(config)
+    yield config
+    await drop_database(config)
+
+
+# --- finding the tools ---------------------------------------------------------------------
+
+
+def fake_tool(directory: Path, name: str, version: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(f"#!/bin/sh\necho '{name} (PostgreSQL) {version}'\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+async def test_a_tool_of_the_servers_major_version_is_preferred(tmp_path: Path) -> None:
+    fake_tool(tmp_path / "a", "pg_dump", "17.2")
+    fake_tool(tmp_path / "b", "pg_dump", "15.4")
+    fake_tool(tmp_path / "c", "pg_dump", "16.1")
+    directories = [tmp_path / d for d in ("a", "b", "c")]
+
+    assert (await find_tool("pg_dump", 15, directories=directories)).version == "15.4"
+    # No exact match: the nearest newer one (a newer pg_dump can dump an older server).
+    assert (await find_tool("pg_dump", 14, directories=directories)).version == "15.4"
+    assert (await find_tool("pg_dump", 16, directories=directories)).version == "16.1"
+
+
+async def test_no_tool_new_enough_is_a_clear_error(tmp_path: Path) -> None:
+    fake_tool(tmp_path / "old", "pg_dump", "13.9")
+
+    with pytest.raises(ToolNotFound) as raised:
+        await find_tool("pg_dump", 17, directories=[tmp_path / "old"])
+
+    message = str(raised.value)
+    assert "no pg_dump of PostgreSQL 17 or newer" in message
+    assert "13.9 at " + str(tmp_path / "old" / "pg_dump") in message
+    assert "PATH" in message and "/usr/lib/postgresql" in message and "wheel" in message
+    assert "\n" not in message
+
+
+def test_choose_never_takes_an_older_tool() -> None:
+    from coursehub.db.pgtools import Tool
+
+    tools = [Tool("pg_dump", "/x", 12, "12.1"), Tool("pg_dump", "/y", 14, "14.0")]
+    assert choose(tools, 15) is None
+    assert choose(tools, 13) == tools[1]
+    assert server_major(150020) == 15 and server_major(170001) == 17
+
+
+async def test_the_chosen_tools_fit_the_server(scratch_db: DatabaseConfig) -> None:
+    major = server_major(int(await fetchval(scratch_db, "SHOW server_version_num")))
+
+    tools = await find_tools(scratch_db, ("pg_dump", "pg_restore", "psql"))
+
+    assert all(tool.major >= major for tool in tools.values())
+
+
+def test_the_password_goes_through_the_environment_not_argv() -> None:
+    config = DatabaseConfig(
+        user="shop", password="s3cret!", host="db.internal", port=6543, database="store"
+    )
+    os.environ["PGSERVICE"] = "someone-elses"
+    try:
+        env = tool_environment(config)
+    finally:
+        del os.environ["PGSERVICE"]
+
+    assert env["PGPASSWORD"] == "s3cret!" and env["PGHOST"] == "db.internal"
+    assert env["PGDATABASE"] == "store" and env["PGPORT"] == "6543"
+    assert "PGSERVICE" not in env
+
+
+async def test_pg_dump_is_never_given_the_password_on_its_command_line(
+    source_db: DatabaseConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test server may trust local connections; the password must still travel right.
+    with_password = replace(source_db, password="s3cret-pw")
+    seen: list[tuple[tuple[str, ...], dict[str, str]]] = []
+    real = asyncio.create_subprocess_exec
+
+    async def spy(*args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        seen.append((args, kwargs.get("env") or {}))
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spy)
+    await backup_database(with_password, tmp_path / "b.dump", plain=False, show_progress=False)
+
+    dumps = [(a, env) for a, env in seen if a[0].endswith("pg_dump") and "--version" not in a]
+    assert len(dumps) == 1
+    args, env = dumps[0]
+    assert not any("s3cret-pw" in arg for arg in args)
+    assert env["PGPASSWORD"] == "s3cret-pw"
+
+
+# --- backup and restore ------------------------------------------------------------------
+
+
+async def test_restore_into_an_empty_database_reproduces_every_row(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(source_db, tmp_path, plain=False, show_progress=False)
+
+    assert result.path.parent == tmp_path and result.path.suffix == ".dump"
+    assert not list(tmp_path.glob(".*.partial"))
+    await restore_database(target_db, result.path, force=False, show_progress=False)
+
+    source = await table_checksums(source_db)
+    assert source["Order"][0] == 800 and source["alembic_version"][0] == 1
+    assert await table_checksums(target_db) == source
+
+
+async def test_a_plain_backup_restores_with_psql(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(
+        source_db, tmp_path / "backup.sql", plain=True, show_progress=False
+    )
+    psql = (await find_tools(target_db, ("psql",)))["psql"]
+
+    # DATABASE.md's way: psql -d database < backup.sql
+    with result.path.open("rb") as dump:
+        completed = await asyncio.to_thread(
+            subprocess.run,
+            [psql.path, "-v", "ON_ERROR_STOP=1", "-q", "-X"],
+            stdin=dump,
+            env=tool_environment(target_db),
+            capture_output=True,
+        )
+
+    assert completed.returncode == 0, completed.stderr
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+async def test_restore_reads_plain_sql_too(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(source_db, tmp_path / "b.sql", plain=True, show_progress=False)
+
+    await restore_database(target_db, result.path, force=False, show_progress=False)
+
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+async def test_restore_refuses_a_non_empty_target_without_force(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(source_db, tmp_path / "b.dump", plain=False, show_progress=False)
+    await migrate(target_db)
+    await seed_demo_data(target_db)
+    before = await table_checksums(target_db)
+
+    with pytest.raises(TargetNotEmpty, match="--force"):
+        await restore_database(target_db, result.path, force=False, show_progress=False)
+    assert await table_checksums(target_db) == before
+
+    await restore_database(target_db, result.path, force=True, show_progress=False)
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+async def test_a_migrated_but_unused_database_counts_as_empty(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(source_db, tmp_path / "b.dump", plain=False, show_progress=False)
+    await migrate(target_db)
+
+    await restore_database(target_db, result.path, force=False, show_progress=False)
+
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+async def test_a_truncated_backup_fails_and_leaves_the_target_as_it_was(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path, plain: bool
+) -> None:
+    result = await backup_database(
+        source_db, tmp_path / ("b.sql" if plain else "b.dump"), plain=plain, show_progress=False
+    )
+    data = result.path.read_bytes()
+    truncated = tmp_path / ("cut.sql" if plain else "cut.dump")
+    truncated.write_bytes(data[: int(len(data) * 0.6)])
+    await migrate(target_db)
+    await seed_demo_data(target_db)
+    before = await table_checksums(target_db)
+
+    # --force: the old data would be dropped, were the restore not all or nothing.
+    with pytest.raises(RestoreFailed, match="nothing was changed") as raised:
+        await restore_database(target_db, truncated, force=True, show_progress=False)
+
+    assert "\n" not in str(raised.value)
+    assert await table_checksums(target_db) == before
+
+
+async def test_a_corrupt_archive_fails_mid_way_and_changes_nothing(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = await backup_database(source_db, tmp_path / "b.dump", plain=False, show_progress=False)
+    data = bytearray(result.path.read_bytes())
+    # Keep the header and table of contents readable; garble the compressed table data.
+    for offset in range(len(data) // 2, len(data) - 64, 97):
+        data[offset] ^= 0x5A
+    corrupt = tmp_path / "corrupt.dump"
+    corrupt.write_bytes(bytes(data))
+    await migrate(target_db)
+    await seed_demo_data(target_db)
+    before = await table_checksums(target_db)
+
+    with pytest.raises(RestoreFailed, match="nothing was changed"):
+        await restore_database(target_db, corrupt, force=True, show_progress=False)
+
+    assert await table_checksums(target_db) == before
+
+
+async def test_a_file_that_is_no_backup_is_refused(
+    target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    junk = tmp_path / "notes.txt"
+    junk.write_text("these are not the rows you are looking for\n")
+
+    with pytest.raises(RestoreFailed, match="not a readable pg_dump archive"):
+        await restore_database(target_db, junk, force=True, show_progress=False)
+    with pytest.raises(RestoreFailed, match="no such file"):
+        await restore_database(target_db, tmp_path / "missing.dump", force=True)
+
+
+async def test_a_backup_taken_during_writes_is_consistent(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    """Writers keep placing orders — the order first, its items a moment later, in one
+    transaction — while the backup runs. A dump that is not one snapshot would catch
+    orders without items, or items of orders it missed."""
+    user_id = await fetchval(source_db, 'SELECT "id" FROM "User" LIMIT 1')
+    courses = [
+        (r["id"], r["price"])
+        for r in await fetch(source_db, 'SELECT "id", "price" FROM "Course" LIMIT 3')
+    ]
+    stop = asyncio.Event()
+    committed = 0
+
+    async def writer(n: int) -> None:
+        nonlocal committed
+        connection = await asyncpg.connect(**source_db.asyncpg_connect_kwargs())
+        try:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                order_id = new_id()
+                total = sum((price for _, price in courses), Decimal(0))
+                async with connection.transaction():
+                    await connection.execute(
+                        'INSERT INTO "Order" ("id", "orderNumber", "userId", "amount", '
+                        '"originalAmount", "updatedAt") VALUES ($1, $2, $3, $4, $4, now())',
+                        order_id,
+                        f"CH-TEST-{n}-{i}",
+                        user_id,
+                        total,
+                    )
+                    await asyncio.sleep(0.005)
+                    for course_id, price in courses:
+                        await connection.execute(
+                            'INSERT INTO "OrderItem" ("id", "orderId", "courseId", "price") '
+                            "VALUES ($1, $2, $3, $4)",
+                            new_id(),
+                            order_id,
+                            course_id,
+                            price,
+                        )
+                committed += 1
+        finally:
+            await connection.close()
+
+    writers = [asyncio.create_task(writer(n)) for n in range(4)]
+    await asyncio.sleep(0.3)
+    before_backup = committed
+    result = await backup_database(source_db, tmp_path / "b.dump", plain=False, show_progress=False)
+    during_backup = committed - before_backup
+    stop.set()
+    await asyncio.gather(*writers)
+
+    assert during_backup > 0, "no write committed while the backup ran"
+    await restore_database(target_db, result.path, force=False, show_progress=False)
+    restored = await fetchval(
+        target_db, """SELECT count(*) FROM "Order" WHERE "orderNumber" LIKE 'CH-TEST-%'"""
+    )
+    assert 0 < restored < committed + 1
+    broken = await broken_invariants(target_db)
+    assert "originalAmount is the sum of the items" not in broken
+    assert "every order has items" not in broken
+
+
+async def test_the_event_loop_keeps_running_during_a_backup(
+    source_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
+    await backup_database(source_db, tmp_path / "b.dump", plain=False, show_progress=False)
+    done.set()
+    await task
+
+    assert ticks >= 5
+
+
+# --- the CLI -----------------------------------------------------------------------------
+
+
+async def test_cli_backup_and_restore(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    file = tmp_path / "store.dump"
+
+    backed_up = await asyncio.to_thread(run_cli, "db", "backup", str(file), config=source_db)
+    assert backed_up.returncode == 0, backed_up.stderr
+    assert f"Backed up to {file}" in backed_up.stdout
+
+    restored = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=target_db)
+    assert restored.returncode == 0, restored.stderr
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+    # Now the target holds data: without --force, one line and nothing changed.
+    await fetch(target_db, """DELETE FROM "Coupon" WHERE "code" = 'FLAT300'""")
+    before = await table_checksums(target_db)
+    refused = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=target_db)
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--force" in errors[0] and "Traceback" not in refused.stderr
+    assert await table_checksums(target_db) == before
+
+    forced = await asyncio.to_thread(
+        run_cli, "db", "restore", str(file), "--force", config=target_db
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+async def test_cli_plain_backup_and_a_truncated_restore(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    file = tmp_path / "store.sql"
+    backed_up = await asyncio.to_thread(
+        run_cli, "db", "backup", "--plain", str(file), config=source_db
+    )
+    assert backed_up.returncode == 0, backed_up.stderr
+    assert file.read_text().startswith("--\n-- PostgreSQL database dump")
+    cut = tmp_path / "cut.sql"
+    cut.write_bytes(file.read_bytes()[:-5000])
+
+    failed = await asyncio.to_thread(run_cli, "db", "restore", str(cut), config=target_db)
+
+    assert failed.returncode == 1
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "truncated" in errors[0]
+    assert await table_checksums(target_db) == {}
