@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
@@ -41,7 +42,10 @@ async def april_10(session: AsyncSession) -> dict[str, str]:
     c = await make_course(session, title="C", slug="course-c", price="499.99")
     ten_percent = await make_coupon(session, type=CouponType.percentage, value="10")
     flat = await make_coupon(session, type=CouponType.fixed, value="250")
-    completed = {"status": OrderStatus.completed, "payment_status": PaymentStatus.paid}
+    completed: dict[str, Any] = {
+        "status": OrderStatus.completed,
+        "payment_status": PaymentStatus.paid,
+    }
 
     # 1: A + B = 1333.33, 10% off = 133.33 (133.333 rounded), pays 1200.00
     await make_order(
