@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, literal, select, true, tuple_
+from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.models import Coupon, CouponUsage
@@ -69,19 +69,33 @@ async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
     return await session.get(Coupon, coupon_id)
 
 
+# Built once, with named parameters, so checkout reuses its compiled form.
+COUPON_FOR_USER = select(
+    Coupon,
+    exists()
+    .where(
+        CouponUsage.coupon_id == Coupon.id,
+        CouponUsage.user_id == bindparam("user_id", type_=Text),
+    )
+    .label("used_by_user"),
+).where(Coupon.code == bindparam("code", type_=Text))
+
+LOCK_COUPON = (
+    select(Coupon.max_uses)
+    .where(Coupon.id == bindparam("coupon_id", type_=Text))
+    .with_for_update(key_share=True)
+)
+
+COUNT_USES = select(func.count()).where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text))
+
+
 async def find_coupon_for_user(
     session: AsyncSession, *, code: str, user_id: str
 ) -> tuple[Coupon, bool] | None:
     """The coupon with this (upper-case) code and whether the user holds a use of it, in one
     query. None if there is no such coupon."""
-    used_by_user = (
-        exists()
-        .where(CouponUsage.coupon_id == Coupon.id, CouponUsage.user_id == user_id)
-        .label("used_by_user")
-    )
-    row = (
-        await session.execute(select(Coupon, used_by_user).where(Coupon.code == code))
-    ).one_or_none()
+    result = await session.execute(COUPON_FOR_USER, {"code": code, "user_id": user_id})
+    row = result.one_or_none()
     return None if row is None else (row[0], bool(row[1]))
 
 
@@ -92,16 +106,12 @@ async def lock_coupon_for_use(session: AsyncSession, coupon_id: str) -> tuple[bo
     coupon (and admin edits) behind one another, yet not the foreign-key checks of
     usage inserts, which take only KEY SHARE.
     """
-    statement = (
-        select(Coupon.max_uses).where(Coupon.id == coupon_id).with_for_update(key_share=True)
-    )
-    row = (await session.execute(statement)).one_or_none()
+    row = (await session.execute(LOCK_COUPON, {"coupon_id": coupon_id})).one_or_none()
     return (False, None) if row is None else (True, row[0])
 
 
 async def count_uses(session: AsyncSession, coupon_id: str) -> int:
-    statement = select(func.count()).where(CouponUsage.coupon_id == coupon_id)
-    return int((await session.execute(statement)).scalar_one())
+    return int((await session.execute(COUNT_USES, {"coupon_id": coupon_id})).scalar_one())
 
 
 async def is_coupon_used(session: AsyncSession, coupon_id: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     Numeric,
+    Select,
     Table,
     Text,
     any_,
@@ -24,7 +25,6 @@ from sqlalchemy import (
     exists,
     func,
     literal,
-    null,
     select,
     true,
     tuple_,
@@ -80,119 +80,87 @@ class CheckoutCourse:
 
 
 # --- checkout --------------------------------------------------------------------------
+#
+# Checkout's statements are built once, here, with named parameters: SQLAlchemy then
+# reuses their cache keys and compiled forms (and asyncpg its prepared statements),
+# which is most of what separates the store's checkout from plain SQL on asyncpg.
 
+_COURSE_IDS = cast(bindparam("course_ids", type_=ARRAY(Text)), ARRAY(Text))
+_USER_ID = bindparam("user_id", type_=Text)
 
-async def lock_user_checkouts(session: AsyncSession, user_id: str) -> None:
-    """Serialize this user's checkouts until the transaction ends.
+LOCK_USER_CHECKOUTS = select(
+    func.pg_advisory_xact_lock(CHECKOUT_LOCK_CLASS, func.hashtext(_USER_ID))
+)
 
-    Every per-user rule (one open order per course, one use per coupon, one order per
-    Idempotency-Key) is checked after this and so cannot race with itself. Other
-    users are not held up (a hash collision merely queues two users together).
-    """
-    await session.execute(
-        select(func.pg_advisory_xact_lock(CHECKOUT_LOCK_CLASS, func.hashtext(user_id)))
+ORDER_BY_IDEMPOTENCY_KEY = select(Order.id, Order.metadata_).where(
+    Order.user_id == _USER_ID,
+    Order.metadata_["idempotencyKey"].astext == bindparam("key", type_=Text),
+)
+
+SELLABLE_COURSES = (
+    select(Course)
+    .options(load_only(*COURSE_COLUMNS))
+    .where(Course.id == any_(_COURSE_IDS), Course.is_published.is_(True))
+)
+
+_ENROLLED = exists().where(
+    CourseEnrollment.user_id == _USER_ID,
+    CourseEnrollment.course_id == Course.id,
+    CourseEnrollment.status == EnrollmentStatus.active,
+)
+_OPEN_ORDER = (
+    select(Order.order_number)
+    .join(OrderItem, OrderItem.order_id == Order.id)
+    .where(
+        OrderItem.course_id == Course.id,
+        Order.user_id == _USER_ID,
+        Order.status.in_(OPEN_STATUSES),
     )
+    .order_by(Order.created_at)
+    .limit(1)
+    .scalar_subquery()
+)
+CHECKOUT_COURSES = (
+    select(Course, _ENROLLED.label("enrolled"), _OPEN_ORDER.label("open_order"))
+    .options(load_only(*COURSE_COLUMNS))
+    .where(Course.id == any_(_COURSE_IDS), Course.is_published.is_(True))
+)
 
 
-async def find_order_id_by_idempotency_key(
-    session: AsyncSession, *, user_id: str, key: str
-) -> tuple[str, dict[str, Any] | None] | None:
-    """(order id, metadata) of the user's order placed with this key, via its unique index."""
-    statement = select(Order.id, Order.metadata_).where(
-        Order.user_id == user_id, Order.metadata_["idempotencyKey"].astext == key
-    )
-    row = (await session.execute(statement)).one_or_none()
-    return None if row is None else (row[0], row[1])
-
-
-def _courses_of(ids: Sequence[str]) -> Any:
-    return Course.id == any_(
-        cast(bindparam("course_ids", list(ids), type_=ARRAY(Text)), ARRAY(Text))
-    )
-
-
-async def load_courses(session: AsyncSession, course_ids: Sequence[str]) -> list[Course]:
-    """The courses with these ids that are published (listing columns and price)."""
-    statement = (
-        select(Course)
-        .options(load_only(*COURSE_COLUMNS))
-        .where(_courses_of(course_ids), Course.is_published.is_(True))
-    )
-    return list((await session.execute(statement)).scalars())
-
-
-async def load_courses_for_checkout(
-    session: AsyncSession, *, user_id: str, course_ids: Sequence[str]
-) -> list[CheckoutCourse]:
-    """The published courses among `course_ids`, each with whether the user is actively
-    enrolled and the number of an open order of theirs holding it; one query."""
-    enrolled = exists().where(
-        CourseEnrollment.user_id == user_id,
-        CourseEnrollment.course_id == Course.id,
-        CourseEnrollment.status == EnrollmentStatus.active,
-    )
-    open_order = (
-        select(Order.order_number)
-        .join(OrderItem, OrderItem.order_id == Order.id)
-        .where(
-            OrderItem.course_id == Course.id,
-            Order.user_id == user_id,
-            Order.status.in_(OPEN_STATUSES),
-        )
-        .order_by(Order.created_at)
-        .limit(1)
-        .scalar_subquery()
-    )
-    statement = (
-        select(Course, enrolled.label("enrolled"), open_order.label("open_order"))
-        .options(load_only(*COURSE_COLUMNS))
-        .where(_courses_of(course_ids), Course.is_published.is_(True))
-    )
-    rows = (await session.execute(statement)).all()
-    return [CheckoutCourse(course, bool(flag), number) for course, flag, number in rows]
-
-
-async def insert_order(
-    session: AsyncSession,
-    *,
-    order: Order,
-    items: Sequence[OrderItem],
-    usage: CouponUsage | None,
-) -> bool:
-    """Insert the order, its items and its coupon usage (all built, not yet added to the
-    session) in one statement.
+def _insert_order_statement(*, with_usage: bool) -> Select[Any]:
+    """The order, its items and (optionally) its coupon usage, in one statement.
 
     `ON CONFLICT ("orderNumber") DO NOTHING`: if the number is taken (a rare random
-    collision) nothing at all is written, the transaction stays usable, and the caller
-    retries with a new number. True if the order was written.
+    collision) nothing at all is written, since the items and usage are selected from
+    the order's RETURNING, and the transaction stays usable for a retry.
     """
-    table = ORDER_TABLE
+    created_at = bindparam("created_at", type_=ORDER_TABLE.c.createdAt.type)
     new_order = (
-        insert(table)
+        insert(ORDER_TABLE)
         .values(
-            id=order.id,
-            orderNumber=order.order_number,
-            userId=order.user_id,
-            status=order.status,
-            amount=order.amount,
-            originalAmount=order.original_amount,
-            paymentMethod=order.payment_method,
-            paymentStatus=order.payment_status,
-            currency=order.currency,
-            # None must be SQL NULL (as Prisma leaves it), not the JSON value null.
-            metadata=order.metadata_ if order.metadata_ is not None else null(),
-            createdAt=order.created_at,
-            updatedAt=order.updated_at,
+            id=bindparam("order_id", type_=Text),
+            orderNumber=bindparam("order_number", type_=Text),
+            userId=_USER_ID,
+            status=bindparam("status", type_=ORDER_TABLE.c.status.type),
+            amount=bindparam("amount", type_=ORDER_TABLE.c.amount.type),
+            originalAmount=bindparam("original_amount", type_=ORDER_TABLE.c.amount.type),
+            paymentMethod=bindparam("payment_method", type_=Text),
+            paymentStatus=bindparam("payment_status", type_=ORDER_TABLE.c.paymentStatus.type),
+            currency=bindparam("currency", type_=Text),
+            # None is SQL NULL (as Prisma leaves it), not the JSON value null.
+            metadata=bindparam("metadata", type_=JSONB(none_as_null=True)),
+            createdAt=created_at,
+            updatedAt=created_at,
         )
-        .on_conflict_do_nothing(index_elements=[table.c.orderNumber])
-        .returning(table.c.id)
+        .on_conflict_do_nothing(index_elements=[ORDER_TABLE.c.orderNumber])
+        .returning(ORDER_TABLE.c.id)
         .cte("new_order")
     )
     rows = (
         func.unnest(
-            bindparam("item_ids", [i.id for i in items], type_=ARRAY(Text)),
-            bindparam("item_course_ids", [i.course_id for i in items], type_=ARRAY(Text)),
-            bindparam("item_prices", [i.price for i in items], type_=ARRAY(Numeric)),
+            bindparam("item_ids", type_=ARRAY(Text)),
+            bindparam("item_course_ids", type_=ARRAY(Text)),
+            bindparam("item_prices", type_=ARRAY(Numeric)),
         )
         .table_valued("id", "course_id", "price")
         .render_derived(name="new_rows")
@@ -202,34 +170,102 @@ async def insert_order(
         .from_select(
             ["id", "orderId", "courseId", "price", "createdAt"],
             select(
-                rows.c.id,
-                new_order.c.id,
-                rows.c.course_id,
-                rows.c.price,
-                bindparam("items_created_at", order.created_at, type_=table.c.createdAt.type),
+                rows.c.id, new_order.c.id, rows.c.course_id, rows.c.price, created_at
             ).select_from(new_order.join(rows, true())),
         )
         .cte("new_items")
     )
     statement = select(func.count()).select_from(new_order).add_cte(new_items)
-    if usage is not None:
+    if with_usage:
         new_usage = (
             USAGE_TABLE.insert()
             .from_select(
                 ["id", "couponId", "userId", "orderId", "discount", "createdAt"],
                 select(
-                    bindparam("usage_id", usage.id, type_=Text),
-                    bindparam("usage_coupon_id", usage.coupon_id, type_=Text),
-                    bindparam("usage_user_id", usage.user_id, type_=Text),
+                    bindparam("usage_id", type_=Text),
+                    bindparam("coupon_id", type_=Text),
+                    _USER_ID,
                     new_order.c.id,
-                    bindparam("usage_discount", usage.discount, type_=Numeric),
-                    bindparam("usage_created_at", usage.created_at, type_=table.c.createdAt.type),
+                    bindparam("discount", type_=USAGE_TABLE.c.discount.type),
+                    created_at,
                 ).select_from(new_order),
             )
             .cte("new_usage")
         )
         statement = statement.add_cte(new_usage)
-    return bool((await session.execute(statement)).scalar_one())
+    return statement
+
+
+INSERT_ORDER = _insert_order_statement(with_usage=False)
+INSERT_ORDER_WITH_USAGE = _insert_order_statement(with_usage=True)
+
+
+async def lock_user_checkouts(session: AsyncSession, user_id: str) -> None:
+    """Serialize this user's checkouts until the transaction ends.
+
+    Every per-user rule (one open order per course, one use per coupon, one order per
+    Idempotency-Key) is checked after this and so cannot race with itself. Other
+    users are not held up (a hash collision merely queues two users together).
+    """
+    await session.execute(LOCK_USER_CHECKOUTS, {"user_id": user_id})
+
+
+async def find_order_id_by_idempotency_key(
+    session: AsyncSession, *, user_id: str, key: str
+) -> tuple[str, dict[str, Any] | None] | None:
+    """(order id, metadata) of the user's order placed with this key, via its unique index."""
+    result = await session.execute(ORDER_BY_IDEMPOTENCY_KEY, {"user_id": user_id, "key": key})
+    row = result.one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+async def load_courses(session: AsyncSession, course_ids: Sequence[str]) -> list[Course]:
+    """The courses with these ids that are published (listing columns and price)."""
+    result = await session.execute(SELLABLE_COURSES, {"course_ids": list(course_ids)})
+    return list(result.scalars())
+
+
+async def load_courses_for_checkout(
+    session: AsyncSession, *, user_id: str, course_ids: Sequence[str]
+) -> list[CheckoutCourse]:
+    """The published courses among `course_ids`, each with whether the user is actively
+    enrolled and the number of an open order of theirs holding it; one query."""
+    result = await session.execute(
+        CHECKOUT_COURSES, {"user_id": user_id, "course_ids": list(course_ids)}
+    )
+    return [CheckoutCourse(course, bool(flag), number) for course, flag, number in result.all()]
+
+
+async def insert_order(
+    session: AsyncSession,
+    *,
+    order: Order,
+    items: Sequence[OrderItem],
+    usage: CouponUsage | None,
+) -> bool:
+    """Insert the order, its items and its coupon usage (built, not added to the session) in
+    one statement. False if the order number was taken (then nothing was written)."""
+    params: dict[str, Any] = {
+        "order_id": order.id,
+        "order_number": order.order_number,
+        "user_id": order.user_id,
+        "status": order.status,
+        "amount": order.amount,
+        "original_amount": order.original_amount,
+        "payment_method": order.payment_method,
+        "payment_status": order.payment_status,
+        "currency": order.currency,
+        "metadata": order.metadata_,
+        "created_at": order.created_at,
+        "item_ids": [item.id for item in items],
+        "item_course_ids": [item.course_id for item in items],
+        "item_prices": [item.price for item in items],
+    }
+    statement = INSERT_ORDER
+    if usage is not None:
+        statement = INSERT_ORDER_WITH_USAGE
+        params.update(usage_id=usage.id, coupon_id=usage.coupon_id, discount=usage.discount)
+    return bool((await session.execute(statement, params)).scalar_one())
 
 
 # --- the buyer's orders ----------------------------------------------------------------
