@@ -46,9 +46,15 @@ WITH profile AS (DELETE FROM "UserProfile" WHERE "userId" = $1),
      enrollment AS (DELETE FROM "CourseEnrollment" WHERE "userId" = $1)
 DELETE FROM "User" WHERE id = $1
 """
-INSERT_PROFILE = """
-INSERT INTO "UserProfile" (id, "userId", "firstName", "lastName", "createdAt", "updatedAt")
-VALUES ($1, $2, $3, $4, $5, $5)
+# A user and their profile in one statement: the foreign key is checked at the end
+# of the statement, when both rows exist.
+INSERT_USER_WITH_PROFILE = """
+WITH profile AS (
+  INSERT INTO "UserProfile" (id, "userId", "firstName", "lastName", "createdAt", "updatedAt")
+  VALUES ($6, $1, $7, $8, $5, $5)
+)
+INSERT INTO "User" (id, email, username, password, role, "createdAt", "updatedAt")
+VALUES ($1, $2, $3, $4, 'user', $5, $5)
 """
 CATALOG_PAGE = """
 SELECT id, title, slug, price, duration, category, level, "isFeatured", thumbnail
@@ -175,9 +181,19 @@ class FloorOps:
             await connection.execute(DELETE_USER, user_id)
 
     async def tx_user_profile(self, index: int) -> None:
+        email, username = self._identity("p", index)
         async with self.pool.acquire() as connection, connection.transaction():
-            user_id = await self._create_user(connection, "p", index)
-            await connection.execute(INSERT_PROFILE, new_id(), user_id, "Bench", "User", now())
+            await connection.execute(
+                INSERT_USER_WITH_PROFILE,
+                new_id(),
+                email,
+                username,
+                self.password_hash,
+                now(),
+                new_id(),
+                "Bench",
+                "User",
+            )
 
     async def catalog_page(self, index: int) -> None:
         category = self.categories[index % len(self.categories)]

@@ -36,12 +36,13 @@ DEFAULT_DATABASE_NAME = "coursehub_bench"
 @dataclass(frozen=True)
 class FixtureSize:
     courses: int = 2000
-    # Users made up front for the HTTP checkout, each signed in with a token: a
-    # user can't buy the same course twice, so requests rotate over them.
-    http_users: int = 5000
+    # Users made up front for the HTTP checkout, each signed in with a token: a user
+    # can't buy a course twice nor use a coupon twice, so each request goes to the
+    # next user (see coursehub.bench.http).
+    http_users: int = 20000
 
 
-SMOKE_SIZE = FixtureSize(courses=200, http_users=200)
+SMOKE_SIZE = FixtureSize(courses=200, http_users=1000)
 
 
 @dataclass(frozen=True)

@@ -72,13 +72,14 @@ def checkout_body(plan: LoadPlan, k: int) -> tuple[int, str]:
     """(user number, JSON body) of checkout request `k`."""
     users = len(plan.tokens)
     pairs = len(plan.course_ids) // 2
-    user = k % users
-    pair = (user + k // users) % pairs
+    user, round_ = k % users, k // users
+    pair = (user + round_) % pairs
     body: dict[str, Any] = {
         "courseIds": [plan.course_ids[2 * pair], plan.course_ids[2 * pair + 1]],
         "paymentMethod": "card",
     }
-    if plan.coupon_code:
+    # A coupon is good once per user: only each user's first checkout carries it.
+    if plan.coupon_code and round_ == 0:
         body["couponCode"] = plan.coupon_code
     return user, json.dumps(body, separators=(",", ":"))
 
@@ -105,11 +106,14 @@ def wrk_script(plan: LoadPlan, *, threads: int) -> str:
     common = f"""
 local threads = {threads}
 local offset = 0
-local sent = 0
+sent = 0
 local numbered = 0
+local all_threads = {{}}
+first_error = nil
 function setup(thread)
   thread:set("tid", numbered)
   numbered = numbered + 1
+  table.insert(all_threads, thread)
 end
 function init(args)
   offset = tonumber(args[1] or "0")
@@ -119,12 +123,25 @@ local function next_index()
   sent = sent + 1
   return k
 end
+function response(status, headers, body)
+  if status >= 400 and first_error == nil then
+    first_error = status .. " " .. string.sub(body or "", 1, 300)
+  end
+end
 function done(summary, latency, requests)
   local e = summary.errors
+  local seen = ""
+  local most = 0
+  for _, thread in ipairs(all_threads) do
+    most = math.max(most, thread:get("sent"))
+    local found = thread:get("first_error")
+    if found ~= nil and seen == "" then seen = string.gsub(found, '[%c"\\\\]', " ") end
+  end
   io.write(string.format(
-    '{{"requests":%d,"errors":%d,"duration_s":%.6f,"p50_ms":%.3f,"p99_ms":%.3f}}\\n',
+    '{{"requests":%d,"errors":%d,"duration_s":%.6f,"p50_ms":%.3f,"p99_ms":%.3f,"next_offset":%d,"first_error":"%s"}}\\n',
     summary.requests, e.status + e.connect + e.read + e.write + e.timeout,
-    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
+    offset + threads * most, seen))
 end
 """
     if plan.kind == "get":
@@ -148,9 +165,12 @@ local pairs_count = math.floor(#courses / 2)
 function request()
   local k = next_index()
   local user = k % #tokens
-  local pair = (user + math.floor(k / #tokens)) % pairs_count
+  local round = math.floor(k / #tokens)
+  local pair = (user + round) % pairs_count
+  local coupon = ""
+  if round == 0 then coupon = '{coupon}' end
   local body = '{{"courseIds":["' .. courses[2 * pair + 1] .. '","' .. courses[2 * pair + 2]
-    .. '"],"paymentMethod":"card"{coupon}}}'
+    .. '"],"paymentMethod":"card"' .. coupon .. '}}'
   local headers = {{}}
   headers["Authorization"] = "Bearer " .. tokens[user + 1]
   headers["Content-Type"] = "application/json"
@@ -335,15 +355,15 @@ def run_http(
                 ),
             ]
             results = []
-            offset = 0
             for label, name, plan in endpoints:
                 progress(f"HTTP {label}")
+                offset = 0
                 for budget in (warmup, seconds):  # the last run is the one reported
                     result = run_load(
                         replace(plan, seconds=budget, offset=offset), tool=tool, workdir=workdir
                     )
                     # Never reuse a request index: a checkout would buy a pair again.
-                    offset += 2 * (result["requests"] + connections) + 1000
+                    offset = result["next_offset"]
                 results.append(
                     {
                         "name": name,
@@ -355,6 +375,8 @@ def run_http(
                         "p99_ms": round(result["p99_ms"], 3),
                     }
                 )
+                if result.get("first_error"):
+                    results[-1]["first_error"] = result["first_error"]
     return {
         "tool": tool,
         "connections": connections,

@@ -24,8 +24,8 @@ from typing import Any
 from coursehub.bench.http import LoadPlan, request_for
 
 
-async def read_response(reader: asyncio.StreamReader) -> int:
-    """Read one response; its status code. Bodies are read and discarded."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """Read one response: its status code and body."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -34,26 +34,28 @@ async def read_response(reader: asyncio.StreamReader) -> int:
         if ":" in line:
             name, value = line.split(":", 1)
             headers[name.strip().lower()] = value.strip()
+    body = b""
     if "content-length" in headers:
-        await reader.readexactly(int(headers["content-length"]))
+        body = await reader.readexactly(int(headers["content-length"]))
     elif headers.get("transfer-encoding", "").lower() == "chunked":
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
+            body += (await reader.readexactly(size + 2))[:-2]
             if size == 0:
                 break
-    return status
+    return status, body
 
 
 async def run(plan: LoadPlan) -> dict[str, Any]:
     indexes = itertools.count(plan.offset)
     latencies: list[float] = []
     errors = 0
+    first_error = ""
     clock = time.perf_counter
     deadline = clock() + plan.seconds
 
     async def connection() -> None:
-        nonlocal errors
+        nonlocal errors, first_error
         reader, writer = await asyncio.open_connection(plan.host, plan.port)
         try:
             while clock() < deadline:
@@ -65,10 +67,12 @@ async def run(plan: LoadPlan) -> dict[str, Any]:
                     lines.append(f"Content-Length: {len(payload)}")
                 started = clock()
                 writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
-                status = await read_response(reader)
+                status, answer = await read_response(reader)
                 latencies.append(clock() - started)
                 if status >= 400:
                     errors += 1
+                    if not first_error:
+                        first_error = f"{status} {answer[:300].decode(errors='replace')}"
         finally:
             writer.close()
 
@@ -88,6 +92,9 @@ async def run(plan: LoadPlan) -> dict[str, Any]:
         "duration_s": elapsed,
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
+        "first_error": first_error,
+        # Every index below this one was used (sent, answered or not).
+        "next_offset": next(indexes),
     }
 
 

@@ -1,0 +1,226 @@
+"""The benchmark suite runs end to end and reports what it promises (no timing assertions:
+a smoke run on a tiny fixture, about a second per operation)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import asyncpg
+import pytest
+
+from coursehub.bench.fixture import SMOKE_SIZE, drop_fixture, prepare_fixture
+from coursehub.bench.harness import Samples, percentile, summarise
+from coursehub.bench.http import LoadPlan, checkout_body, run_http, wrk_script
+from coursehub.bench.ops import OPERATIONS, availability
+from coursehub.bench.suite import SuiteOptions, run_suite
+from coursehub.core.dburl import DatabaseConfig
+from tests.conftest import scratch_database_name
+
+STATS_KEYS = {"count", "errors", "ops_per_s", "p50_ms", "p99_ms"}
+
+
+async def database_exists(server: DatabaseConfig, name: str) -> bool:
+    connection = await asyncpg.connect(**server.with_database("postgres").asyncpg_connect_kwargs())
+    try:
+        return bool(await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name))
+    finally:
+        await connection.close()
+
+
+def assert_stats(stats: dict[str, Any]) -> None:
+    assert stats.keys() >= STATS_KEYS
+    assert stats["errors"] == 0, stats.get("first_error")
+    assert stats["count"] > 0
+    assert stats["ops_per_s"] > 0
+    assert 0 < stats["p50_ms"] <= stats["p99_ms"]
+
+
+@pytest.fixture(scope="module")
+def smoke_report(server: DatabaseConfig, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """`coursehub bench --smoke --json FILE`, as a user runs it, on a scratch database."""
+    json_file = tmp_path_factory.mktemp("bench") / "report.json"
+    name = scratch_database_name("bench")
+    env = {**os.environ, "DATABASE_URL": server.to_url()}
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coursehub",
+            "bench",
+            "--smoke",
+            "--json",
+            str(json_file),
+            "--database",
+            name,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return name, json.loads(json_file.read_text()), result.stdout
+
+
+def test_every_available_operation_is_measured_against_the_floor_at_1_and_16(
+    smoke_report: Any,
+) -> None:
+    _, report, _ = smoke_report
+    available = [name for name, missing in availability().items() if missing is None]
+    measured = {(row["operation"], row["concurrency"]) for row in report["operations"]}
+    assert measured == {(name, c) for name in available for c in (1, 16)}
+    assert set(report["skipped"]) == set(OPERATIONS) - set(available)
+    for row in report["operations"]:
+        assert_stats(row["ours"])
+        assert_stats(row["floor"])
+        assert row["latency_ratio"] == pytest.approx(
+            row["ours"]["p50_ms"] / row["floor"]["p50_ms"], rel=0.01
+        )
+        assert row["throughput_ratio"] == pytest.approx(
+            row["ours"]["ops_per_s"] / row["floor"]["ops_per_s"], rel=0.01
+        )
+        assert isinstance(row["meets_target"], bool)
+
+
+def test_the_report_names_the_machine_and_the_targets(smoke_report: Any) -> None:
+    _, report, stdout = smoke_report
+    assert report["machine"]["nproc"] == os.cpu_count()
+    assert report["machine"]["postgresql"]
+    assert report["targets"] == {
+        "latency_ratio_max_at_c1": 1.3,
+        "throughput_ratio_min_at_c16": 0.75,
+        "coupon_ratio_min": 0.8,
+    }
+    # The same figures as a table on stdout.
+    assert "Ours (store code) against the floor" in stdout
+    for row in report["operations"]:
+        assert row["operation"] in stdout
+
+
+def test_checkout_contention_on_one_coupon_is_measured(smoke_report: Any) -> None:
+    _, report, _ = smoke_report
+    contention = report["coupon_contention"]
+    if availability()["checkout"] is not None:
+        assert contention is None
+        return
+    assert contention["concurrency"] == 16
+    for side in ("ours", "floor"):
+        assert_stats(contention[side]["coupon"])
+        assert_stats(contention[side]["no_coupon"])
+        assert contention[side]["ratio"] > 0
+    assert isinstance(contention["meets_target"], bool)
+
+
+def test_http_endpoints_are_loaded_without_errors(smoke_report: Any) -> None:
+    _, report, _ = smoke_report
+    http = report["http"]
+    assert http["tool"] in ("wrk", "builtin")
+    assert http["server"]["environment"] == "production"
+    assert http["server"]["workers"] == os.cpu_count()
+    assert [row["name"] for row in http["endpoints"]] == ["list", "detail", "checkout"]
+    for row in http["endpoints"]:
+        assert row["requests"] > 0
+        assert row["errors"] == 0, row
+        assert row["requests_per_s"] > 0
+        assert 0 < row["p50_ms"] <= row["p99_ms"]
+
+
+async def test_the_bench_database_is_dropped_afterwards(
+    smoke_report: Any, server: DatabaseConfig
+) -> None:
+    name, _, _ = smoke_report
+    assert not await database_exists(server, name)
+
+
+def test_the_suite_refuses_to_use_the_configured_database(server: DatabaseConfig) -> None:
+    with pytest.raises(ValueError, match="separate one"):
+        run_suite(server, SuiteOptions(database_name=server.database))
+
+
+async def test_the_builtin_load_generator_serves_when_wrk_is_absent(
+    server: DatabaseConfig,
+) -> None:
+    config = server.with_database(scratch_database_name("benchhttp"))
+    fixture = await prepare_fixture(config, SMOKE_SIZE)
+    try:
+        http = run_http(fixture, seconds=1, warmup=1, prefer_wrk=False)
+    finally:
+        await drop_fixture(config)
+    assert http["tool"] == "builtin"
+    for row in http["endpoints"]:
+        assert row["requests"] > 0
+        assert row["errors"] == 0, row
+
+
+def test_checkout_requests_never_repeat_a_course_or_a_coupon_for_a_user() -> None:
+    """A user can't buy a course twice nor use a coupon twice: request k's (user, courses,
+    coupon) never collide, however many requests a run sends."""
+    plan = LoadPlan(
+        kind="checkout",
+        host="127.0.0.1",
+        port=1,
+        connections=16,
+        seconds=1,
+        tokens=[f"t{n}" for n in range(7)],
+        course_ids=[f"c{n}" for n in range(41)],
+        coupon_code="BENCH10",
+    )
+    bought: dict[int, set[str]] = {}
+    coupon_users: list[int] = []
+    for k in range(7 * 20):
+        user, body = checkout_body(plan, k)
+        request = json.loads(body)
+        courses = set(request["courseIds"])
+        assert len(courses) == 2
+        assert not courses & bought.get(user, set())
+        bought.setdefault(user, set()).update(courses)
+        if "couponCode" in request:
+            coupon_users.append(user)
+    assert sorted(coupon_users) == list(range(7))
+    script = wrk_script(plan, threads=2)
+    assert "function request()" in script and "function done(" in script
+
+
+def test_percentiles_and_summary() -> None:
+    values = [i / 1000 for i in range(1, 101)]
+    assert percentile(values, 0.5) == 0.05
+    assert percentile(values, 0.99) == 0.099
+    assert percentile([], 0.5) == 0.0
+    stats = summarise(Samples(latencies=values, elapsed=2.0, errors=1))
+    assert stats.count == 100
+    assert stats.ops_per_s == 50
+    assert stats.p50_ms == pytest.approx(50)
+
+
+async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
+    config = server.with_database(scratch_database_name("benchfix"))
+    fixture = await prepare_fixture(config, SMOKE_SIZE)
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        row = await connection.fetchrow('SELECT * FROM "Course" WHERE slug = $1', "bench-120")
+        counts = await connection.fetchrow(
+            'SELECT count(*) AS total, count(*) FILTER (WHERE "isPublished") AS published,'
+            ' count(*) FILTER (WHERE "isFeatured") AS featured FROM "Course"'
+        )
+        coupon = await connection.fetchrow('SELECT * FROM "Coupon" WHERE code = $1', "BENCH10")
+        admin = await connection.fetchval(
+            'SELECT role::text FROM "User" WHERE email = $1', "bench-admin@example.com"
+        )
+    finally:
+        await connection.close()
+        await drop_fixture(config)
+    assert row["category"] == "cat-0" and row["level"] == "beginner"
+    assert row["price"] == 199 + 20 * 100 and row["duration"] == 180
+    assert row["features"] == ["video", "quizzes"]
+    assert not row["isPublished"]  # 120 % 20 == 0
+    assert counts["total"] == 200 and counts["published"] == 190 and counts["featured"] == 4
+    assert len(fixture.course_slugs) == 190 and "bench-120" not in fixture.course_slugs
+    assert coupon["type"] == "percentage" and coupon["value"] == 10
+    assert coupon["maxDiscount"] == 500 and coupon["maxUses"] is None
+    assert admin == "admin"
