@@ -1,0 +1,196 @@
+"""Speed: the admins' order list, a learner's enrollments and the sales report are
+index-backed, and a page costs a fixed number of queries.
+
+20,000 orders (with items, coupon uses and enrollments) are bulk-loaded and analysed;
+each filter is requested through the API, the statements it sends are captured, and
+EXPLAIN must show no sequential scan of "Order" (or "CourseEnrollment").
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, text
+
+from coursehub.core.database import Database
+from coursehub.models import Coupon, Order, User
+from tests.catalog.test_speed import captured, explain, scans
+from tests.factories import auth_headers, make_admin, make_coupon, make_course, make_user
+
+pytestmark = pytest.mark.committing
+
+ORDERS = 20_000
+BUYERS = 200
+
+BULK_ORDERS = text(
+    """
+    INSERT INTO "Order" (id, "orderNumber", "userId", status, amount, "originalAmount",
+                         "paymentStatus", currency, "createdAt", "updatedAt")
+    SELECT 'order-' || n,
+           'CH-BULK-' || n,
+           (CAST(:users AS text[]))[n % :buyers + 1],
+           CAST((ARRAY['pending', 'processing', 'completed', 'cancelled', 'refunded'])[n % 5 + 1]
+                AS "OrderStatus"),
+           450, 500,
+           CAST((ARRAY['pending', 'pending', 'paid', 'failed', 'refunded'])[n % 5 + 1]
+                AS "PaymentStatus"),
+           'INR',
+           timestamp '2026-01-01' + n * interval '7 minutes',
+           timestamp '2026-01-01' + n * interval '7 minutes'
+    FROM generate_series(1, :orders) AS n
+    """
+)
+BULK_ITEMS = text(
+    """
+    INSERT INTO "OrderItem" (id, "orderId", "courseId", price, "createdAt")
+    SELECT 'item-' || n, 'order-' || n, :course, 500, now()
+    FROM generate_series(1, :orders) AS n
+    """
+)
+BULK_USAGES = text(
+    """
+    INSERT INTO "CouponUsage" (id, "couponId", "userId", "orderId", discount, "createdAt")
+    SELECT 'usage-' || n, (CAST(:coupons AS text[]))[n % 10 + 1], o."userId", o.id, 50, now()
+    FROM generate_series(1, :orders, 4) AS n JOIN "Order" o ON o.id = 'order-' || n
+    """
+)
+
+
+@pytest.fixture
+async def many_orders(committed_db: Database) -> AsyncIterator[dict[str, Any]]:
+    async with committed_db.transaction() as session:
+        admin = await make_admin(session)
+        buyers = [await make_user(session) for _ in range(BUYERS)]
+        course = await make_course(session, price="500.00")
+        coupons = [await make_coupon(session) for _ in range(10)]
+        await session.execute(
+            BULK_ORDERS, {"users": [b.id for b in buyers], "buyers": BUYERS, "orders": ORDERS}
+        )
+        await session.execute(BULK_ITEMS, {"course": course.id, "orders": ORDERS})
+        await session.execute(BULK_USAGES, {"coupons": [c.id for c in coupons], "orders": ORDERS})
+        # 100 courses for each of the 200 buyers: 20,000 enrollments, so a learner's page
+        # must come off the index rather than a scan.
+        await session.execute(
+            text(
+                """
+                INSERT INTO "Course" (id, title, slug, duration, price, features, category,
+                                      level, "isPublished", "isFeatured", "createdBy",
+                                      "createdAt", "updatedAt")
+                SELECT 'bulk-course-' || n, 'Course ' || n, 'bulk-course-' || n, 60, 100,
+                       ARRAY['video'], 'bulk', 'beginner', true, false, 'bulk', now(), now()
+                FROM generate_series(1, 100) AS n
+                """
+            )
+        )
+        await session.execute(
+            text(
+                """
+                INSERT INTO "CourseEnrollment" (id, "userId", "courseId", status, progress,
+                                                "createdAt", "updatedAt")
+                SELECT 'enrollment-' || u.n || '-' || c.n, u.id, 'bulk-course-' || c.n,
+                       CAST(CASE WHEN c.n % 10 = 0 THEN 'revoked' ELSE 'active' END
+                            AS "EnrollmentStatus"),
+                       0,
+                       timestamp '2026-01-01' + c.n * interval '1 hour',
+                       timestamp '2026-01-01' + c.n * interval '1 hour'
+                FROM unnest(CAST(:users AS text[])) WITH ORDINALITY AS u(id, n),
+                     generate_series(1, 100) AS c(n)
+                """
+            ),
+            {"users": [b.id for b in buyers]},
+        )
+    async with committed_db.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("Order", "OrderItem", "CouponUsage", "CourseEnrollment"):
+            await autocommit.exec_driver_sql(f'VACUUM ANALYZE "{table}"')
+    yield {"admin": admin, "buyer": buyers[7], "coupon": coupons[3]}
+
+
+def order_scans(plan: dict[str, Any], table: str = "Order") -> list[str]:
+    return [
+        node["Node Type"]
+        for node in scans(plan)
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table
+    ]
+
+
+async def test_every_admin_order_filter_is_index_backed(
+    committed_db: Database, committed_client: httpx.AsyncClient, many_orders: dict[str, Any]
+) -> None:
+    admin: User = many_orders["admin"]
+    buyer: User = many_orders["buyer"]
+    coupon: Coupon = many_orders["coupon"]
+    filters: list[dict[str, str]] = [
+        {},
+        {"status": "cancelled"},
+        {"payment_status": "refunded"},
+        {"user_id": buyer.id},
+        {"coupon_id": coupon.id},
+        {"coupon_code": coupon.code},
+        {"from": "2026-02-01", "to": "2026-02-03"},
+        {"status": "completed", "from": "2026-03-01"},
+        {"payment_status": "paid", "to": "2026-01-20"},
+        {"user_id": buyer.id, "status": "completed", "from": "2026-01-15"},
+    ]
+    headers = auth_headers(admin)
+    for params in filters:
+        with captured(committed_db.engine) as log:
+            response = await committed_client.get(
+                "/api/v1/admin/orders", params={**params, "limit": 20}, headers=headers
+            )
+        assert response.status_code == 200, response.text
+        assert response.json()["items"], params
+        listing = [(s, p) for s, p in log.statements if 'FROM "Order"' in s]
+        assert listing, params
+        plan = await explain(committed_db.engine, *listing[0])
+        assert order_scans(plan) == [], (params, plan)
+
+
+async def test_an_order_page_costs_the_same_queries_whatever_its_size(
+    committed_db: Database, committed_client: httpx.AsyncClient, many_orders: dict[str, Any]
+) -> None:
+    headers = auth_headers(many_orders["admin"])
+    sent = []
+    for limit in (1, 100):
+        with captured(committed_db.engine) as log:
+            response = await committed_client.get(
+                "/api/v1/admin/orders", params={"limit": limit}, headers=headers
+            )
+        assert len(response.json()["items"]) == limit
+        sent.append(len(log.statements))
+
+    assert sent[0] == sent[1]
+    assert sent[0] <= 5  # the admin, the orders with buyers, items with courses, usages
+
+
+async def test_the_sales_report_and_enrollments_are_index_backed(
+    committed_db: Database, committed_client: httpx.AsyncClient, many_orders: dict[str, Any]
+) -> None:
+    admin_headers = auth_headers(many_orders["admin"])
+    with captured(committed_db.engine) as log:
+        report = await committed_client.get(
+            "/api/v1/admin/reports/sales",
+            params={"from": "2026-02-01", "to": "2026-02-07"},
+            headers=admin_headers,
+        )
+    assert report.status_code == 200
+    assert report.json()["orders"]["total"] > 0
+    aggregates = [(s, p) for s, p in log.statements if "GROUP BY" in s]
+    assert len(aggregates) == 2
+    for statement, parameters in aggregates:
+        assert order_scans(await explain(committed_db.engine, statement, parameters)) == []
+
+    with captured(committed_db.engine) as log:
+        mine = await committed_client.get(
+            "/api/v1/me/enrollments", headers=auth_headers(many_orders["buyer"])
+        )
+    assert len(mine.json()["items"]) == 20  # the default page; 90 are active
+    [listing] = [(s, p) for s, p in log.statements if 'FROM "CourseEnrollment"' in s]
+    plan = await explain(committed_db.engine, *listing)
+    assert order_scans(plan, "CourseEnrollment") == [], plan
+
+    async with committed_db.transaction() as session:
+        assert await session.scalar(select(Order.id).limit(1)) is not None
