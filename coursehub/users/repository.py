@@ -14,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
+    Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -31,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.models import new_id, utcnow
 
@@ -54,10 +57,108 @@ def _lower(column: Any) -> ColumnElement[str]:
 
 
 # --- the data layer's basic operations ----------------------------------------------------
+#
+# These run as Core statements on the tables (no ORM statement layer, no RETURNING): every
+# value is made here (ids and timestamps are the application's, as in Prisma), so the
+# ORM objects handed back are built from what was sent and attached to the session as
+# loaded, without a round trip to read them back.
+
+USERS = cast(Table, User.__table__)
+PROFILES = cast(Table, UserProfile.__table__)
+PREFERENCES = cast(Table, UserPreference.__table__)
+ENROLLMENTS = cast(Table, CourseEnrollment.__table__)
+
+
+def _attach(session: AsyncSession, obj: Any) -> None:
+    """Put an object whose row was just inserted into the session as persistent and
+    loaded, as if read back."""
+    make_transient_to_detached(obj)
+    session.add(obj)
+
+
+def _in_session(session: AsyncSession, user_id: str) -> User | None:
+    obj = session.identity_map.get(identity_key(User, user_id))
+    return obj if isinstance(obj, User) else None
 
 
 async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
     return await session.scalar(select(User).where(User.id == user_id))
+
+
+# The hot statements are built once, with named parameters: SQLAlchemy then neither
+# rebuilds them nor recomputes their cache keys on every call.
+_INSERT_USER = insert(USERS).values(
+    id=bindparam("id"),
+    email=bindparam("email"),
+    username=bindparam("username"),
+    password=bindparam("password"),
+    role=bindparam("role"),
+    createdAt=bindparam("now"),
+    updatedAt=bindparam("now"),
+)
+_INSERT_USER_WITH_PROFILE = _INSERT_USER.add_cte(
+    insert(PROFILES)
+    .values(
+        id=bindparam("profile_id"),
+        userId=bindparam("id"),
+        firstName=bindparam("first_name"),
+        lastName=bindparam("last_name"),
+        bio=bindparam("bio"),
+        phoneNumber=bindparam("phone_number"),
+        createdAt=bindparam("now"),
+        updatedAt=bindparam("now"),
+    )
+    .cte("new_profile")
+)
+_SELECT_USER_WITH_PROFILE = (
+    select(User)
+    .options(joinedload(User.profile))
+    .where(User.id == bindparam("user_id"))
+    .execution_options(populate_existing=True)
+)
+_UPDATE_ROLE = (
+    update(USERS)
+    .where(USERS.c.id == bindparam("user_id"))
+    .values(role=bindparam("new_role"), updatedAt=bindparam("now"))
+)
+_DELETE_USER = (
+    delete(USERS)
+    .where(USERS.c.id == bindparam("user_id"))
+    .add_cte(delete(PROFILES).where(PROFILES.c.userId == bindparam("user_id")).cte("gone_profile"))
+    .add_cte(
+        delete(PREFERENCES)
+        .where(PREFERENCES.c.userId == bindparam("user_id"))
+        .cte("gone_preferences")
+    )
+    .add_cte(
+        delete(ENROLLMENTS)
+        .where(ENROLLMENTS.c.userId == bindparam("user_id"))
+        .cte("gone_enrollments")
+    )
+)
+
+
+def _new_user(*, email: str, username: str, password_hash: str, role: Role, now: datetime) -> User:
+    return User(
+        id=new_id(),
+        email=email,
+        username=username,
+        password=password_hash,
+        role=role,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _user_parameters(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "username": user.username,
+        "password": user.password,
+        "role": user.role,
+        "now": user.created_at,
+    }
 
 
 async def create_user(
@@ -68,26 +169,16 @@ async def create_user(
     password_hash: str,
     role: Role = Role.user,
 ) -> User:
-    """Insert a user (as given: the service normalises) in one INSERT … RETURNING.
+    """Insert a user (as given: the service normalises) in one INSERT.
 
     A taken email or username raises IntegrityError (`User_email_key`,
     `User_username_key`)."""
-    now = utcnow()
-    statement = (
-        insert(User)
-        .values(
-            id=new_id(),
-            email=email,
-            username=username,
-            password=password_hash,
-            role=role,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(User)
+    user = _new_user(
+        email=email, username=username, password_hash=password_hash, role=role, now=utcnow()
     )
-    user = (await session.scalars(statement)).one()
-    # Nothing else is loaded, and a new user has neither: saying so spares a query.
+    await session.execute(_INSERT_USER, _user_parameters(user))
+    _attach(session, user)
+    # A new user has neither: saying so spares a query should a caller look.
     set_committed_value(user, "profile", None)
     set_committed_value(user, "preferences", None)
     return user
@@ -109,38 +200,30 @@ async def insert_user_with_profile(
     both rows or neither, in the caller's transaction, with one round trip. The
     foreign key is checked at the end of the statement, when both rows exist."""
     now = utcnow()
-    user_id = new_id()
-    profile_id = new_id()
-    profile_values: dict[str, Any] = {
-        "id": profile_id,
-        "user_id": user_id,
-        "first_name": first_name,
-        "last_name": last_name,
-        "bio": bio,
-        "phone_number": phone_number,
-        "created_at": now,
-        "updated_at": now,
-    }
-    profile_insert = insert(UserProfile).values(**profile_values).cte("new_profile")
-    statement = (
-        insert(User)
-        .values(
-            id=user_id,
-            email=email,
-            username=username,
-            password=password_hash,
-            role=role,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(User)
-        .add_cte(profile_insert)
+    user = _new_user(
+        email=email, username=username, password_hash=password_hash, role=role, now=now
     )
-    user = (await session.scalars(statement)).one()
-    # The profile row is exactly what was sent: attach it as loaded, without a query.
-    profile = UserProfile(**profile_values)
-    make_transient_to_detached(profile)
-    session.add(profile)
+    profile = UserProfile(
+        id=new_id(),
+        user_id=user.id,
+        first_name=first_name,
+        last_name=last_name,
+        bio=bio,
+        phone_number=phone_number,
+        created_at=now,
+        updated_at=now,
+    )
+    parameters = _user_parameters(user)
+    parameters.update(
+        profile_id=profile.id,
+        first_name=first_name,
+        last_name=last_name,
+        bio=bio,
+        phone_number=phone_number,
+    )
+    await session.execute(_INSERT_USER_WITH_PROFILE, parameters)
+    _attach(session, user)
+    _attach(session, profile)
     set_committed_value(profile, "user", user)
     set_committed_value(user, "profile", profile)
     set_committed_value(user, "preferences", None)
@@ -149,25 +232,19 @@ async def insert_user_with_profile(
 
 async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | None:
     """A user with the profile loaded (None if they have none), in one query."""
-    statement = (
-        select(User)
-        .options(joinedload(User.profile))
-        .where(User.id == user_id)
-        .execution_options(populate_existing=True)
-    )
-    return (await session.scalars(statement)).one_or_none()
+    result = await session.scalars(_SELECT_USER_WITH_PROFILE, {"user_id": user_id})
+    return result.one_or_none()
 
 
 async def update_user_role(session: AsyncSession, *, user_id: str, role: Role) -> bool:
     """Set a user's role in one UPDATE; True if the user exists. (The last-admin rule is
     the service's: `users.service.change_role`.)"""
-    statement = (
-        update(User)
-        .where(User.id == user_id)
-        .values(role=role, updated_at=utcnow())
-        .returning(User.id)
-    )
-    return (await session.execute(statement)).first() is not None
+    now = utcnow()
+    result = await session.execute(_UPDATE_ROLE, {"user_id": user_id, "new_role": role, "now": now})
+    if (user := _in_session(session, user_id)) is not None:
+        set_committed_value(user, "role", role)
+        set_committed_value(user, "updated_at", now)
+    return _rowcount(result) > 0
 
 
 async def delete_user(session: AsyncSession, *, user_id: str) -> bool:
@@ -178,28 +255,20 @@ async def delete_user(session: AsyncSession, *, user_id: str) -> bool:
     CTEs, and the constraints are checked at the end of the statement, when they are
     gone. A user with orders (or coupon usages) is refused by the database
     (IntegrityError): such an account is anonymised instead (`anonymise_user`)."""
-    statement = (
-        delete(User)
-        .where(User.id == user_id)
-        .returning(User.id)
-        .add_cte(delete(UserProfile).where(UserProfile.user_id == user_id).cte("gone_profile"))
-        .add_cte(
-            delete(UserPreference).where(UserPreference.user_id == user_id).cte("gone_preferences")
-        )
-        .add_cte(
-            delete(CourseEnrollment)
-            .where(CourseEnrollment.user_id == user_id)
-            .cte("gone_enrollments")
-        )
-    )
-    deleted = (await session.execute(statement)).first() is not None
+    result = await session.execute(_DELETE_USER, {"user_id": user_id})
     _forget(session, user_id)
-    return deleted
+    return _rowcount(result) > 0
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _forget(session: AsyncSession, user_id: str) -> None:
     """Drop a deleted or rewritten user's objects from the session's identity map, so a
     later read in the same session does not see stale rows."""
+    if not session.identity_map:
+        return
     for obj in list(session.identity_map.values()):
         owner = obj.id if isinstance(obj, User) else getattr(obj, "user_id", None)
         if isinstance(obj, User | UserProfile | UserPreference) and owner == user_id:
