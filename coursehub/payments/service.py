@@ -52,6 +52,7 @@ from coursehub.payments.errors import (
     InvalidSignature,
     PaymentAmountMismatch,
     PaymentCurrencyMismatch,
+    PaymentSimulatorDisabled,
 )
 from coursehub.payments.schemas import PaymentEvent, PaymentEventType, WebhookOutcome
 from coursehub.payments.signature import is_valid_signature, sign
@@ -286,12 +287,16 @@ async def simulate(
     secret: str,
     amount: Decimal | None = None,
     owner_id: str | None = None,
+    enabled: bool = True,
 ) -> WebhookResult:
     """Sign and deliver one gateway event for an order, through the real webhook path.
 
     `owner_id`: only that user's order may be simulated (a customer demoing their
-    own checkout); None for an admin or the CLI.
+    own checkout); None for an admin or the CLI. `enabled`: settings.payment_simulator
+    for the HTTP route, which is a 404 while it is off.
     """
+    if not enabled:
+        raise PaymentSimulatorDisabled("no such route")
     order = await repository.get_order(session, order_number)
     if order is None or (owner_id is not None and order.user_id != owner_id):
         raise OrderNotFound(f"no order {order_number!r}")
