@@ -13,11 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 class StatementLog:
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.parameters: list[Any] = []
 
-    def __call__(self, conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         # Savepoints are the test harness's, not the code's.
         if "SAVEPOINT" not in statement.upper():
             self.statements.append(statement)
+            self.parameters.append(parameters)
 
     @property
     def count(self) -> int:
