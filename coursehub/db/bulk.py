@@ -31,7 +31,14 @@ from coursehub.core.errors import StoreError
 from coursehub.core.money import to_paise
 from coursehub.core.security import hash_password
 from coursehub.db import bulk_rows
-from coursehub.db.bulk_rows import BulkCoupon, BulkGenerator, BulkUser, PoolCourse, Row
+from coursehub.db.bulk_rows import (
+    BulkCoupon,
+    BulkGenerator,
+    BulkUser,
+    OrderChunk,
+    PoolCourse,
+    Row,
+)
 from coursehub.db.progress import rows_progress
 
 BULK_PASSWORD = "coursehub-bench"  # every bulk user's password, for load tests that sign in
@@ -238,18 +245,38 @@ async def _write_orders(
     pool: list[PoolCourse],
     coupons: list[BulkCoupon],
 ) -> None:
-    for start in range(0, count, ORDER_CHUNK):
+    sizes = [min(ORDER_CHUNK, count - start) for start in range(0, count, ORDER_CHUNK)]
+
+    def make(size: int) -> OrderChunk:
+        return generator.orders(size, buyers=buyers, pool=pool, coupons=coupons)
+
+    # The next chunk is made in a thread while this one is COPYed: the event loop mostly
+    # waits on the socket then, so Python's row-making and PostgreSQL's work overlap. One
+    # chunk is made at a time, so the generator's state is never shared.
+    upcoming: asyncio.Future[OrderChunk] | None = asyncio.ensure_future(
+        asyncio.to_thread(make, sizes[0])
+    )
+    for index in range(len(sizes)):
+        assert upcoming is not None
         try:
-            chunk = generator.orders(
-                min(ORDER_CHUNK, count - start), buyers=buyers, pool=pool, coupons=coupons
-            )
+            chunk = await upcoming
         except RuntimeError as exc:
             raise BulkSeedError(str(exc)) from None
-        # Parents before children: the foreign keys are checked row by row.
-        await writer.write("orders", chunk.orders)
-        await writer.write("order items", chunk.items)
-        await writer.write("coupon usages", chunk.usages)
-        await writer.write("enrollments", chunk.enrollments)
+        upcoming = (
+            asyncio.ensure_future(asyncio.to_thread(make, sizes[index + 1]))
+            if index + 1 < len(sizes)
+            else None
+        )
+        try:
+            # Parents before children: the foreign keys are checked row by row.
+            await writer.write("orders", chunk.orders)
+            await writer.write("order items", chunk.items)
+            await writer.write("coupon usages", chunk.usages)
+            await writer.write("enrollments", chunk.enrollments)
+        except BaseException:
+            if upcoming is not None:
+                await asyncio.gather(upcoming, return_exceptions=True)
+            raise
 
 
 def print_bulk_report(report: BulkReport) -> None:

@@ -499,19 +499,19 @@ class BulkGenerator:
         discount = ZERO
         if original > 0 and coupons and rng.random() < COUPON_SHARE:
             candidate = coupons[rng.randrange(len(coupons))]
-            counts = status != "cancelled"
-            if (
-                candidate.id not in user.coupons
-                and (candidate.min_purchase is None or original >= candidate.min_purchase)
-                and (
-                    not counts or candidate.max_uses is None or candidate.uses < candidate.max_uses
-                )
+            if candidate.id not in user.coupons and (
+                candidate.min_purchase is None or original >= candidate.min_purchase
             ):
-                coupon = candidate
-                discount = candidate.discount(original)
-                user.coupons.add(candidate.id)
-                if counts:
-                    candidate.uses += 1
+                candidate_discount = candidate.discount(original)
+                # A coupon that makes the order free completes it, whatever was drawn.
+                final = "completed" if candidate_discount == original else status
+                counts = final != "cancelled"  # maxUses counts orders not cancelled
+                if not counts or candidate.max_uses is None or candidate.uses < candidate.max_uses:
+                    coupon = candidate
+                    discount = candidate_discount
+                    user.coupons.add(candidate.id)
+                    if counts:
+                        candidate.uses += 1
         amount = original - discount
         if amount == 0:
             status, payment_status = "completed", "paid"

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 
@@ -16,6 +18,7 @@ from coursehub.catalog.service import slug_from_title
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.security import verify_password
 from coursehub.db.bulk import BULK_PASSWORD, BulkSeedError
+from coursehub.db.bulk_rows import BulkCoupon, BulkGenerator, PoolCourse
 from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURSES
 from coursehub.db.migrations import migrate
 from coursehub.db.seed import NotMigrated, seed_bulk_data, seed_demo_data
@@ -276,3 +279,31 @@ async def test_cli_bulk_seed_reports_rows_and_rate(migrated_db: DatabaseConfig) 
     assert result.returncode == 0, result.stderr
     assert "rows/s" in result.stdout and "120 orders" in result.stdout
     assert await fetchval(migrated_db, 'SELECT count(*) FROM "Order"') == 120
+
+
+def test_a_coupon_that_makes_orders_free_still_keeps_its_use_limit() -> None:
+    """Orders drawn as cancelled become completed when a coupon makes them free, so that
+    use must count towards maxUses."""
+    generator = BulkGenerator(
+        tag="t3st1", now=datetime.now(UTC), rng=random.Random(1), password_hash="x"
+    )
+    _, _, _, buyers = generator.users(0, 400)
+    long_ago = datetime(2020, 1, 1)
+    pool = [PoolCourse(f"course-{n}", Decimal("100.00"), long_ago) for n in range(20)]
+    everything_off = BulkCoupon(
+        id="c1",
+        type="fixed",
+        value=Decimal("1000.00"),
+        max_discount=None,
+        min_purchase=None,
+        max_uses=3,
+        start=long_ago,
+        end=datetime(2100, 1, 1),
+    )
+
+    chunk = generator.orders(2000, buyers=buyers, pool=pool, coupons=[everything_off])
+
+    status_of = {row[0]: row[3] for row in chunk.orders}
+    counted = [u for u in chunk.usages if status_of[u[3]] != "cancelled"]
+    assert 0 < len(counted) <= 3
+    assert all(status_of[u[3]] == "completed" for u in chunk.usages)
