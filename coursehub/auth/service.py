@@ -18,9 +18,9 @@ from coursehub.core.errors import FieldError
 from coursehub.core.security import (
     create_token,
     decode_token,
-    hash_password,
+    hash_password_off_loop,
     password_fingerprint,
-    verify_password,
+    verify_password_off_loop,
 )
 from coursehub.core.settings import Settings
 from coursehub.users import repository
@@ -86,7 +86,7 @@ async def login(
     hash. A hash from the Node app (bcrypt) is replaced by an argon2id one on success.
     """
     user = await repository.find_user_by_login(session, login.strip())
-    matches, new_hash = verify_password(password, user.password if user else None)
+    matches, new_hash = await verify_password_off_loop(password, user.password if user else None)
     if user is None or not matches:
         raise InvalidCredentials(WRONG_CREDENTIALS)
     if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):
@@ -113,8 +113,9 @@ async def change_password(
 ) -> TokenPair:
     """POST /me/password: every token issued before stops working; the caller gets a
     fresh pair so this client stays signed in."""
-    users.check_password(user, current, field="current")
-    if not await repository.replace_password_hash(session, user, hash_password(new)):
+    await users.check_password(user, current, field="current")
+    new_hash = await hash_password_off_loop(new)
+    if not await repository.replace_password_hash(session, user, new_hash):
         # Changed by a concurrent request: the `current` given here is stale.
         raise WrongPassword(
             "the password was changed meanwhile; sign in again",

@@ -11,6 +11,7 @@ invalidates every token issued before without a token table.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import uuid
@@ -53,6 +54,18 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
     except Exception:  # an unknown or corrupt hash format: treat as a mismatch
         password_hash.verify(password, _DUMMY_HASH)
         return False, None
+
+
+async def hash_password_off_loop(password: str) -> str:
+    """`hash_password` in a worker thread: argon2id takes tens of milliseconds of CPU on
+    purpose, and releases the GIL while it works, so the server keeps answering other
+    requests meanwhile instead of stalling its event loop."""
+    return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_password_off_loop(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """`verify_password` in a worker thread (see `hash_password_off_loop`)."""
+    return await asyncio.to_thread(verify_password, password, hashed)
 
 
 def password_fingerprint(secret: str, hashed: str) -> str:

@@ -15,7 +15,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.errors import BadCursor, FieldError, StoreError
 from coursehub.core.pagination import CursorCodec, CursorValue, Page
-from coursehub.core.security import UNUSABLE_PASSWORD, hash_password, verify_password
+from coursehub.core.security import (
+    UNUSABLE_PASSWORD,
+    hash_password_off_loop,
+    verify_password_off_loop,
+)
 from coursehub.users import repository
 from coursehub.users.errors import (
     EmailTaken,
@@ -133,7 +137,7 @@ async def register(session: AsyncSession, data: UserCreate, *, role: Role = Role
     """Sign-up: a new account (no profile or preferences until first written). A taken
     email or username, in any case, is a 409 naming the field."""
     await _check_free(session, email=data.email, username=data.username)
-    password_hash = hash_password(data.password)
+    password_hash = await hash_password_off_loop(data.password)
     try:
         return await repository.create_user(
             session,
@@ -169,8 +173,8 @@ async def update_account(session: AsyncSession, user: User, data: UserUpdate) ->
     return user
 
 
-def check_password(user: User, password: str, *, field: str = "password") -> None:
-    matches, _ = verify_password(password, user.password)
+async def check_password(user: User, password: str, *, field: str = "password") -> None:
+    matches, _ = await verify_password_off_loop(password, user.password)
     if not matches:
         raise WrongPassword(
             "the password is wrong",
@@ -208,7 +212,7 @@ async def remove_account(session: AsyncSession, user_id: str) -> Removal:
 
 async def delete_own_account(session: AsyncSession, user: User, *, password: str) -> Removal:
     """DELETE /me: confirmed with the password."""
-    check_password(user, password)
+    await check_password(user, password)
     return await remove_account(session, user.id)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -333,3 +334,20 @@ async def test_a_too_short_new_password_is_422(
 
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "new"
+
+
+async def test_simultaneous_sign_ups_for_one_name_give_one_account_and_409s(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    """The taken-check and the insert race; the unique index decides, and the losers get
+    the same 409 as a sequential sign-up would — never a 500."""
+    bodies = [
+        {"email": f"racer{i}@example.com", "username": "Racer", "password": "long-enough"}
+        for i in range(8)
+    ]
+
+    responses = await asyncio.gather(*(committed_client.post(REGISTER, json=b) for b in bodies))
+
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 7, [r.text for r in responses]
+    assert all(r.json()["code"] == "username_taken" for r in responses if r.status_code == 409)

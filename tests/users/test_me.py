@@ -8,6 +8,7 @@ failed request also expires the shared session's objects: keep plain values.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.core.database import Database
 from coursehub.models import (
     CourseEnrollment,
     Order,
@@ -383,3 +385,27 @@ async def test_a_user_never_reads_or_changes_another_users_data(
     assert theme == "dark"
     role = await session.scalar(select(User.role).where(User.id == victim_id))
     assert role is not None and role.value == "user"
+
+
+async def test_simultaneous_first_writes_make_one_profile_and_one_preferences_row(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+    headers = auth_headers(user)
+
+    responses = await asyncio.gather(
+        *(
+            committed_client.put(PROFILE, json={"firstName": f"Name{i}"}, headers=headers)
+            for i in range(6)
+        ),
+        *(
+            committed_client.patch(PREFERENCES, json={"theme": "dark"}, headers=headers)
+            for _ in range(6)
+        ),
+    )
+
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    async with committed_db.transaction() as session:
+        assert await rows(session, UserProfile, user.id) == 1
+        assert await rows(session, UserPreference, user.id) == 1
