@@ -315,8 +315,7 @@ async def create_admin(
     if promote:
         existing = await repository.find_user_by_login(session, data.email)
         if existing is not None and existing.email.lower() == data.email:
-            if existing.role != Role.admin:
+            if existing.role != Role.admin:  # (update_user_role refreshes `existing` too)
                 await repository.update_user_role(session, user_id=existing.id, role=Role.admin)
-                existing.role = Role.admin
             return existing, False
     return await register(session, data, role=Role.admin), True
