@@ -276,10 +276,16 @@ async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> Ba
     assert pg_restore is not None
     listing = await _run_capture(pg_restore.path, "--list", str(path))
     if listing.returncode != 0:
+        reason = first_error(listing.stderr.splitlines(), "pg_restore --list failed")
+        if "unsupported version" in reason:
+            raise RestoreFailed(
+                f"{path} was written by a newer pg_dump than {pg_restore.describe()} can read "
+                f"({reason}); restore it into a PostgreSQL server at least as new as the one "
+                "it came from (restoring into an older major version is unsupported); "
+                "nothing was changed"
+            )
         raise RestoreFailed(
-            f"{path} is not a readable pg_dump archive ("
-            + first_error(listing.stderr.splitlines(), "pg_restore --list failed")
-            + "); nothing was changed"
+            f"{path} is not a readable pg_dump archive ({reason}); nothing was changed"
         )
     schema_entry = re.compile(rf"^\d+; \d+ \d+ SCHEMA - {re.escape(schema)} ", re.MULTILINE)
     creates = bool(schema_entry.search(listing.stdout))
