@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     REAL,
     ColumnElement,
     Select,
+    bindparam,
     delete,
     exists,
     func,
@@ -33,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from coursehub.catalog.enums import CourseSort
+from coursehub.core.locks import COURSE_SLUG_LOCK_CLASS
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -123,6 +126,10 @@ def _conditions(filters: CourseFilters) -> list[ColumnElement[bool]]:
     return conditions
 
 
+# Building a statement and computing its cache key cost more CPU than running it (see
+# docs/BENCHMARKS.md); the first pages of each filter combination are asked for over
+# and over, so the built statements are kept. Statements are immutable: sharing is safe.
+@lru_cache(maxsize=1024)
 def course_list_statement(
     filters: CourseFilters,
     *,
@@ -218,12 +225,24 @@ async def list_published_courses(
     return await list_courses(session, filters=filters, sort=sort, after=after, limit=limit)
 
 
+# Built once: only the slug changes (see `course_list_statement` for why).
+COURSE_BY_SLUG = select(Course).where(Course.slug == bindparam("slug"))
+
+
 async def get_course_by_slug(session: AsyncSession, slug: str) -> Course | None:
-    return (await session.execute(select(Course).where(Course.slug == slug))).scalar_one_or_none()
+    return (await session.execute(COURSE_BY_SLUG, {"slug": slug})).scalar_one_or_none()
 
 
 async def get_course_by_id(session: AsyncSession, course_id: str) -> Course | None:
     return await session.get(Course, course_id)
+
+
+async def lock_slug_base(session: AsyncSession, base: str) -> None:
+    """Hold off, until this transaction ends, every other creation of a course whose slug is
+    made from the same base: each then sees the slugs the ones before it committed."""
+    await session.execute(
+        select(func.pg_advisory_xact_lock(COURSE_SLUG_LOCK_CLASS, func.hashtext(base)))
+    )
 
 
 async def taken_slugs(session: AsyncSession, base: str) -> set[str]:
