@@ -26,12 +26,14 @@ class Samples:
 
     latencies: list[float] = field(default_factory=list)
     elapsed: float = 0.0
+    cpu: float = 0.0  # this process's CPU time (user + system) over the runs
     errors: int = 0
     first_error: str | None = None
 
     def extend(self, other: Samples) -> None:
         self.latencies.extend(other.latencies)
         self.elapsed += other.elapsed
+        self.cpu += other.cpu
         self.errors += other.errors
         self.first_error = self.first_error or other.first_error
 
@@ -43,6 +45,9 @@ class Stats:
     ops_per_s: float
     p50_ms: float
     p99_ms: float
+    # The client process's CPU per operation: the Python side's cost (ORM, driver,
+    # event loop), which wall-clock figures on a busy machine blur.
+    cpu_us_per_op: float = 0.0
     first_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -52,6 +57,7 @@ class Stats:
             "ops_per_s": round(self.ops_per_s, 1),
             "p50_ms": round(self.p50_ms, 3),
             "p99_ms": round(self.p99_ms, 3),
+            "cpu_us_per_op": round(self.cpu_us_per_op, 1),
         }
         if self.first_error:
             data["first_error"] = self.first_error
@@ -74,6 +80,7 @@ def summarise(samples: Samples) -> Stats:
         ops_per_s=len(latencies) / samples.elapsed if samples.elapsed > 0 else 0.0,
         p50_ms=percentile(latencies, 0.50) * 1000,
         p99_ms=percentile(latencies, 0.99) * 1000,
+        cpu_us_per_op=samples.cpu / len(latencies) * 1e6 if latencies else 0.0,
         first_error=samples.first_error,
     )
 
@@ -97,9 +104,10 @@ async def run_for(op: Op, *, concurrency: int, seconds: float, indexes: Iterator
                 continue
             samples.latencies.append(clock() - started)
 
-    began = clock()
+    began, cpu_began = clock(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     samples.elapsed = clock() - began
+    samples.cpu = time.process_time() - cpu_began
     return samples
 
 

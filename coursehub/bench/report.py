@@ -24,6 +24,8 @@ def operations_table(report: dict[str, Any]) -> Table:
         table.add_column(column)
     for column in ("ops/s", "p50 ms", "p99 ms", "floor ops/s", "floor p50", "floor p99"):
         table.add_column(column, justify="right")
+    table.add_column("CPU µs/op", justify="right")
+    table.add_column("floor CPU", justify="right")
     table.add_column("p50 ×floor", justify="right")
     table.add_column("ops/s ×floor", justify="right")
     table.add_column("target")
@@ -39,6 +41,8 @@ def operations_table(report: dict[str, Any]) -> Table:
             f"{floor['ops_per_s']:.0f}",
             f"{floor['p50_ms']:.2f}",
             f"{floor['p99_ms']:.2f}",
+            f"{ours['cpu_us_per_op']:.0f}",
+            f"{floor['cpu_us_per_op']:.0f}",
             _ratio(row["latency_ratio"]),
             _ratio(row["throughput_ratio"]),
             _verdict(row),
