@@ -46,6 +46,8 @@ ARCHIVE_MAGIC = b"PGDMP"
 PLAIN_DUMP_END = "-- PostgreSQL database dump complete"
 PLAIN_DUMP_START = "-- PostgreSQL database dump"
 CHUNK = 1 << 20
+# Longest stderr line read whole (psql quotes a failing COPY row in its error's context).
+LINE_LIMIT = 16 << 20
 # How far into a plain dump to look for its CREATE SCHEMA; pg_dump writes schemas
 # before any other object.
 SCHEMA_SCAN_LIMIT = 16 << 20
@@ -177,6 +179,7 @@ async def backup_database(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            limit=LINE_LIMIT,
         )
         assert process.stderr is not None
         reader = asyncio.create_task(_lines(process.stderr, stderr, on_line))
@@ -428,6 +431,7 @@ async def restore_database(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
+        limit=LINE_LIMIT,
     )
     assert psql.stdin is not None and psql.stderr is not None
     psql_errors: list[str] = []
@@ -464,6 +468,7 @@ async def restore_database(
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=asyncio.subprocess.PIPE,
+                    limit=LINE_LIMIT,
                 )
                 assert source.stdout is not None and source.stderr is not None
                 source_reader = asyncio.create_task(
