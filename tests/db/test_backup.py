@@ -406,3 +406,23 @@ async def test_cli_plain_backup_and_a_truncated_restore(
     errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "truncated" in errors[0]
     assert await table_checksums(target_db) == {}
+
+
+async def test_the_emptiness_guard_inside_the_restore_transaction(
+    source_db: DatabaseConfig,
+) -> None:
+    """Rows that arrive after the first check are caught again inside the transaction,
+    before anything is dropped."""
+    from coursehub.db.backup import NOT_EMPTY_MARKER, restore_prologue
+
+    before = await table_checksums(source_db)
+    connection = await asyncpg.connect(**source_db.asyncpg_connect_kwargs())
+    try:
+        with pytest.raises(asyncpg.PostgresError, match=NOT_EMPTY_MARKER):
+            await connection.execute(
+                restore_prologue(source_db.schema, force=False, create_schema=False)
+            )
+        await connection.execute("ROLLBACK")
+    finally:
+        await connection.close()
+    assert await table_checksums(source_db) == before
