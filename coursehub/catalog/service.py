@@ -30,8 +30,9 @@ from coursehub.core.pagination import CursorCodec, CursorValue, Page
 from coursehub.users.models import Role, User
 
 SLUG_CONSTRAINT = "Course_slug_key"
-# Two admins creating same-titled courses at once can race for a slug; the loser
-# looks again. Three rounds is plenty for humans clicking "create".
+# Creations of same-titled courses queue on an advisory lock of their base slug, so
+# they cannot race for `base-N`. A course whose explicit slug happens to equal a
+# generated one (another base) still can; the loser then looks again.
 SLUG_ATTEMPTS = 3
 FALLBACK_SLUG = "course"
 
@@ -85,6 +86,7 @@ async def create_course(session: AsyncSession, data: CourseCreate, *, admin: Use
             slug = data.slug
         else:
             base = slug_from_title(data.title)
+            await repository.lock_slug_base(session, base)
             slug = first_free_slug(base, await repository.taken_slugs(session, base))
         course = Course(**fields, slug=slug, created_by=admin.id)
         try:

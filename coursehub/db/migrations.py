@@ -23,10 +23,8 @@ from sqlalchemy.engine import Connection
 from coursehub.core.database import create_engine, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import ConfigurationError, StoreError
+from coursehub.core.locks import MIGRATION_LOCK_KEY
 
-# pg_advisory_lock key: "coursehub" as the first 8 bytes of its ASCII, a constant
-# no other application is likely to pick.
-MIGRATION_LOCK_KEY = 0x636F757273656875
 BASELINE_REVISION = "0001_prisma_baseline"
 PRISMA_TABLES = (
     "User",

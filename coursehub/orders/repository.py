@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
+from coursehub.core.locks import CHECKOUT_LOCK_CLASS
 from coursehub.models import (
     Coupon,
     CouponUsage,
@@ -57,9 +58,6 @@ ORDER_READ_OPTIONS: tuple[LoaderOption, ...] = (
 # Statuses in which an order still holds its courses for its buyer: a second order of
 # the same course is refused while one is open.
 OPEN_STATUSES = (OrderStatus.pending, OrderStatus.processing)
-
-# The class id of checkout's per-user advisory locks (the object id is the user's).
-CHECKOUT_LOCK_CLASS = 0x43480001
 
 # The tables, for the Core statements below (physical column names).
 ORDER_TABLE = typing.cast(Table, Order.__table__)

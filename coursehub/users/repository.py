@@ -35,6 +35,7 @@ from sqlalchemy.orm import aliased, joinedload, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
 
 # Through coursehub.models, which imports every model: the mappers' relationships
@@ -374,10 +375,6 @@ async def anonymise_user(
     done = (await session.execute(statement)).first() is not None
     _forget(session, user_id)
     return done
-
-
-# pg_advisory_xact_lock key of changes to the set of admins: "chadmins" in ASCII.
-ADMIN_SET_LOCK_KEY = 0x636861646D696E73
 
 
 @dataclass(frozen=True)
