@@ -276,3 +276,33 @@ async def test_makemigration_writes_a_numbered_revision_with_enum_changes(
     text = Path(path).read_text()
     assert "sync_enum_values" in text
     assert "EnrollmentStatus" in text
+
+
+async def test_drop_everything_empties_the_schema_but_keeps_its_owner_and_grants(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db)
+    schema_row = (
+        "SELECT nspowner::regrole::text, nspacl::text FROM pg_namespace WHERE nspname = 'public'"
+    )
+    before = await fetch(scratch_db, schema_row)
+
+    await migrations.drop_everything(scratch_db)
+
+    assert await fetch(scratch_db, schema_row) == before
+    left = await fetch(
+        scratch_db,
+        """
+        SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE nspname = 'public'
+        UNION ALL
+        SELECT typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+        WHERE nspname = 'public'
+        UNION ALL
+        SELECT proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE nspname = 'public'
+        """,
+    )
+    assert left == []
+    # And the next migrate builds it all again.
+    assert (await migrate(scratch_db)).after == head_revision()
