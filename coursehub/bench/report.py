@@ -58,10 +58,15 @@ def contention_table(contention: dict[str, Any]) -> Table:
     table.add_column("")
     for column in ("coupon ops/s", "coupon p99", "no coupon ops/s", "no coupon p99", "ratio"):
         table.add_column(column, justify="right")
-    for side in ("ours", "floor"):
+    labels = {
+        "ours": "ours",
+        "floor": "floor",
+        "floor_locked": "floor, coupon row locked",
+    }
+    for side, label in labels.items():
         figures = contention[side]
         table.add_row(
-            side,
+            label,
             f"{figures['coupon']['ops_per_s']:.0f}",
             f"{figures['coupon']['p99_ms']:.2f}",
             f"{figures['no_coupon']['ops_per_s']:.0f}",

@@ -110,7 +110,7 @@ def test_checkout_contention_on_one_coupon_is_measured(smoke_report: Any) -> Non
         assert contention is None
         return
     assert contention["concurrency"] == 16
-    for side in ("ours", "floor"):
+    for side in ("ours", "floor", "floor_locked"):
         assert_stats(contention[side]["coupon"])
         assert_stats(contention[side]["no_coupon"])
         assert contention[side]["ratio"] > 0
