@@ -106,17 +106,19 @@ NewPassword = Annotated[
 # A password being checked, not set: legacy passwords may break today's rules, but a
 # bound keeps a huge body from costing a long hash.
 GivenPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+# Optional texts: blank means none. The length rules sit on the inner `str`, since a
+# constraint on `str | None` itself would be applied to None and fail with a 500.
 Name = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None,
     BeforeValidator(_blank_as_none),
-    StringConstraints(strip_whitespace=True, max_length=100),
 ]
-Bio = Annotated[str | None, BeforeValidator(_blank_as_none), StringConstraints(max_length=2000)]
+Bio = Annotated[
+    Annotated[str, StringConstraints(max_length=2000)] | None, BeforeValidator(_blank_as_none)
+]
 PhoneNumber = Annotated[
-    str | None,
+    Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), AfterValidator(_e164)]
+    | None,
     BeforeValidator(_blank_as_none),
-    StringConstraints(strip_whitespace=True, max_length=32),
-    AfterValidator(lambda v: None if v is None else _e164(v)),
 ]
 
 
@@ -218,9 +220,8 @@ class AdminUserListQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     q: Annotated[
-        str | None,
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)] | None,
         BeforeValidator(_blank_as_none),
-        StringConstraints(strip_whitespace=True, max_length=254),
     ] = Field(default=None, description="Prefix of the email or the username, any case.")
     role: Role | None = None
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)

@@ -60,6 +60,7 @@ async def test_search_by_email_or_username_prefix_any_case(
     assert await usernames(role="admin") == ["boss"]
     assert await usernames(role="user", q="b") == ["bobby"]
     assert len(await usernames()) == 5
+    assert len(await usernames(q="")) == 5  # a blank search is no search
 
 
 async def test_pages_are_newest_first_and_never_repeat_or_skip(

@@ -157,6 +157,27 @@ async def test_profile_is_empty_until_first_put_then_created(
     assert (await client.get(PROFILE, headers=headers)).json()["lastName"] == "Sharma"
 
 
+async def test_blank_profile_fields_mean_none(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    await session.commit()
+
+    put = await client.put(
+        PROFILE,
+        json={"firstName": "", "lastName": "  ", "bio": "", "phoneNumber": ""},
+        headers=auth_headers(user),
+    )
+
+    assert put.status_code == 200, put.text
+    assert {k: put.json()[k] for k in ("firstName", "lastName", "bio", "phoneNumber")} == {
+        "firstName": None,
+        "lastName": None,
+        "bio": None,
+        "phoneNumber": None,
+    }
+
+
 async def test_put_profile_replaces_it_whole(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
