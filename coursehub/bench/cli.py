@@ -6,6 +6,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
+import sqlalchemy.exc
 import typer
 
 from coursehub.bench.fixture import DEFAULT_DATABASE_NAME, SMOKE_SIZE, FixtureSize
@@ -13,6 +15,7 @@ from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.report import print_report
 from coursehub.bench.suite import SuiteOptions, run_suite
 from coursehub.core.console import console, err_console, fail, target_database
+from coursehub.core.errors import StoreError
 
 bench_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
@@ -69,8 +72,11 @@ def bench(
             options,
             progress=lambda message: err_console.print(f"[dim]… {message}[/dim]"),
         )
-    except ValueError as exc:
+    except (ValueError, RuntimeError, StoreError) as exc:
         fail(str(exc))
+    except (OSError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError) as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        fail(f"database error: {first_line}")
     print_report(report, console)
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2) + "\n")

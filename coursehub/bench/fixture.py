@@ -103,10 +103,49 @@ COURSE_COLUMNS = (
 USER_COLUMNS = ("id", "email", "username", "password", "role", "createdAt", "updatedAt")
 
 
+class NotABenchDatabase(RuntimeError):
+    """The database named for the bench exists and was not made by it: never dropped."""
+
+
+# Written on the databases the suite makes; only a database carrying it is ever dropped.
+SCRATCH_MARK = "coursehub bench scratch database (dropped after each run)"
+RESERVED_NAMES = frozenset({"postgres", "template0", "template1"})
+
+
+async def _existing_mark(config: DatabaseConfig) -> tuple[bool, str | None]:
+    """(whether the database exists, its comment)."""
+    admin = await asyncpg.connect(**config.with_database("postgres").asyncpg_connect_kwargs())
+    try:
+        row = await admin.fetchrow(
+            "SELECT shobj_description(oid, 'pg_database') AS mark FROM pg_database"
+            " WHERE datname = $1",
+            config.database,
+        )
+    finally:
+        await admin.close()
+    return (row is not None, row["mark"] if row is not None else None)
+
+
 async def prepare_fixture(config: DatabaseConfig, size: FixtureSize) -> Fixture:
-    """(Re)create the bench database, migrate it and load the fixture by COPY."""
+    """(Re)create the bench database, migrate it and load the fixture by COPY.
+
+    A database of that name left by an earlier run is dropped first; any other database
+    of that name (one the suite did not make) is refused, never dropped."""
+    if config.database in RESERVED_NAMES:
+        raise NotABenchDatabase(f"{config.database!r} is PostgreSQL's own; choose another name")
+    exists, mark = await _existing_mark(config)
+    if exists and mark != SCRATCH_MARK:
+        raise NotABenchDatabase(
+            f"database {config.database!r} exists and was not made by coursehub bench; "
+            "choose another --database (the suite drops its database afterwards)"
+        )
     await drop_database(config)
     await ensure_database_exists(config)
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        await connection.execute(f"COMMENT ON DATABASE \"{config.database}\" IS '{SCRATCH_MARK}'")
+    finally:
+        await connection.close()
     await migrate(config)
     connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
     try:
@@ -183,4 +222,6 @@ async def _load(
 
 
 async def drop_fixture(config: DatabaseConfig) -> None:
-    await drop_database(config)
+    exists, mark = await _existing_mark(config)
+    if exists and mark == SCRATCH_MARK:
+        await drop_database(config)

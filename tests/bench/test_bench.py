@@ -12,11 +12,17 @@ from typing import Any
 import asyncpg
 import pytest
 
-from coursehub.bench.fixture import SMOKE_SIZE, drop_fixture, prepare_fixture
+from coursehub.bench.fixture import (
+    SMOKE_SIZE,
+    NotABenchDatabase,
+    drop_fixture,
+    prepare_fixture,
+)
 from coursehub.bench.harness import Samples, percentile, summarise
 from coursehub.bench.http import LoadPlan, checkout_body, run_http, wrk_script
 from coursehub.bench.ops import OPERATIONS, availability
 from coursehub.bench.suite import SuiteOptions, run_suite
+from coursehub.core.database import drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from tests.conftest import scratch_database_name
 
@@ -141,6 +147,20 @@ async def test_the_bench_database_is_dropped_afterwards(
 def test_the_suite_refuses_to_use_the_configured_database(server: DatabaseConfig) -> None:
     with pytest.raises(ValueError, match="separate one"):
         run_suite(server, SuiteOptions(database_name=server.database))
+
+
+async def test_a_database_the_suite_did_not_make_is_never_dropped(server: DatabaseConfig) -> None:
+    config = server.with_database(scratch_database_name("notbench"))
+    await ensure_database_exists(config)
+    try:
+        with pytest.raises(NotABenchDatabase, match="not made by coursehub bench"):
+            await prepare_fixture(config, SMOKE_SIZE)
+        await drop_fixture(config)
+        assert await database_exists(server, config.database)
+    finally:
+        await drop_database(config)
+    with pytest.raises(NotABenchDatabase, match="PostgreSQL's own"):
+        await prepare_fixture(server.with_database("template1"), SMOKE_SIZE)
 
 
 async def test_the_builtin_load_generator_serves_when_wrk_is_absent(
