@@ -5,8 +5,10 @@ captures and failures, replays, a late capture, buyer cancels, expiry, offline
 payments, refunds and re-purchases; then, for every order:
 
 - originalAmount = the sum of its items' prices;
-- amount = originalAmount − its coupon usage's discount (a released usage's discount
-  for a cancelled order, kept in metadata), or originalAmount without a coupon;
+- amount = originalAmount − its coupon usage's discount, or originalAmount without a
+  coupon, for cancelled orders too (a usage row is never deleted: a cancelled order's
+  use just stops counting);
+- a coupon's uses by orders not cancelled stay within maxUses, one per user;
 - money is never negative and always whole paise;
 - a completed order is paid and has exactly one active-or-revoked enrollment per item;
   a refunded one's enrollments are revoked; a cancelled or pending one granted none.
@@ -28,6 +30,7 @@ from sqlalchemy.orm import selectinload
 from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
 from coursehub.models import (
+    Coupon,
     CouponType,
     CouponUsage,
     CourseEnrollment,
@@ -180,6 +183,8 @@ async def test_every_order_keeps_the_invariants(
         r.text for r in failures
     ]
     assert await counts(session) == before
+    # Every coupon order keeps its usage row, the cancelled a2, c2, c3 and d1 too.
+    assert before[2] == 8
 
     await check_invariants(session, expected_orders=11)
     final = {
@@ -218,15 +223,8 @@ async def check_invariants(session: AsyncSession, *, expected_orders: int) -> No
         where = f"order {order.order_number} ({order.status.value})"
         assert order.items, where
         assert order.original_amount == sum((i.price for i in order.items), Decimal(0)), where
-        released = (order.metadata_ or {}).get("releasedCoupon")
-        if order.coupon_usage is not None:
-            discount = order.coupon_usage.discount
-            assert order.status != OrderStatus.cancelled, f"{where}: a usage not released"
-        elif released is not None:
-            discount = Decimal(released["discount"])
-            assert order.status == OrderStatus.cancelled, where
-        else:
-            discount = Decimal(0)
+        usage = order.coupon_usage
+        discount = Decimal(0) if usage is None else usage.discount
         assert order.amount == order.original_amount - discount, where
         for money in (order.amount, order.original_amount, discount):
             assert money >= 0 and money == to_paise(money), where
@@ -245,3 +243,18 @@ async def check_invariants(session: AsyncSession, *, expected_orders: int) -> No
         else:
             assert order.payment_status != PaymentStatus.paid, where
             assert granted_here == [], where
+
+    # A coupon's uses are its usages whose orders are not cancelled: at most maxUses of
+    # them, one per user (Ana's a2 and a3 both used TWICE; a2 was cancelled).
+    counted: dict[str, list[str]] = {}
+    for order in orders:
+        if order.coupon_usage is not None and order.status != OrderStatus.cancelled:
+            counted.setdefault(order.coupon_usage.coupon_id, []).append(order.user_id)
+    limits = {
+        coupon_id: max_uses
+        for coupon_id, max_uses in await session.execute(select(Coupon.id, Coupon.max_uses))
+    }
+    for coupon_id, users in counted.items():
+        assert len(users) == len(set(users)), f"coupon {coupon_id}: a user counted twice"
+        limit = limits[coupon_id]
+        assert limit is None or len(users) <= limit, f"coupon {coupon_id}: over maxUses"

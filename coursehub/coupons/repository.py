@@ -1,9 +1,12 @@
 """All of the coupons' SQL.
 
-A coupon's uses are its CouponUsage rows: one per order that is not cancelled.
-Cancelling an order (by its buyer, a failed payment, or expiry) deletes its usage
-row (`release_usage`), so counting uses is `COUNT(*)` on `CouponUsage_couponId_idx`
-and a released use is free again at once.
+A CouponUsage row is written with its order and never deleted: it is the order's
+history (which coupon, what discount). A use *counts* while its order is not
+cancelled, so cancelling an order (by its buyer, a failed payment, or expiry) gives
+the use back by itself, with no write here. Every count joins the usage to its
+order by primary key and filters on the status (`COUNTING`): the usages are found
+through `CouponUsage_couponId_idx` (or `_userId_idx`), their orders through
+`Order_pkey`. Refunded orders are not cancelled, so their uses count.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ from typing import Any
 from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.models import Coupon, CouponUsage
+from coursehub.models import Coupon, CouponUsage, Order, OrderStatus
+
+# A usage counts (towards maxUses, "already used by you", the admins' figures) while its
+# order is not cancelled. Used with a join of Order on its primary key.
+COUNTING = Order.status != OrderStatus.cancelled
 
 
 @dataclass(frozen=True)
@@ -28,21 +35,17 @@ class CouponWithStats:
     total_discount: Decimal
 
 
-@dataclass(frozen=True)
-class ReleasedUsage:
-    coupon_id: str
-    code: str
-    discount: Decimal
-
-
 def _with_stats() -> Select[Coupon, int, Decimal]:
     # A lateral aggregate per coupon row: with a LIMIT it runs only for the rows served.
+    # Uses and discount given count the orders not cancelled (refunded ones included).
     stats = (
         select(
             func.count().label("uses"),
             func.coalesce(func.sum(CouponUsage.discount), literal(Decimal(0))).label("total"),
         )
-        .where(CouponUsage.coupon_id == Coupon.id)
+        .select_from(CouponUsage)
+        .join(Order, Order.id == CouponUsage.order_id)
+        .where(CouponUsage.coupon_id == Coupon.id, COUNTING)
         .lateral("stats")
     )
     return select(Coupon, stats.c.uses, stats.c.total).join(stats, true())
@@ -70,13 +73,18 @@ async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
 
 
 # Built once, with named parameters, so checkout reuses its compiled form.
+# "Already used by you": a usage of the user's whose order is not cancelled; a user whose
+# order was cancelled may use the coupon again (a second usage row, for the new order).
 COUPON_FOR_USER = select(
     Coupon,
-    exists()
+    select(CouponUsage.id)
+    .join(Order, Order.id == CouponUsage.order_id)
     .where(
         CouponUsage.coupon_id == Coupon.id,
         CouponUsage.user_id == bindparam("user_id", type_=Text),
+        COUNTING,
     )
+    .exists()
     .label("used_by_user"),
 ).where(Coupon.code == bindparam("code", type_=Text))
 
@@ -86,7 +94,12 @@ LOCK_COUPON = (
     .with_for_update(key_share=True)
 )
 
-COUNT_USES = select(func.count()).where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text))
+COUNT_USES = (
+    select(func.count())
+    .select_from(CouponUsage)
+    .join(Order, Order.id == CouponUsage.order_id)
+    .where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text), COUNTING)
+)
 
 
 async def find_coupon_for_user(
@@ -111,10 +124,16 @@ async def lock_coupon_for_use(session: AsyncSession, coupon_id: str) -> tuple[bo
 
 
 async def count_uses(session: AsyncSession, coupon_id: str) -> int:
+    """The coupon's uses by orders that are not cancelled. Race-free only under
+    `lock_coupon_for_use`: a use can start counting only by a checkout holding that lock
+    (a cancelled order never becomes anything else), so a count taken under the lock can
+    only be too high (an order cancelled meanwhile), never too low."""
     return int((await session.execute(COUNT_USES, {"coupon_id": coupon_id})).scalar_one())
 
 
 async def is_coupon_used(session: AsyncSession, coupon_id: str) -> bool:
+    """Whether any order, cancelled or not, ever used the coupon (its usage rows are that
+    order's history, which deleting the coupon would have to rewrite)."""
     statement = select(exists().where(CouponUsage.coupon_id == coupon_id))
     return bool((await session.execute(statement)).scalar_one())
 
@@ -144,15 +163,3 @@ async def delete_coupon(session: AsyncSession, coupon_id: str) -> bool:
     async with session.begin_nested():
         result = await session.execute(delete(Coupon).where(Coupon.id == coupon_id))
     return bool(getattr(result, "rowcount", 0))
-
-
-async def release_usage(session: AsyncSession, *, order_id: str) -> ReleasedUsage | None:
-    """Delete the order's usage row (one statement); what it was, or None if it had none."""
-    statement = (
-        delete(CouponUsage)
-        .where(CouponUsage.order_id == order_id, CouponUsage.coupon_id == Coupon.id)
-        .returning(CouponUsage.coupon_id, Coupon.code, CouponUsage.discount)
-        .execution_options(synchronize_session=False)
-    )
-    row = (await session.execute(statement)).one_or_none()
-    return None if row is None else ReleasedUsage(row[0], row[1], row[2])

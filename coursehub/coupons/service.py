@@ -1,25 +1,20 @@
-"""Coupon rules: the admins' coupons, the buyers' preview, and releasing a use.
+"""Coupon rules: the admins' coupons and the buyers' preview.
 
 How uses are counted: a coupon's uses are its CouponUsage rows, written with the
-order at checkout. Whenever an order is cancelled (by its buyer, a failed payment,
-or expiry), `release_coupon_usage` deletes that order's row, so "fewer than
-maxUses uses, counting orders that are not cancelled" is simply
-COUNT(CouponUsage) < maxUses, and "one use per user" is "no CouponUsage row for
-(coupon, user)". What was released is kept in the order's metadata
-(`releasedCoupon`: couponId, code, discount), so a cancelled order still shows
-which coupon it had and its amounts still add up.
+order at checkout and never deleted, whose orders are not cancelled. So "fewer than
+maxUses uses, counting orders that are not cancelled" is a count of usages joined to
+their orders, and "one use per user" is "no usage of (coupon, user) whose order is not
+cancelled". Cancelling an order (by its buyer, a failed payment, or expiry) is all it
+takes to give its use back; its usage row stays, so a cancelled order still shows its
+coupon and its amounts still add up (amount = originalAmount − the usage's discount).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import cast, func, inspect, update
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
-from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.errors import BadCursor, FieldError
 from coursehub.core.models import utcnow
@@ -36,50 +31,10 @@ from coursehub.coupons.schemas import (
     CouponUpdate,
     CouponValidate,
 )
-from coursehub.orders.models import Order
 from coursehub.users.models import User
 
 CODE_CONSTRAINT = "Coupon_code_key"
 LIST_CONTEXT = "coupons:admin:newest"
-
-
-# --- releasing a use -------------------------------------------------------------------
-
-
-async def release_coupon_usage(session: AsyncSession, *, order_id: str) -> None:
-    """Give back the coupon use of an order being cancelled (no-op without one).
-
-    Deletes the order's CouponUsage row and records it in the order's metadata as
-    `releasedCoupon`. If the caller holds the Order in this session, its metadata is
-    changed on the object (flushed with the caller's own changes, so neither write
-    overwrites the other); otherwise with one UPDATE.
-    """
-    released = await repository.release_usage(session, order_id=order_id)
-    if released is None:
-        return
-    record = {
-        "releasedCoupon": {
-            "couponId": released.coupon_id,
-            "code": released.code,
-            "discount": str(released.discount),
-        }
-    }
-    held = session.identity_map.get(identity_key(Order, order_id))
-    if isinstance(held, Order):
-        state = inspect(held)
-        if "coupon_usage" not in state.unloaded:
-            set_committed_value(held, "coupon_usage", None)
-        if "metadata_" not in state.unloaded:
-            held.metadata_ = {**(held.metadata_ or {}), **record}
-            return
-    await session.execute(
-        update(Order)
-        .where(Order.id == order_id)
-        .values(
-            metadata_=func.coalesce(Order.metadata_, cast({}, JSONB)).op("||")(cast(record, JSONB))
-        )
-        .execution_options(synchronize_session=False)
-    )
 
 
 # --- admin: create, read, update, delete -----------------------------------------------
@@ -156,10 +111,13 @@ async def update_coupon(
 
 
 async def delete_coupon(session: AsyncSession, coupon_id: str) -> None:
-    """Delete a coupon nobody has used; a used one is a 409 (end it early with endDate)."""
+    """Delete a coupon no order has ever used; a used one is a 409 (end it early with endDate).
+
+    Any usage row blocks it, a cancelled order's too: the order keeps its coupon as history
+    (and the usage's foreign key, RESTRICT, would refuse the delete anyway)."""
     in_use = CouponInUse(
-        "the coupon has been used, so deleting it would rewrite orders' history; "
-        "end it early instead (PATCH endDate)"
+        "the coupon has been used (by orders that may since have been cancelled), so deleting "
+        "it would rewrite orders' history; end it early instead (PATCH endDate)"
     )
     if await repository.is_coupon_used(session, coupon_id):
         raise in_use

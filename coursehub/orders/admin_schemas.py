@@ -29,7 +29,7 @@ class AdminOrderRead(OrderRead):
     username: str
     metadata: dict[str, Any] | None = Field(
         description="What the store recorded: paymentId, paidAt, refund, paymentFailure, "
-        "lateCaptures and refundDue, releasedCoupon …"
+        "lateCaptures and refundDue, cancelReason …"
     )
 
     @classmethod

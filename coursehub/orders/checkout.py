@@ -8,11 +8,15 @@ One transaction, in this order, holding locks as briefly as possible:
    users never wait on it.
 2. The Idempotency-Key's order, if one exists: returned as it is.
 3. The courses, with the buyer's enrollments and open orders of them (one query).
-4. The coupon with whether the buyer has used it (one query); its window and
-   minimum purchase are checked, the discount computed.
-5. Only for a coupon with a maxUses limit: its row is locked and its uses counted,
-   as late as possible, so the lock is held only for that count, the insert and
-   the commit. Unlimited coupons (the common case) take no lock at all.
+4. The coupon with whether the buyer has used it (a usage whose order is not
+   cancelled; one query); its window and minimum purchase are checked, the
+   discount computed.
+5. Only for a coupon with a maxUses limit: its row is locked and its uses (usages
+   of orders not cancelled) counted, as late as possible, so the lock is held only
+   for that count, the insert and the commit. Unlimited coupons (the common case)
+   take no lock at all. A use starts counting only here, under that lock; one
+   stops counting when its order is cancelled, which needs no lock: a count can
+   then only be too high for a moment, never too low.
 6. The order, items and usage in one statement. A zero amount completes at once:
    paymentStatus paid, paymentMethod `free`, enrollments granted.
 

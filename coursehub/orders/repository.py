@@ -63,7 +63,6 @@ OPEN_STATUSES = (OrderStatus.pending, OrderStatus.processing)
 ORDER_TABLE = typing.cast(Table, Order.__table__)
 ITEM_TABLE = typing.cast(Table, OrderItem.__table__)
 USAGE_TABLE = typing.cast(Table, CouponUsage.__table__)
-COUPON_TABLE = typing.cast(Table, Coupon.__table__)
 
 COURSE_COLUMNS = (Course.id, Course.title, Course.slug, Course.thumbnail, Course.price)
 
@@ -322,12 +321,12 @@ async def expire_pending_orders(
     limit: int,
     user_id: str | None = None,
 ) -> list[str]:
-    """Cancel up to `limit` pending orders created before `created_before`, releasing
-    their coupon uses, in one statement. Their order numbers.
+    """Cancel up to `limit` pending orders created before `created_before`, in one
+    statement. Their order numbers. Their coupon usages stay: a cancelled order's use
+    simply stops counting.
 
     `SKIP LOCKED`: an order a payment (or its buyer) holds right now is left for the
-    next run rather than waited for. Each released use is recorded in the order's
-    metadata as `releasedCoupon`, as `coupons.service.release_coupon_usage` does.
+    next run rather than waited for.
     """
     stale = (
         select(Order.id)
@@ -339,38 +338,6 @@ async def expire_pending_orders(
     if user_id is not None:
         stale = stale.where(Order.user_id == user_id)
     stale_cte = stale.cte("stale")
-    released = (
-        USAGE_TABLE.delete()
-        .where(
-            USAGE_TABLE.c.orderId == stale_cte.c.id,
-            USAGE_TABLE.c.couponId == COUPON_TABLE.c.id,
-        )
-        .returning(
-            USAGE_TABLE.c.orderId,
-            USAGE_TABLE.c.couponId,
-            USAGE_TABLE.c.discount,
-            COUPON_TABLE.c.code,
-        )
-        .cte("released")
-    )
-    released_record = (
-        select(
-            func.jsonb_build_object(
-                "releasedCoupon",
-                func.jsonb_build_object(
-                    "couponId",
-                    released.c.couponId,
-                    "code",
-                    released.c.code,
-                    # As text, like release_coupon_usage: exact, never a JSON float.
-                    "discount",
-                    cast(released.c.discount, Text),
-                ),
-            )
-        )
-        .where(released.c.orderId == Order.id)
-        .scalar_subquery()
-    )
     empty = cast(literal({}, JSONB), JSONB)
     table = ORDER_TABLE
     statement = (
@@ -379,9 +346,9 @@ async def expire_pending_orders(
         .values(
             status=OrderStatus.cancelled,
             updatedAt=now,
-            metadata=func.coalesce(table.c.metadata, empty)
-            .op("||")(cast(literal({"cancelReason": "expired"}, JSONB), JSONB))
-            .op("||")(func.coalesce(released_record, empty)),
+            metadata=func.coalesce(table.c.metadata, empty).op("||")(
+                cast(literal({"cancelReason": "expired"}, JSONB), JSONB)
+            ),
         )
         .returning(table.c.orderNumber)
     )

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -127,15 +126,9 @@ class OrderRead(OrdersModel):
 
 
 def _coupon_of(order: Order) -> dict[str, Any] | None:
+    # Every order that had a coupon keeps its usage row, a cancelled one too.
     usage = order.coupon_usage
-    if usage is not None:
-        return {"code": usage.coupon.code, "discount": usage.discount}
-    # A cancelled order's coupon use was released (its usage row deleted); what it was
-    # is kept in the order's metadata (see coupons.service.release_coupon_usage).
-    released = (order.metadata_ or {}).get("releasedCoupon")
-    if isinstance(released, dict) and "code" in released and "discount" in released:
-        return {"code": str(released["code"]), "discount": Decimal(str(released["discount"]))}
-    return None
+    return None if usage is None else {"code": usage.coupon.code, "discount": usage.discount}
 
 
 OrderPageRead = PageRead[OrderRead]

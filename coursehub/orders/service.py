@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
 from coursehub.core.pagination import CursorCodec, Page
-from coursehub.coupons.service import release_coupon_usage
 from coursehub.orders import repository
 from coursehub.orders.errors import OrderNotFound, OrderNotPending
 from coursehub.orders.models import Order, OrderStatus
@@ -66,7 +65,8 @@ async def list_orders(
 
 
 async def cancel_order(session: AsyncSession, *, user: User, order_number: str) -> Order:
-    """Cancel the user's own pending order and give back its coupon use.
+    """Cancel the user's own pending order, which gives back its coupon use: a cancelled
+    order's usage (kept as its history) no longer counts.
 
     The row is locked first, so a payment captured at the same moment either lands
     before (the order is then not pending: 409) or after (it then sees a cancelled order).
@@ -83,7 +83,6 @@ async def cancel_order(session: AsyncSession, *, user: User, order_number: str) 
     move_order(order, OrderStatus.cancelled)
     order.metadata_ = {**(order.metadata_ or {}), "cancelReason": "cancelled_by_buyer"}
     order.updated_at = utcnow()
-    await release_coupon_usage(session, order_id=order.id)
     await session.flush()
     return order
 
@@ -91,8 +90,8 @@ async def cancel_order(session: AsyncSession, *, user: User, order_number: str) 
 async def expire_stale_orders(
     session: AsyncSession, *, ttl: timedelta, now: datetime | None = None
 ) -> list[str]:
-    """Cancel every pending order created more than `ttl` ago and release its coupon use.
-    The numbers of the orders expired."""
+    """Cancel every pending order created more than `ttl` ago (which gives back its coupon
+    use, as any cancellation does). The numbers of the orders expired."""
     now = now or utcnow()
     expired: list[str] = []
     while True:

@@ -8,10 +8,10 @@ harmless:
   state machine), marks it paid, keeps the paymentId in metadata and enrolls the
   buyer (reactivating a revoked enrollment). On an order already paid (or paid and
   refunded since) it changes nothing.
-- `payment.failed` on a pending or processing order cancels it, marks the payment
-  failed and releases its coupon use. After a capture it is ignored and logged: a
-  gateway may report an earlier failed attempt after the successful one. On an
-  order already cancelled it changes nothing.
+- `payment.failed` on a pending or processing order cancels it and marks the payment
+  failed; being cancelled, its coupon use no longer counts (the usage row stays).
+  After a capture it is ignored and logged: a gateway may report an earlier failed
+  attempt after the successful one. On an order already cancelled it changes nothing.
 - `payment.captured` on an order that was cancelled meanwhile (the customer
   cancelled, it expired, or an earlier attempt failed) is a *late capture*: the
   customer's money was taken, but the order is not completed. Completing it would
@@ -41,7 +41,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.core.errors import FieldError
 from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
-from coursehub.coupons.service import release_coupon_usage
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders.errors import OrderNotFound
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
@@ -212,7 +211,6 @@ async def _apply_failure(
     if event.reason:
         failure["reason"] = event.reason
     order.metadata_ = {**(order.metadata_ or {}), "paymentFailure": failure}
-    await release_coupon_usage(session, order_id=order.id)
     await session.flush()
     logger.info("order %s cancelled: payment %s failed", order.order_number, event.payment_id)
     return WebhookOutcome.failed

@@ -1,8 +1,8 @@
 """The store's money invariants, checked over every order in the database.
 
 - originalAmount = the sum of the order's items;
-- amount = originalAmount − its usage's discount (or originalAmount without one; a
-  cancelled order whose use was released keeps it in metadata.releasedCoupon);
+- amount = originalAmount − its usage's discount (or originalAmount without one), for
+  every order, a cancelled one too: usage rows are never deleted;
 - a completed order has exactly one enrollment (active or revoked) per item;
 - amounts are whole paise and never negative.
 """
@@ -50,14 +50,7 @@ async def assert_order_invariants(session: AsyncSession) -> int:
         assert count >= 1, f"{number} has no items"
         assert order.original_amount == total, f"{number}: original != sum of items"
         if discount is None:
-            released = (order.metadata_ or {}).get("releasedCoupon")
-            if released is not None:
-                assert order.status == OrderStatus.cancelled, (
-                    f"{number}: released but not cancelled"
-                )
-                discount = Decimal(released["discount"])
-            else:
-                discount = Decimal(0)
+            discount = Decimal(0)
         assert order.amount == order.original_amount - discount, f"{number}: amount mismatch"
         assert order.amount >= 0, f"{number}: negative amount"
         for value in (order.amount, order.original_amount, discount):

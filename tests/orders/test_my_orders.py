@@ -11,10 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
+from coursehub.coupons import repository as coupons_repository
 from coursehub.models import CouponUsage, Order, OrderStatus, PaymentStatus
 from coursehub.orders.service import expire_stale_orders
 from tests.factories import (
     auth_headers,
+    make_admin,
     make_coupon,
     make_course,
     make_enrollment,
@@ -119,40 +121,69 @@ async def test_someone_elses_order_is_a_404(
     assert order.status == OrderStatus.pending
 
 
-async def test_cancelling_a_pending_order_releases_its_coupon_use(
+async def test_cancelling_a_pending_order_gives_its_coupon_use_back(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
+    admin = await make_admin(session)
     user = await make_user(session)
     rival = await make_user(session)
     course = await make_course(session, price="1000.00")
     coupon = await make_coupon(session, code="ONLYONE", value="10", max_uses=1)
     await session.commit()
     headers, rival_headers, course_id = auth_headers(user), auth_headers(rival), course.id
-    placed = await client.post(
-        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=headers
-    )
+    admin_headers, user_id = auth_headers(admin), user.id
+    coupon_url = f"/api/v1/admin/coupons/{coupon.id}"
+    order_body = {"courseIds": [course_id], "couponCode": "ONLYONE"}
+
+    async def coupon_figures() -> tuple[int, int, str]:
+        read = (await client.get(coupon_url, headers=admin_headers)).json()
+        return read["uses"], read["remainingUses"], read["totalDiscount"]
+
+    placed = await client.post(URL, json=order_body, headers=headers)
     number = placed.json()["orderNumber"]
-    used_up = await client.post(
-        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=rival_headers
-    )
+    used_up = await client.post(URL, json=order_body, headers=rival_headers)
     assert used_up.json()["code"] == "coupon_used_up"
+    assert await coupon_figures() == (1, 0, "100.00")
 
     cancelled = await client.post(f"{URL}/{number}/cancel", headers=headers)
 
     assert cancelled.status_code == 200, cancelled.text
     body = cancelled.json()
     assert body["status"] == "cancelled"
-    # The order still says which coupon it had, and its amounts still add up.
+    # The order keeps its usage row: it still says which coupon it had, and its amounts
+    # still add up; but the use no longer counts.
     assert body["coupon"] == {"code": "ONLYONE", "discount": "100.00"}
     assert (body["originalAmount"], body["amount"]) == ("1000.00", "900.00")
-    assert (await session.execute(select(CouponUsage))).scalars().all() == []
-    await assert_order_invariants(session)
-    # The use is free again: the rival gets it now, and the buyer may buy again too.
-    retry = await client.post(
-        URL, json={"courseIds": [course_id], "couponCode": "ONLYONE"}, headers=rival_headers
+    usage = (await session.execute(select(CouponUsage))).scalar_one()
+    assert (usage.order_id, usage.user_id, usage.discount) == (
+        placed.json()["id"],
+        user_id,
+        Decimal("100.00"),
     )
-    assert retry.status_code == 201, retry.text
-    assert coupon.id == (await session.execute(select(CouponUsage))).scalar_one().coupon_id
+    assert await coupon_figures() == (0, 1, "0.00")
+    await assert_order_invariants(session)
+    # The use is free again, for the buyer too: the buyer takes it, the rival is too late.
+    preview = await client.post(
+        "/api/v1/coupons/validate",
+        json={"code": "ONLYONE", "courseIds": [course_id]},
+        headers=headers,
+    )
+    assert preview.status_code == 200, preview.text
+    again = await client.post(URL, json=order_body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.json()["coupon"] == {"code": "ONLYONE", "discount": "100.00"}
+    late = await client.post(URL, json=order_body, headers=rival_headers)
+    assert late.json()["code"] == "coupon_used_up"
+    twice = await client.post(
+        "/api/v1/coupons/validate",
+        json={"code": "ONLYONE", "courseIds": [course_id]},
+        headers=headers,
+    )
+    assert twice.json()["code"] == "coupon_already_used"
+    usages = (await session.execute(select(CouponUsage.order_id, CouponUsage.user_id))).all()
+    assert sorted(usages) == sorted([(placed.json()["id"], user_id), (again.json()["id"], user_id)])
+    assert await coupon_figures() == (1, 0, "100.00")
+    await assert_order_invariants(session)
 
 
 async def test_only_a_pending_order_can_be_cancelled(
@@ -193,7 +224,7 @@ async def test_a_cancelled_order_cannot_be_cancelled_twice(
     assert (second.status_code, second.json()["code"]) == (409, "order_not_pending")
 
 
-async def test_expiry_cancels_stale_pending_orders_and_releases_their_coupons(
+async def test_expiry_cancels_stale_pending_orders_and_gives_their_coupon_uses_back(
     session: AsyncSession,
 ) -> None:
     user = await make_user(session)
@@ -234,17 +265,19 @@ async def test_expiry_cancels_stale_pending_orders_and_releases_their_coupons(
         fresh.order_number: OrderStatus.pending,
         old_paid.order_number: OrderStatus.completed,
     }
-    assert (await session.execute(select(CouponUsage))).scalars().all() == []
+    # The usage row stays with its (now cancelled) order; the use no longer counts, so
+    # the coupon has both uses left and its buyer may use it again.
+    usage = (await session.execute(select(CouponUsage))).scalar_one()
+    assert (usage.order_id, usage.coupon_id, usage.discount) == (stale.id, coupon.id, Decimal(10))
+    assert await coupons_repository.count_uses(session, coupon.id) == 0
+    found = await coupons_repository.find_coupon_for_user(session, code="STALE", user_id=user.id)
+    assert found is not None and found[1] is False  # not "already used by you"
     metadata = (
         await session.execute(
             select(Order.metadata_).where(Order.order_number == stale.order_number)
         )
     ).scalar_one()
-    assert metadata is not None
-    assert metadata["cancelReason"] == "expired"
-    released = metadata["releasedCoupon"]
-    assert (released["couponId"], released["code"]) == (coupon.id, "STALE")
-    assert Decimal(released["discount"]) == Decimal("10")
+    assert metadata == {"cancelReason": "expired"}
     await assert_order_invariants(session)
     # A second run finds nothing more to do.
     assert await expire_stale_orders(session, ttl=timedelta(minutes=30), now=now) == []

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.coupons import repository as coupons_repository
 from coursehub.models import (
     CouponUsage,
     CourseEnrollment,
@@ -26,7 +27,14 @@ from coursehub.models import (
 )
 from coursehub.payments.signature import SIGNATURE_HEADER, sign
 from tests.conftest import TEST_WEBHOOK_SECRET
-from tests.factories import make_coupon, make_course, make_enrollment, make_order, make_user
+from tests.factories import (
+    auth_headers,
+    make_coupon,
+    make_course,
+    make_enrollment,
+    make_order,
+    make_user,
+)
 from tests.payments.helpers import WEBHOOK, commit_setup, deliver, event, signed
 
 
@@ -206,11 +214,11 @@ async def test_capture_without_a_method_records_online(
 # --- failures ---------------------------------------------------------------------------
 
 
-async def test_failure_cancels_and_releases_the_coupon_use(
+async def test_failure_cancels_and_gives_the_coupon_use_back(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     buyer = await make_user(session)
-    coupon = await make_coupon(session, code="FAILSAFE", value="10")
+    coupon = await make_coupon(session, code="FAILSAFE", value="10", max_uses=1)
     course = await make_course(session, price="1000.00")
     order = await make_order(
         session, user=buyer, courses=[course], coupon=coupon, discount=Decimal("100.00")
@@ -230,12 +238,26 @@ async def test_failure_cancels_and_releases_the_coupon_use(
     assert stored.metadata_ is not None
     assert stored.metadata_["paymentFailure"]["paymentId"] == "pay_x"
     assert stored.metadata_["paymentFailure"]["reason"] == "card declined"
-    assert stored.metadata_["releasedCoupon"]["code"] == "FAILSAFE"
-    usages = await session.scalar(
-        select(func.count()).select_from(CouponUsage).where(CouponUsage.coupon_id == coupon.id)
-    )
-    assert usages == 0
+    assert "releasedCoupon" not in stored.metadata_
+    # The usage row stays with the cancelled order (its history); it no longer counts.
+    usages = (
+        await session.execute(
+            select(CouponUsage.order_id, CouponUsage.discount).where(
+                CouponUsage.coupon_id == coupon.id
+            )
+        )
+    ).all()
+    assert usages == [(order.id, Decimal("100.00"))]
+    assert await coupons_repository.count_uses(session, coupon.id) == 0
     assert await enrollments_of(session, buyer.id) == {}
+    # Its only use is free again, and the same buyer may take it.
+    again = await client.post(
+        "/api/v1/orders",
+        json={"courseIds": [course.id], "couponCode": "FAILSAFE"},
+        headers=auth_headers(buyer),
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["coupon"] == {"code": "FAILSAFE", "discount": "100.00"}
 
 
 async def test_a_failure_after_the_capture_is_ignored_and_logged(
