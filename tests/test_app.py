@@ -2,12 +2,16 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.app import create_app
+from coursehub.catalog.models import Course
 from coursehub.core.database import Database
 from coursehub.core.dburl import parse_database_url
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings
+from tests.factories import auth_headers, make_admin, make_user
 
 
 async def test_healthz_answers_200_when_the_database_answers(client: httpx.AsyncClient) -> None:
@@ -53,3 +57,37 @@ def test_production_starts_with_real_secrets() -> None:
     )
 
     assert create_app(production).title == "CourseHub"
+
+
+async def test_values_postgresql_cannot_store_are_a_422_and_write_nothing(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    admin = await make_admin(session)
+    buyer = await make_user(session)
+    await session.commit()
+    # A failed request rolls the shared session back: keep plain values, not the objects.
+    admin_headers, buyer_headers = auth_headers(admin), auth_headers(buyer)
+    before = await session.scalar(select(func.count()).select_from(Course))
+
+    nul_title = await client.post(
+        "/api/v1/admin/courses",
+        json={
+            "title": "Null\u0000byte",
+            "duration": 60,
+            "price": "100",
+            "category": "misc",
+            "level": "beginner",
+        },
+        headers=admin_headers,
+    )
+    nul_id = await client.post(
+        "/api/v1/coupons/validate",
+        json={"code": "ANY", "courseIds": ["a\u0000b"]},
+        headers=buyer_headers,
+    )
+    nul_in_path = await client.get("/api/v1/courses/a%00b")
+
+    for response in (nul_title, nul_id, nul_in_path):
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "unstorable_value"
+    assert await session.scalar(select(func.count()).select_from(Course)) == before

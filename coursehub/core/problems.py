@@ -27,7 +27,22 @@ DATABASE_DOWN = (
     TimeoutError,
 )
 
+# SQLSTATEs of values PostgreSQL (or asyncpg, encoding them) cannot take: a NUL character
+# or a lone surrogate in a string, a number out of the column's range. Only a caller's
+# input reaches a query as such a value, so they are the caller's 422, not our 500.
+UNSTORABLE_VALUE_STATES = frozenset({"22000", "22001", "22003", "22021", "22P05"})
+
 logger = logging.getLogger("coursehub")
+
+
+def _unstorable_value(exc: Exception) -> bool:
+    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
+        return False
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        if getattr(error, "sqlstate", None) in UNSTORABLE_VALUE_STATES:
+            return True
+    return False
+
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -150,6 +165,15 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "The database is unavailable",
                 "The store cannot reach its database right now; try again shortly.",
                 headers={"Retry-After": "5"},
+            )
+        if _unstorable_value(exc):
+            logger.info("unstorable value on %s %s: %s", request.method, request.url.path, exc)
+            return problem_response(
+                422,
+                "unstorable_value",
+                "A value cannot be stored",
+                "a value in the request cannot be stored: text must not contain NUL characters "
+                "or unpaired surrogates, and numbers must fit their field",
             )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(
