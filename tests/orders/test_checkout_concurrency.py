@@ -7,16 +7,25 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from coursehub.core.database import Database
-from coursehub.models import CouponUsage, Order, OrderItem
-from tests.factories import auth_headers, make_coupon, make_course, make_user
+from coursehub.coupons import repository as coupons_repository
+from coursehub.models import Coupon, CouponUsage, Order, OrderItem, OrderStatus, PaymentStatus
+from tests.factories import (
+    auth_headers,
+    make_coupon,
+    make_course,
+    make_enrollment,
+    make_order,
+    make_user,
+)
 from tests.orders.invariants import assert_order_invariants, count_rows
 
 URL = "/api/v1/orders"
 BUYERS = 60
 MAX_USES = 7
+CANCELLED_BEFORE = 5
 
 
 async def test_a_limited_coupon_gives_exactly_max_uses_among_many_concurrent_checkouts(
@@ -26,6 +35,17 @@ async def test_a_limited_coupon_gives_exactly_max_uses_among_many_concurrent_che
         users = [await make_user(session) for _ in range(BUYERS)]
         course = await make_course(session, price="1000.00")
         coupon = await make_coupon(session, code="FIRST7", value="20", max_uses=MAX_USES)
+        # Earlier orders with the coupon, since cancelled: their usages stay but do not
+        # count, neither towards maxUses nor against their buyers.
+        for user in users[:CANCELLED_BEFORE]:
+            await make_order(
+                session,
+                user=user,
+                courses=[course],
+                coupon=coupon,
+                discount="200.00",
+                status=OrderStatus.cancelled,
+            )
         headers = [auth_headers(user) for user in users]
         course_id, coupon_id = course.id, coupon.id
 
@@ -44,17 +64,100 @@ async def test_a_limited_coupon_gives_exactly_max_uses_among_many_concurrent_che
     assert len(refused) == BUYERS - MAX_USES
     assert {(r.status_code, r.json()["code"]) for r in refused} == {(409, "coupon_used_up")}
     async with committed_db.transaction() as session:
-        uses = await session.scalar(select(func.count()).where(CouponUsage.coupon_id == coupon_id))
-        assert uses == MAX_USES
-        # The refused left nothing: one order and one item per success.
+        assert await coupons_repository.count_uses(session, coupon_id) == MAX_USES
+        # The refused left nothing: one order, item and usage per success (and the
+        # cancelled orders' own).
+        rows = MAX_USES + CANCELLED_BEFORE
         assert await count_rows(session) == {
-            "orders": MAX_USES,
-            "items": MAX_USES,
-            "usages": MAX_USES,
+            "orders": rows,
+            "items": rows,
+            "usages": rows,
             "enrollments": 0,
         }
         discounts = (await session.execute(select(CouponUsage.discount))).scalars().all()
         assert set(discounts) == {Decimal("200.00")}
+        await assert_order_invariants(session)
+
+
+async def waiting_for_locks(database: Database, count: int) -> None:
+    """Return once `count` backends of this database wait on a lock (5 s at most)."""
+    statement = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(500):
+        async with database.transaction() as session:
+            if (await session.scalar(statement) or 0) >= count:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} checkouts never queued on the coupon's lock")
+
+
+async def test_a_use_given_back_by_a_cancel_goes_to_exactly_one_of_two_racing_checkouts(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """maxUses 2: one use by a completed order, one by a pending order. Two buyers check
+    out while that pending order is cancelled: the use it gives back goes to exactly one.
+
+    To make "while" exact, the coupon's row is held locked (as a checkout holds it) until
+    both checkouts queue on it and the cancel has committed: each must then count after
+    it has the lock, see the cancel, and see the other's use.
+    """
+    async with committed_db.transaction() as session:
+        earlier, holder, first, second = [await make_user(session) for _ in range(4)]
+        course = await make_course(session, price="500.00")
+        coupon = await make_coupon(session, code="LASTONE", value="10", max_uses=2)
+        paid = await make_order(
+            session,
+            user=earlier,
+            courses=[course],
+            coupon=coupon,
+            discount="50.00",
+            status=OrderStatus.completed,
+            payment_status=PaymentStatus.paid,
+        )
+        await make_enrollment(session, user=earlier, course=course, order=paid)
+        held = await make_order(
+            session, user=holder, courses=[course], coupon=coupon, discount="50.00"
+        )
+        coupon_id, held_number = coupon.id, held.order_number
+        holder_headers = auth_headers(holder)
+        buyers = [auth_headers(first), auth_headers(second)]
+        body = {"courseIds": [course.id], "couponCode": "LASTONE"}
+
+    async with committed_db.transaction() as lock_session:
+        await lock_session.execute(
+            select(Coupon.id).where(Coupon.id == coupon_id).with_for_update(key_share=True)
+        )
+        checkouts = [
+            asyncio.create_task(committed_client.post(URL, json=body, headers=h)) for h in buyers
+        ]
+        await waiting_for_locks(committed_db, 2)
+        cancelled = await committed_client.post(
+            f"{URL}/{held_number}/cancel", headers=holder_headers
+        )
+        assert cancelled.status_code == 200, cancelled.text
+    responses = await asyncio.gather(*checkouts)
+
+    assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+    assert next(r for r in responses if r.status_code == 409).json()["code"] == "coupon_used_up"
+    async with committed_db.transaction() as session:
+        assert await coupons_repository.count_uses(session, coupon_id) == 2
+        statuses = (
+            (
+                await session.execute(
+                    select(Order.status)
+                    .join(CouponUsage, CouponUsage.order_id == Order.id)
+                    .where(CouponUsage.coupon_id == coupon_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        # Three usage rows: the completed order's, the cancelled one's (kept), the winner's.
+        assert sorted(statuses) == sorted(
+            [OrderStatus.completed, OrderStatus.cancelled, OrderStatus.pending]
+        )
         await assert_order_invariants(session)
 
 
