@@ -11,7 +11,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
-from coursehub.models import Coupon, OrderStatus
+from coursehub.models import Coupon, OrderStatus, PaymentStatus
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -123,6 +123,24 @@ async def test_admin_reads_uses_remaining_and_discount_given(
     course = await make_course(session)
     await make_order(session, user=buyers[0], courses=[course], coupon=coupon, discount="49.90")
     await make_order(session, user=buyers[1], courses=[course], coupon=coupon, discount="10.05")
+    # A refunded order's use counts (the coupon was used); a cancelled order's does not.
+    await make_order(
+        session,
+        user=buyers[2],
+        courses=[course],
+        coupon=coupon,
+        discount="5.00",
+        status=OrderStatus.refunded,
+        payment_status=PaymentStatus.refunded,
+    )
+    await make_order(
+        session,
+        user=buyers[2],
+        courses=[course],
+        coupon=coupon,
+        discount="1000.00",
+        status=OrderStatus.cancelled,
+    )
     await make_coupon(session, code="UNUSED")
     await session.commit()
     headers = auth_headers(admin)
@@ -132,12 +150,12 @@ async def test_admin_reads_uses_remaining_and_discount_given(
 
     assert one.status_code == 200
     assert (one.json()["uses"], one.json()["remainingUses"], one.json()["totalDiscount"]) == (
-        2,
         3,
-        "59.95",
+        2,
+        "64.95",
     )
     by_code = {c["code"]: c for c in listed.json()["items"]}
-    assert (by_code["STATS"]["uses"], by_code["STATS"]["totalDiscount"]) == (2, "59.95")
+    assert (by_code["STATS"]["uses"], by_code["STATS"]["totalDiscount"]) == (3, "64.95")
     assert (by_code["UNUSED"]["uses"], by_code["UNUSED"]["totalDiscount"]) == (0, "0.00")
 
 
@@ -202,27 +220,39 @@ async def test_a_used_coupon_cannot_be_deleted_an_unused_one_can(
 ) -> None:
     admin = await make_admin(session)
     used = await make_coupon(session, code="USED")
+    # Used only by an order since cancelled: no use counts, yet the order keeps it.
+    once_used = await make_coupon(session, code="ONCEUSED")
     unused = await make_coupon(session, code="FRESH")
+    buyer, course = await make_user(session), await make_course(session)
     await make_order(
         session,
-        user=await make_user(session),
-        courses=[await make_course(session)],
+        user=buyer,
+        courses=[course],
         coupon=used,
         discount="5",
         status=OrderStatus.completed,
     )
+    await make_order(
+        session,
+        user=buyer,
+        courses=[course],
+        coupon=once_used,
+        discount="5",
+        status=OrderStatus.cancelled,
+    )
     await session.commit()
-    headers, used_id, unused_id = auth_headers(admin), used.id, unused.id
+    headers, unused_id = auth_headers(admin), unused.id
+    used_ids = [used.id, once_used.id]
 
-    refused = await client.delete(f"{ADMIN_URL}/{used_id}", headers=headers)
+    refused = [await client.delete(f"{ADMIN_URL}/{i}", headers=headers) for i in used_ids]
     deleted = await client.delete(f"{ADMIN_URL}/{unused_id}", headers=headers)
     again = await client.delete(f"{ADMIN_URL}/{unused_id}", headers=headers)
 
-    assert (refused.status_code, refused.json()["code"]) == (409, "coupon_in_use")
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(409, "coupon_in_use")] * 2
     assert deleted.status_code == 204
     assert again.status_code == 404
     codes = (await session.execute(select(Coupon.code))).scalars().all()
-    assert codes == ["USED"]
+    assert sorted(codes) == ["ONCEUSED", "USED"]
 
 
 async def test_coupon_admin_needs_an_admin(
@@ -281,6 +311,17 @@ async def test_validate_says_exactly_why_a_coupon_does_not_apply(
     spare = await make_course(session)
     await make_order(session, user=other, courses=[spare], coupon=full, discount="1")
     await make_order(session, user=user, courses=[spare], coupon=mine, discount="1")
+    # Its one use, and the user's own, were by orders since cancelled: it applies.
+    again = await make_coupon(session, code="AGAIN", max_uses=1)
+    for buyer in (user, other):
+        await make_order(
+            session,
+            user=buyer,
+            courses=[spare],
+            coupon=again,
+            discount="1",
+            status=OrderStatus.cancelled,
+        )
     await session.commit()
     headers, course_id = auth_headers(user), course.id
 
@@ -297,6 +338,11 @@ async def test_validate_says_exactly_why_a_coupon_does_not_apply(
             VALIDATE_URL, json={"code": code, "courseIds": [course_id]}, headers=headers
         )
         assert (response.status_code, response.json()["code"]) == (status, error), code
+    applies = await client.post(
+        VALIDATE_URL, json={"code": "again", "courseIds": [course_id]}, headers=headers
+    )
+    assert applies.status_code == 200, applies.text
+    assert applies.json()["discount"] == "10.00"
     draft = await client.post(
         VALIDATE_URL, json={"code": "MINE", "courseIds": ["missing"]}, headers=headers
     )
