@@ -14,8 +14,10 @@ from coursehub.bench.fixture import DEFAULT_DATABASE_NAME, SMOKE_SIZE, FixtureSi
 from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.report import print_report
 from coursehub.bench.suite import SuiteOptions, run_suite
-from coursehub.core.console import console, err_console, fail, target_database
+from coursehub.core.console import console, err_console, fail, run
+from coursehub.core.database import check_connection, resolve_database
 from coursehub.core.errors import StoreError
+from coursehub.core.settings import get_settings
 
 bench_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
 
@@ -65,7 +67,14 @@ def bench(
         options = replace(
             options, seconds=0.5, warmup=0.1, http_seconds=1, http_warmup=1, size=SMOKE_SIZE
         )
-    resolved = target_database()
+    # The suite needs the server, not the configured database (it makes its own):
+    # check the maintenance database, which every server has.
+    try:
+        resolved = resolve_database(get_settings())
+    except StoreError as exc:
+        fail(str(exc))
+    err_console.print(f"[dim]Using the server of {resolved.describe()}[/dim]")
+    run(check_connection(resolved.config.with_database("postgres")))
     try:
         report = run_suite(
             resolved.config,

@@ -50,7 +50,8 @@ def smoke_report(server: DatabaseConfig, tmp_path_factory: pytest.TempPathFactor
     """`coursehub bench --smoke --json FILE`, as a user runs it, on a scratch database."""
     json_file = tmp_path_factory.mktemp("bench") / "report.json"
     name = scratch_database_name("bench")
-    env = {**os.environ, "DATABASE_URL": server.to_url()}
+    # The server's maintenance database: the suite makes its own beside it.
+    env = {**os.environ, "DATABASE_URL": server.with_database("postgres").to_url()}
     result = subprocess.run(
         [
             sys.executable,
