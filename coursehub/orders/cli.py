@@ -34,7 +34,7 @@ def expire(
         "(default: COURSEHUB_PENDING_ORDER_TTL_MINUTES).",
     ),
 ) -> None:
-    """Cancel pending orders older than the time limit and release their coupon uses.
+    """Cancel pending orders older than the time limit (their coupon uses stop counting).
 
     Safe to run at any time and from cron (e.g. every minute): each run takes only
     the stale orders nobody is paying for at that moment.

@@ -89,7 +89,7 @@ class OrderRead(OrdersModel):
     discount: Money = Field(description="originalAmount − amount.")
     amount: Money = Field(description="What the buyer pays.")
     coupon: OrderCouponRead | None = Field(
-        description="The coupon applied; on a cancelled order, the one that was released."
+        description="The coupon applied (a cancelled order keeps it; its use no longer counts)."
     )
     items: list[OrderItemRead]
     created_at: datetime
