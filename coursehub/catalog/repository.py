@@ -129,7 +129,7 @@ def _conditions(filters: CourseFilters) -> list[ColumnElement[bool]]:
 # Building a statement and computing its cache key cost more CPU than running it (see
 # docs/BENCHMARKS.md); the first pages of each filter combination are asked for over
 # and over, so the built statements are kept. Statements are immutable: sharing is safe.
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)  # ~20 KB each (statement and its cache key): ~5 MB at most
 def course_list_statement(
     filters: CourseFilters,
     *,
