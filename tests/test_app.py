@@ -91,3 +91,14 @@ async def test_values_postgresql_cannot_store_are_a_422_and_write_nothing(
         assert response.status_code == 422, response.text
         assert response.json()["code"] == "unstorable_value"
     assert await session.scalar(select(func.count()).select_from(Course)) == before
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_malformed_request(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.post(
+        "/api/v1/auth/register", content=b"\xff\xfe", headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_request"

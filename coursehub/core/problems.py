@@ -144,7 +144,12 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}
+        codes = {
+            400: "malformed_request",  # e.g. a body that is not UTF-8
+            401: "not_authenticated",
+            404: "not_found",
+            405: "method_not_allowed",
+        }
         return problem_response(
             exc.status_code,
             codes.get(exc.status_code, f"http_{exc.status_code}"),
