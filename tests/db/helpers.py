@@ -103,9 +103,10 @@ INVARIANTS = {
         SELECT count(*) FROM "Coupon" c WHERE c."maxUses" < (
             SELECT count(*) FROM "CouponUsage" u JOIN "Order" o ON o."id" = u."orderId"
             WHERE u."couponId" = c."id" AND o."status" <> 'cancelled')""",
-    "a coupon once per user": """
-        SELECT count(*) FROM (SELECT 1 FROM "CouponUsage"
-                              GROUP BY "couponId", "userId" HAVING count(*) > 1) twice""",
+    "a coupon once per user, counting orders that are not cancelled": """
+        SELECT count(*) FROM (SELECT 1 FROM "CouponUsage" u JOIN "Order" o ON o."id" = u."orderId"
+                              WHERE o."status" <> 'cancelled'
+                              GROUP BY u."couponId", u."userId" HAVING count(*) > 1) twice""",
     "coupons used within their dates and minimum purchase": """
         SELECT count(*) FROM "CouponUsage" u JOIN "Coupon" c ON c."id" = u."couponId"
         JOIN "Order" o ON o."id" = u."orderId"
