@@ -3,10 +3,10 @@
 A CouponUsage row is written with its order and never deleted: it is the order's
 history (which coupon, what discount). A use *counts* while its order is not
 cancelled, so cancelling an order (by its buyer, a failed payment, or expiry) gives
-the use back by itself, with no write here. Every count joins the usage to its
-order by primary key and filters on the status (`COUNTING`): the usages are found
-through `CouponUsage_couponId_idx` (or `_userId_idx`), their orders through
-`Order_pkey`. Refunded orders are not cancelled, so their uses count.
+the use back by itself, with no write here. Every count filters the usages on their
+order's status (`COUNTING`): the usages are found through `CouponUsage_couponId_idx`
+(or `_userId_idx`), each one's order through `Order_pkey`. Refunded orders are not
+cancelled, so their uses count.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.models import Coupon, CouponUsage, Order, OrderStatus
 
 # A usage counts (towards maxUses, "already used by you", the admins' figures) while its
-# order is not cancelled. Used with a join of Order on its primary key.
-COUNTING = Order.status != OrderStatus.cancelled
+# order is not cancelled. The order's status is a correlated subquery on Order's primary
+# key, not a join: PostgreSQL keeps it a per-usage `Order_pkey` probe whatever it guesses
+# of a coupon's number of usages, where a join may be planned as a hash join over a
+# sequential scan of every order (and a prepared statement's generic plan would keep it).
+_order_status = select(Order.status).where(Order.id == CouponUsage.order_id).scalar_subquery()
+COUNTING = _order_status != OrderStatus.cancelled
 
 
 @dataclass(frozen=True)
@@ -43,8 +47,6 @@ def _with_stats() -> Select[Coupon, int, Decimal]:
             func.count().label("uses"),
             func.coalesce(func.sum(CouponUsage.discount), literal(Decimal(0))).label("total"),
         )
-        .select_from(CouponUsage)
-        .join(Order, Order.id == CouponUsage.order_id)
         .where(CouponUsage.coupon_id == Coupon.id, COUNTING)
         .lateral("stats")
     )
@@ -78,7 +80,6 @@ async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
 COUPON_FOR_USER = select(
     Coupon,
     select(CouponUsage.id)
-    .join(Order, Order.id == CouponUsage.order_id)
     .where(
         CouponUsage.coupon_id == Coupon.id,
         CouponUsage.user_id == bindparam("user_id", type_=Text),
@@ -94,11 +95,8 @@ LOCK_COUPON = (
     .with_for_update(key_share=True)
 )
 
-COUNT_USES = (
-    select(func.count())
-    .select_from(CouponUsage)
-    .join(Order, Order.id == CouponUsage.order_id)
-    .where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text), COUNTING)
+COUNT_USES = select(func.count()).where(
+    CouponUsage.coupon_id == bindparam("coupon_id", type_=Text), COUNTING
 )
 
 

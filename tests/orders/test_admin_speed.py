@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select, text
 
 from coursehub.core.database import Database
+from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, Order, User
 from tests.catalog.test_speed import captured, explain, scans
 from tests.factories import auth_headers, make_admin, make_coupon, make_course, make_user
@@ -106,7 +107,7 @@ async def many_orders(committed_db: Database) -> AsyncIterator[dict[str, Any]]:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
         for table in ("Order", "OrderItem", "CouponUsage", "CourseEnrollment"):
             await autocommit.exec_driver_sql(f'VACUUM ANALYZE "{table}"')
-    yield {"admin": admin, "buyer": buyers[7], "coupon": coupons[3]}
+    yield {"admin": admin, "buyer": buyers[7], "coupon": coupons[3], "course": course}
 
 
 def order_scans(plan: dict[str, Any], table: str = "Order") -> list[str]:
@@ -194,3 +195,72 @@ async def test_the_sales_report_and_enrollments_are_index_backed(
 
     async with committed_db.transaction() as session:
         assert await session.scalar(select(Order.id).limit(1)) is not None
+
+
+FEW_USAGES = text(
+    """
+    INSERT INTO "CouponUsage" (id, "couponId", "userId", "orderId", discount, "createdAt")
+    SELECT 'few-usage-' || n, :coupon, o."userId", o.id, 50, now()
+    FROM generate_series(2, 400, 18) AS n JOIN "Order" o ON o.id = 'order-' || n
+    """
+)
+
+
+async def test_coupon_uses_are_counted_off_the_indexes(
+    committed_db: Database, committed_client: httpx.AsyncClient, many_orders: dict[str, Any]
+) -> None:
+    """Uses count the usages whose orders are not cancelled: each counting query finds the
+    usages by `CouponUsage_couponId_idx` (or `_userId_idx`) and their orders by primary key,
+    for the buyer's preview (limit and "already used by you") and the admins' figures,
+    never scanning the orders, however many usages the coupon has.
+
+    FEWUSES is limited as a checkout counts one: 23 usages among the 20,000 orders (of
+    even-numbered orders, none of which has one yet), 5 of them cancelled. The fixture's
+    coupon has 1,000 (orders 13, 33, 53, …), all of cancelled orders.
+    """
+    async with committed_db.transaction() as session:
+        coupon = await make_coupon(session, code="FEWUSES", max_uses=50)
+        await session.execute(FEW_USAGES, {"coupon": coupon.id})
+        coupon_id = coupon.id
+    async with committed_db.engine.connect() as conn:
+        autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await autocommit.exec_driver_sql('VACUUM ANALYZE "CouponUsage"')
+    numbers = range(2, 401, 18)
+    counting_uses = sum(1 for n in numbers if n % 5 != 3)  # BULK_ORDERS: n % 5 == 3 cancelled
+    assert (len(numbers), counting_uses) == (23, 18)
+    admin_headers = auth_headers(many_orders["admin"])
+
+    with captured(committed_db.engine) as log:
+        preview = await committed_client.post(
+            "/api/v1/coupons/validate",
+            json={"code": "FEWUSES", "courseIds": [many_orders["course"].id]},
+            headers=auth_headers(many_orders["buyer"]),
+        )
+        one = await committed_client.get(
+            f"/api/v1/admin/coupons/{coupon_id}", headers=admin_headers
+        )
+        listed = await committed_client.get("/api/v1/admin/coupons", headers=admin_headers)
+    assert preview.status_code == 200, preview.text
+    assert (one.json()["uses"], one.json()["remainingUses"]) == (18, 50 - 18)
+    assert one.json()["totalDiscount"] == "900.00"  # 18 × 50
+    assert listed.status_code == 200
+    counting = [(s, p) for s, p in log.statements if 'FROM "CouponUsage"' in s]
+    assert len(counting) == 4  # the preview's coupon and count; one coupon; the list
+    for statement, parameters in counting:
+        plan = await explain(committed_db.engine, statement, parameters)
+        assert order_scans(plan) == [], (statement, plan)
+        assert order_scans(plan, "CouponUsage") == [], (statement, plan)
+
+    popular: Coupon = many_orders["coupon"]
+    with captured(committed_db.engine) as log:
+        read = await committed_client.get(
+            f"/api/v1/admin/coupons/{popular.id}", headers=admin_headers
+        )
+        async with committed_db.transaction() as session:
+            assert await coupons_repository.count_uses(session, popular.id) == 0
+    assert (read.json()["uses"], read.json()["totalDiscount"]) == (0, "0.00")
+    counting = [(s, p) for s, p in log.statements if 'FROM "CouponUsage"' in s]
+    assert len(counting) == 2
+    for statement, parameters in counting:
+        plan = await explain(committed_db.engine, statement, parameters)
+        assert order_scans(plan) == [], (statement, plan)
