@@ -103,8 +103,9 @@ COUNT_USES = select(func.count()).where(
 async def find_coupon_for_user(
     session: AsyncSession, *, code: str, user_id: str
 ) -> tuple[Coupon, bool] | None:
-    """The coupon with this (upper-case) code and whether the user holds a use of it, in one
-    query. None if there is no such coupon."""
+    """The coupon with this (upper-case) code and whether the user holds a use of it that
+    counts (an order with it that is not cancelled), in one query. None if there is no such
+    coupon. Race-free only after checkout's per-user lock."""
     result = await session.execute(COUPON_FOR_USER, {"code": code, "user_id": user_id})
     row = result.one_or_none()
     return None if row is None else (row[0], bool(row[1]))
