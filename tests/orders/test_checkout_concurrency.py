@@ -80,12 +80,12 @@ async def test_a_limited_coupon_gives_exactly_max_uses_among_many_concurrent_che
 
 
 async def waiting_for_locks(database: Database, count: int) -> None:
-    """Return once `count` backends of this database wait on a lock (5 s at most)."""
+    """Return once `count` backends of this database wait on a lock (10 s at most)."""
     statement = text(
         "SELECT count(*) FROM pg_stat_activity "
         "WHERE datname = current_database() AND wait_event_type = 'Lock'"
     )
-    for _ in range(500):
+    for _ in range(1000):
         async with database.transaction() as session:
             if (await session.scalar(statement) or 0) >= count:
                 return
