@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -14,6 +16,7 @@ from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.problems import install_problem_handlers
 from coursehub.core.settings import Settings, get_settings
+from coursehub.orders.expiry import expire_orders_periodically
 from coursehub.routes import api_router
 
 API_PREFIX = "/api/v1"
@@ -28,6 +31,29 @@ def check_production_settings(settings: Settings) -> None:
         )
 
 
+@asynccontextmanager
+async def run_order_expiry(database: Database, settings: Settings) -> AsyncIterator[None]:
+    """Expire stale pending orders in the background while the app runs (unless turned off)."""
+    if not settings.order_expiry_interval_seconds:
+        yield
+        return
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        expire_orders_periodically(
+            database,
+            ttl=timedelta(minutes=settings.pending_order_ttl_minutes),
+            interval_seconds=settings.order_expiry_interval_seconds,
+            stop=stop,
+        ),
+        name="coursehub-order-expiry",
+    )
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     """Build the app. Tests pass their own `database`; otherwise one is opened at start-up."""
     settings = settings or get_settings()
@@ -35,16 +61,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if database is not None:
-            app.state.database = database
-            yield
-            return
-        resolved = resolve_database(settings)
-        app.state.database = Database(resolved.config)
-        try:
-            yield
-        finally:
-            await app.state.database.dispose()
+        owned = database is None
+        db = database or Database(resolve_database(settings).config)
+        app.state.database = db
+        async with run_order_expiry(db, settings):
+            try:
+                yield
+            finally:
+                if owned:
+                    await db.dispose()
 
     app = FastAPI(
         title="CourseHub",

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     # as the gateway would. For demos; never on in production.
     payment_simulator: bool = False
     pending_order_ttl_minutes: int = Field(default=30, ge=1)
+    # How often each server process expires stale pending orders; 0 turns the loop off
+    # (then run `coursehub orders expire` from cron).
+    order_expiry_interval_seconds: float = Field(default=60, ge=0)
 
     admin_email: str | None = Field(default=None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, validation_alias="ADMIN_PASSWORD")
