@@ -116,7 +116,9 @@ class CouponRead(CouponsModel):
     id: str
     code: str
     type: CouponType
-    value: Decimal = Field(description="Percent for `percentage`, rupees for `fixed`.")
+    # Money's two-decimal string: the column is DECIMAL(65,30), and a raw Decimal read back
+    # from it would be "10.000000000000000000000000000000".
+    value: Money = Field(description="Percent for `percentage`, rupees for `fixed`.")
     max_discount: Money | None
     min_purchase: Money | None
     description: str | None
@@ -151,7 +153,7 @@ class CouponValidate(CouponsModel):
 class CouponPreviewRead(CouponsModel):
     code: str
     type: CouponType
-    value: Decimal
+    value: Money
     original_amount: Money
     discount: Money
     amount: Money

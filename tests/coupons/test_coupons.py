@@ -206,7 +206,10 @@ async def test_update_changes_only_what_is_sent_and_checks_the_result(
     fixed = await client.patch(url, json={"type": "fixed", "value": "150"}, headers=headers)
 
     assert ended.status_code == 200, ended.text
-    assert ended.json()["value"] == "10.00" or ended.json()["value"] == "10"
+    assert ended.json()["value"] == "10.00"
+    # Read back from the database (after the last PATCH, `fixed`): two decimals, not 30.
+    listed = await client.get(ADMIN_URL, headers=headers)
+    assert {c["code"]: c["value"] for c in listed.json()["items"]}["EDIT"] == "150.00"
     assert (too_big.status_code, too_big.json()["code"]) == (422, "invalid_coupon")
     assert (backwards.status_code, backwards.json()["code"]) == (422, "invalid_coupon")
     assert (taken.status_code, taken.json()["code"]) == (409, "coupon_code_taken")
