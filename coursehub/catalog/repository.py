@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import (
     REAL,
     ColumnElement,
-    Select,
+    Integer,
+    Text,
     bindparam,
     delete,
     exists,
@@ -36,6 +37,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from coursehub.catalog.enums import CourseSort
 from coursehub.core.locks import COURSE_SLUG_LOCK_CLASS
+from coursehub.core.models import PrismaDecimal
+from coursehub.core.sql import DriverStatement, aware
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -98,50 +101,63 @@ def search_document() -> ColumnElement[Any]:
     return func.course_search_document(Course.title, Course.description, Course.features)
 
 
-def search_query(q: str) -> ColumnElement[Any]:
+def search_query(q: str | ColumnElement[str]) -> ColumnElement[Any]:
     # websearch syntax: quoted phrases, `or`, `-word`; never a syntax error.
     return func.websearch_to_tsquery(SEARCH_CONFIG, q)
 
 
-def _conditions(filters: CourseFilters) -> list[ColumnElement[bool]]:
+@dataclass(frozen=True)
+class _ListShape:
+    """What a list statement's SQL depends on: which filters are set (their values are
+    parameters), the sort, and whether it starts after a keyset."""
+
+    published: bool | None
+    category: bool
+    level: bool
+    featured: bool | None
+    free: bool | None
+    min_price: bool
+    max_price: bool
+    q: bool
+    sort: CourseSort
+    after: bool
+
+
+def _conditions(shape: _ListShape) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
-    if filters.published is not None:
-        conditions.append(Course.is_published == filters.published)
-    if filters.category is not None:
-        conditions.append(Course.category == filters.category)
-    if filters.level is not None:
-        conditions.append(Course.level == filters.level)
-    if filters.featured is not None:
-        conditions.append(Course.is_featured == filters.featured)
-    if filters.free is True:
+    if shape.published is not None:
+        conditions.append(Course.is_published == shape.published)
+    if shape.category:
+        conditions.append(Course.category == bindparam("category", type_=Text()))
+    if shape.level:
+        conditions.append(Course.level == bindparam("level", type_=Text()))
+    if shape.featured is not None:
+        conditions.append(Course.is_featured == shape.featured)
+    if shape.free is True:
         conditions.append(Course.price == 0)
-    elif filters.free is False:
+    elif shape.free is False:
         conditions.append(Course.price > 0)
-    if filters.min_price is not None:
-        conditions.append(Course.price >= filters.min_price)
-    if filters.max_price is not None:
-        conditions.append(Course.price <= filters.max_price)
-    if filters.q is not None:
-        conditions.append(search_document().op("@@")(search_query(filters.q)))
+    if shape.min_price:
+        conditions.append(Course.price >= bindparam("min_price", type_=PrismaDecimal))
+    if shape.max_price:
+        conditions.append(Course.price <= bindparam("max_price", type_=PrismaDecimal))
+    if shape.q:
+        conditions.append(search_document().op("@@")(search_query(bindparam("q", type_=Text()))))
     return conditions
 
 
-# Building a statement and computing its cache key cost more CPU than running it (see
-# docs/BENCHMARKS.md); the first pages of each filter combination are asked for over
-# and over, so the built statements are kept. Statements are immutable: sharing is safe.
-@lru_cache(maxsize=256)  # ~20 KB each (statement and its cache key): ~5 MB at most
-def course_list_statement(
-    filters: CourseFilters,
-    *,
-    sort: CourseSort = CourseSort.newest,
-    after: Keyset | None = None,
-    limit: int = 20,
-) -> Select[*tuple[Any, ...]]:
+# Building a statement, computing its cache key and compiling it cost more CPU than running
+# it (see docs/BENCHMARKS.md), so each shape of list is built and compiled once, with every
+# value (filters, keyset, limit) a parameter: a few hundred shapes at most, whatever the
+# values. Statements are immutable: sharing is safe.
+@lru_cache(maxsize=512)
+def _list_statement(shape: _ListShape) -> DriverStatement:
     """The one statement behind every course list page (public and admin)."""
     rank: ColumnElement[Any]
-    if filters.q is not None:
-        rank = func.ts_rank(search_document(), search_query(filters.q), type_=REAL)
-    elif sort is CourseSort.relevance:
+    if shape.q:
+        query = search_query(bindparam("q", type_=Text()))
+        rank = func.ts_rank(search_document(), query, type_=REAL)
+    elif shape.sort is CourseSort.relevance:
         raise ValueError("sorting by relevance needs a search query")
     else:
         rank = null()
@@ -152,8 +168,8 @@ def course_list_statement(
         CourseSort.price_desc: Course.price,
         CourseSort.title_asc: Course.title,
         CourseSort.relevance: rank,
-    }[sort]
-    descending = sort in (CourseSort.newest, CourseSort.price_desc, CourseSort.relevance)
+    }[shape.sort]
+    descending = shape.sort in (CourseSort.newest, CourseSort.price_desc, CourseSort.relevance)
 
     statement = select(
         Course.id,
@@ -168,16 +184,17 @@ def course_list_statement(
         Course.is_published,
         Course.created_at,
         rank.label("rank"),
-    ).where(*_conditions(filters))
-    if after is not None:
+    ).where(*_conditions(shape))
+    if shape.after:
         # A row-value comparison: PostgreSQL walks the (key, id) index from the keyset.
         position = tuple_(key, Course.id)
+        after = tuple_(bindparam("after_key", type_=key.type), bindparam("after_id", type_=Text()))
         statement = statement.where(position < after if descending else position > after)
     if descending:
         statement = statement.order_by(key.desc(), Course.id.desc())
     else:
         statement = statement.order_by(key.asc(), Course.id.asc())
-    return statement.limit(limit)
+    return DriverStatement(statement.limit(bindparam("limit", type_=Integer())))
 
 
 async def list_courses(
@@ -188,10 +205,47 @@ async def list_courses(
     after: Keyset | None = None,
     limit: int = 20,
 ) -> list[CourseSummary]:
-    """One page of courses, in one query. Drafts are included when `filters.published` is None."""
-    statement = course_list_statement(filters, sort=sort, after=after, limit=limit)
-    rows = (await session.execute(statement)).all()
-    return [CourseSummary(*row) for row in rows]
+    """One page of courses, in one query. Drafts are included when `filters.published` is None.
+
+    A read on the request's asyncpg connection (core/sql.py): one round trip, no
+    transaction of its own for a read-only request."""
+    shape = _ListShape(
+        published=filters.published,
+        category=filters.category is not None,
+        level=filters.level is not None,
+        featured=filters.featured,
+        free=filters.free,
+        min_price=filters.min_price is not None,
+        max_price=filters.max_price is not None,
+        q=filters.q is not None,
+        sort=sort,
+        after=after is not None,
+    )
+    parameters: dict[str, Any] = {"limit": limit}
+    for name in ("category", "level", "min_price", "max_price", "q"):
+        value = getattr(filters, name)
+        if value is not None:
+            parameters[name] = value
+    if after is not None:
+        parameters["after_key"], parameters["after_id"] = after
+    rows = await _list_statement(shape).fetch(session, **parameters)
+    return [
+        CourseSummary(
+            id=row[0],
+            title=row[1],
+            slug=row[2],
+            price=row[3],
+            duration=row[4],
+            category=row[5],
+            level=row[6],
+            is_featured=row[7],
+            thumbnail=row[8],
+            is_published=row[9],
+            created_at=aware(row[10]),
+            rank=row[11],
+        )
+        for row in rows
+    ]
 
 
 async def list_published_courses(
@@ -225,12 +279,71 @@ async def list_published_courses(
     return await list_courses(session, filters=filters, sort=sort, after=after, limit=limit)
 
 
-# Built once: only the slug changes (see `course_list_statement` for why).
-COURSE_BY_SLUG = select(Course).where(Course.slug == bindparam("slug"))
+@dataclass(frozen=True)
+class CourseDetail:
+    """A course, every column, as read for its page (not an ORM object: nothing to track)."""
+
+    id: str
+    title: str
+    slug: str
+    description: str | None
+    thumbnail: str | None
+    duration: int
+    price: Decimal
+    features: list[str] | None
+    category: str
+    level: str
+    is_published: bool
+    is_featured: bool
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
 
 
-async def get_course_by_slug(session: AsyncSession, slug: str) -> Course | None:
-    return (await session.execute(COURSE_BY_SLUG, {"slug": slug})).scalar_one_or_none()
+# Built and compiled once: only the slug changes (see `_list_statement` for why).
+_COURSE_BY_SLUG = DriverStatement(
+    select(
+        Course.id,
+        Course.title,
+        Course.slug,
+        Course.description,
+        Course.thumbnail,
+        Course.duration,
+        Course.price,
+        Course.features,
+        Course.category,
+        Course.level,
+        Course.is_published,
+        Course.is_featured,
+        Course.created_by,
+        Course.created_at,
+        Course.updated_at,
+    ).where(Course.slug == bindparam("slug", type_=Text()))
+)
+
+
+async def get_course_by_slug(session: AsyncSession, slug: str) -> CourseDetail | None:
+    """One course by slug, drafts too, on the request's asyncpg connection (core/sql.py)."""
+    row = await _COURSE_BY_SLUG.fetchrow(session, slug=slug)
+    if row is None:
+        return None
+    return CourseDetail(
+        id=row[0],
+        title=row[1],
+        slug=row[2],
+        description=row[3],
+        thumbnail=row[4],
+        duration=row[5],
+        price=row[6],
+        features=row[7],
+        category=row[8],
+        level=row[9],
+        is_published=row[10],
+        is_featured=row[11],
+        created_by=row[12],
+        created_at=aware(row[13]),
+        updated_at=aware(row[14]),
+    )
 
 
 async def get_course_by_id(session: AsyncSession, course_id: str) -> Course | None:

@@ -15,7 +15,7 @@ from coursehub.catalog import repository
 from coursehub.catalog.enums import CourseSort
 from coursehub.catalog.errors import CourseInUse, CourseNotFound, SlugTaken
 from coursehub.catalog.models import Course
-from coursehub.catalog.repository import CourseFilters, CourseSummary, Keyset
+from coursehub.catalog.repository import CourseDetail, CourseFilters, CourseSummary, Keyset
 from coursehub.catalog.schemas import (
     SLUG_MAX_LENGTH,
     AdminCourseListQuery,
@@ -145,7 +145,9 @@ async def delete_course(session: AsyncSession, course_id: str) -> None:
 # --- browsing --------------------------------------------------------------------------
 
 
-async def get_published_course(session: AsyncSession, slug: str, *, viewer: User | None) -> Course:
+async def get_published_course(
+    session: AsyncSession, slug: str, *, viewer: User | None
+) -> CourseDetail:
     """A course by slug; drafts only for admins (404 for everyone else, as if absent)."""
     course = await repository.get_course_by_slug(session, slug)
     if course is None or (
