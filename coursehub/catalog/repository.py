@@ -66,7 +66,10 @@ class CourseFilters:
     q: str | None = None
 
 
-@dataclass(frozen=True)
+# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
+# ~1.5 µs a row against ~0.2 µs here, and a page builds 21 of them per request. Treat
+# it as read-only all the same.
+@dataclass(slots=True)
 class CourseSummary:
     """One row of a course list: the listing columns, plus what keysets need."""
 
@@ -231,18 +234,18 @@ async def list_courses(
     rows = await _list_statement(shape).fetch(session, **parameters)
     return [
         CourseSummary(
-            id=row[0],
-            title=row[1],
-            slug=row[2],
-            price=row[3],
-            duration=row[4],
-            category=row[5],
-            level=row[6],
-            is_featured=row[7],
-            thumbnail=row[8],
-            is_published=row[9],
-            created_at=aware(row[10]),
-            rank=row[11],
+            row[0],  # id
+            row[1],  # title
+            row[2],  # slug
+            row[3],  # price
+            row[4],  # duration
+            row[5],  # category
+            row[6],  # level
+            row[7],  # is_featured
+            row[8],  # thumbnail
+            row[9],  # is_published
+            aware(row[10]),  # created_at
+            row[11],  # rank
         )
         for row in rows
     ]

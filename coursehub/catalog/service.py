@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from slugify import slugify
 from sqlalchemy.exc import IntegrityError
@@ -174,6 +175,7 @@ def _filters(query: CourseListQuery, *, published: bool | None) -> CourseFilters
     )
 
 
+@lru_cache(maxsize=1024)  # the same few filter sets are asked for over and over
 def cursor_context(audience: str, sort: CourseSort, filters: CourseFilters) -> str:
     """What a cursor is bound to: the list, its sort and its filters. Reusing a cursor with
     other filters would silently serve a wrong page, so it is a 400 instead."""

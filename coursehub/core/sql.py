@@ -102,7 +102,13 @@ class DriverStatement:
         announce = sync_connection.dispatch.before_cursor_execute
         if announce:
             announce(sync_connection, None, self.sql, tuple(arguments), None, False)
-        raw = await connection.get_raw_connection()
+        # `Connection.connection` is the pooled connection the session already holds;
+        # `get_raw_connection()` would cross into a greenlet only to read it. An
+        # invalidated connection must be re-established: that needs the async path.
+        if sync_connection.invalidated:
+            raw = await connection.get_raw_connection()
+        else:
+            raw = sync_connection.connection
         driver: asyncpg.Connection = raw.driver_connection
         return driver, arguments
 
