@@ -102,3 +102,20 @@ async def test_a_body_that_is_not_utf8_is_a_400_malformed_request(
 
     assert response.status_code == 400
     assert response.json()["code"] == "malformed_request"
+
+
+async def test_api_requests_answer_503_when_the_database_does_not(settings: Settings) -> None:
+    unreachable = Database(parse_database_url("postgresql://postgres@127.0.0.1:1/nowhere"))
+    app = create_app(settings, database=unreachable)
+    # Errors of the catch-all handler are re-raised after the response; it is the response
+    # that counts.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        listing = await c.get("/api/v1/courses")
+        detail = await c.get("/api/v1/courses/any-slug")
+    await unreachable.dispose()
+
+    for response in (listing, detail):
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "database_unavailable"
+        assert response.headers["retry-after"] == "5"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,9 +24,20 @@ DATABASE_DOWN = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,  # lost mid-statement on the driver
     OSError,
     TimeoutError,
 )
+# asyncpg's own errors of a server going away: connection exceptions and operator
+# intervention (shutdown, "the database system is starting up").
+DATABASE_DOWN_STATES = ("08", "57P")
+
+
+def _database_down(exc: Exception) -> bool:
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    return str(getattr(exc, "sqlstate", "")).startswith(DATABASE_DOWN_STATES)
+
 
 # SQLSTATEs of values PostgreSQL (or asyncpg, encoding them) cannot take: a NUL character
 # or a lone surrogate in a string, a number out of the column's range. Only a caller's
@@ -36,12 +48,13 @@ logger = logging.getLogger("coursehub")
 
 
 def _unstorable_value(exc: Exception) -> bool:
-    if not isinstance(exc, sqlalchemy.exc.DBAPIError):
-        return False
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        if getattr(error, "sqlstate", None) in UNSTORABLE_VALUE_STATES:
-            return True
-    return False
+    # asyncpg's own error (a statement run on the driver connection), or SQLAlchemy's
+    # wrapping of it.
+    orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else None
+    return any(
+        getattr(error, "sqlstate", None) in UNSTORABLE_VALUE_STATES
+        for error in (exc, orig, getattr(orig, "__cause__", None))
+    )
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -160,7 +173,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, DATABASE_DOWN):
+        if _database_down(exc):
             logger.warning(
                 "database unavailable on %s %s: %s", request.method, request.url.path, exc
             )
