@@ -18,10 +18,16 @@ What it is for, and what not:
   of three (BEGIN, SELECT, COMMIT): the session's commit has nothing to send. Once the
   session has begun a transaction (a write earlier in the request, or a test's outer
   transaction), the read runs inside it, on the same connection, and sees its writes.
-- **Writes** (`execute_in_transaction`) only once the connection is already inside
-  the session's transaction, which asyncpg reports publicly
-  (`Connection.is_in_transaction()`); otherwise it raises, never writing outside the
-  unit of work. Begin it with a write through `session.execute` first.
+- **Writes, locks, and reads that must be in the transaction** (`fetch_in_transaction`):
+  on the driver only once the connection is inside the session's transaction, which
+  asyncpg reports publicly (`Connection.is_in_transaction()`); before that, through
+  SQLAlchemy (`AsyncConnection.exec_driver_sql`), which begins it. Never a write or
+  a lock outside the unit of work.
+
+asyncpg's integrity errors (unique, foreign key, check) are raised as SQLAlchemy's
+`IntegrityError` with asyncpg's error as `orig`, as through the session; its other
+errors are left as they are (core/problems.py knows them). A failed statement aborts
+the transaction it ran in, as through the session: the request then rolls back.
 
 Values are handed to asyncpg after the bind processors of their columns' types (so
 aware datetimes become naive UTC, as `UTCDateTime` stores them). Rows come back as
@@ -35,14 +41,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from asyncpg import Record
+from sqlalchemy import inspect
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 
+T = TypeVar("T")
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _REQUIRED = object()
 
@@ -65,7 +78,9 @@ class DriverStatement:
         values = compiled.params
         for name in self._names:
             bind = compiled.binds[name]  # type: ignore[attr-defined]
-            processor = bind.type.bind_processor(_DIALECT)
+            # The dialect's implementation of the type: the generic one's processors are
+            # not asyncpg's (generic Numeric would turn Decimals into floats).
+            processor = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
             processors.append(processor)
             if bind.required or bind.callable is not None:
                 defaults.append(_REQUIRED)
@@ -114,25 +129,79 @@ class DriverStatement:
 
     async def fetch(self, session: AsyncSession, **parameters: Any) -> list[Record]:
         connection, arguments = await self._prepare(session, parameters)
-        rows: list[Record] = await connection.fetch(self.sql, *arguments)
+        try:
+            rows: list[Record] = await connection.fetch(self.sql, *arguments)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise _integrity_error(self.sql, arguments, exc) from exc
         return rows
 
     async def fetchrow(self, session: AsyncSession, **parameters: Any) -> Record | None:
         connection, arguments = await self._prepare(session, parameters)
-        row: Record | None = await connection.fetchrow(self.sql, *arguments)
+        try:
+            row: Record | None = await connection.fetchrow(self.sql, *arguments)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise _integrity_error(self.sql, arguments, exc) from exc
         return row
 
-    async def execute_in_transaction(self, session: AsyncSession, **parameters: Any) -> str:
-        """Run a write inside the session's transaction, which must have begun on this
-        connection already (see the module's docstring); returns asyncpg's status."""
-        connection, arguments = await self._prepare(session, parameters)
-        if not connection.is_in_transaction():
-            raise RuntimeError(
-                "the session's transaction has not begun on its connection: "
-                "send the first write through session.execute"
-            )
-        status: str = await connection.execute(self.sql, *arguments)
-        return status
+    async def fetch_in_transaction(
+        self, session: AsyncSession, **parameters: Any
+    ) -> Sequence[Record | Row[*tuple[Any, ...]]]:
+        """Run the statement inside the session's transaction, whatever it does (a write, a
+        lock, a read that must see the transaction's writes), and return its rows.
+
+        On the driver when the connection is already inside a transaction (asyncpg's
+        public `is_in_transaction()`: SQLAlchemy has begun the session's); otherwise
+        through SQLAlchemy (`exec_driver_sql`, the same SQL and arguments), which begins
+        the session's transaction first, exactly as `session.execute` would. Rows are
+        indexable by position either way."""
+        connection = await session.connection()
+        arguments = tuple(self.arguments(parameters))
+        sync_connection = connection.sync_connection
+        assert sync_connection is not None
+        if not sync_connection.invalidated:
+            driver: asyncpg.Connection = sync_connection.connection.driver_connection
+            if driver.is_in_transaction():
+                announce = sync_connection.dispatch.before_cursor_execute
+                if announce:
+                    announce(sync_connection, None, self.sql, arguments, None, False)
+                try:
+                    rows: list[Record] = await driver.fetch(self.sql, *arguments)
+                except asyncpg.IntegrityConstraintViolationError as exc:
+                    raise _integrity_error(self.sql, arguments, exc) from exc
+                return rows
+        result = await connection.exec_driver_sql(self.sql, arguments)
+        return result.all() if result.returns_rows else []
+
+
+def _integrity_error(
+    sql: str, arguments: Sequence[Any], exc: asyncpg.IntegrityConstraintViolationError
+) -> IntegrityError:
+    """The exception SQLAlchemy raises for the same failure, so callers catch one type
+    (`exc.orig` is asyncpg's error: it names the constraint)."""
+    return IntegrityError(sql, tuple(arguments), exc)
+
+
+def as_loaded(session: AsyncSession, model: type[T], **values: Any) -> T:
+    """An ORM object made from a row read here, as an ORM query would have given it.
+
+    The session's own object of that identity (`values["id"]`) if it holds one, as
+    the query would return it (not overwritten), with any of these attributes it has
+    unloaded (expired by a rollback or commit) filled in from the row, as the ORM's
+    loader does. Otherwise a new object with the row's values, given its identity as
+    if loaded (detached: never an INSERT), so adding it, or cascading to it from an
+    object added, attaches it as persistent and unchanged. Attributes not in `values`
+    stay unloaded (as with `load_only`)."""
+    existing = session.identity_map.get(identity_key(model, values["id"]))
+    if existing is not None:
+        unloaded = inspect(existing).unloaded
+        for name, value in values.items():
+            if name in unloaded:
+                set_committed_value(existing, name, value)
+        held: T = existing
+        return held
+    obj = model(**values)
+    make_transient_to_detached(obj)
+    return obj
 
 
 def aware(value: datetime) -> datetime:

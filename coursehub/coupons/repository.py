@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.models import Coupon, CouponUsage, Order, OrderStatus
+from coursehub.core.sql import DriverStatement, as_loaded, aware
+from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
 
 # A usage counts (towards maxUses, "already used by you", the admins' figures) while its
 # order is not cancelled. The order's status is a correlated subquery on Order's primary
@@ -89,6 +90,27 @@ COUPON_FOR_USER = select(
     .label("used_by_user"),
 ).where(Coupon.code == bindparam("code", type_=Text))
 
+# The same, on the request's asyncpg connection inside its transaction (core/sql.py): no
+# ORM loading; `find_coupon_for_user` builds the Coupon itself.
+_COUPON_FOR_USER_SQL = DriverStatement(
+    select(
+        Coupon.id,
+        Coupon.code,
+        Coupon.type,
+        Coupon.value,
+        Coupon.max_discount,
+        Coupon.min_purchase,
+        Coupon.description,
+        Coupon.start_date,
+        Coupon.end_date,
+        Coupon.max_uses,
+        Coupon.created_by,
+        Coupon.created_at,
+        Coupon.updated_at,
+        COUPON_FOR_USER.selected_columns.used_by_user,
+    ).where(Coupon.code == bindparam("code", type_=Text))
+)
+
 LOCK_COUPON = (
     select(Coupon.max_uses)
     .where(Coupon.id == bindparam("coupon_id", type_=Text))
@@ -106,9 +128,28 @@ async def find_coupon_for_user(
     """The coupon with this (upper-case) code and whether the user holds a use of it that
     counts (an order with it that is not cancelled), in one query. None if there is no such
     coupon. Race-free only after checkout's per-user lock."""
-    result = await session.execute(COUPON_FOR_USER, {"code": code, "user_id": user_id})
-    row = result.one_or_none()
-    return None if row is None else (row[0], bool(row[1]))
+    rows = await _COUPON_FOR_USER_SQL.fetch_in_transaction(session, code=code, user_id=user_id)
+    if not rows:
+        return None
+    row = rows[0]
+    coupon = as_loaded(
+        session,
+        Coupon,
+        id=row[0],
+        code=row[1],
+        type=CouponType(row[2]),
+        value=row[3],
+        max_discount=row[4],
+        min_purchase=row[5],
+        description=row[6],
+        start_date=aware(row[7]),
+        end_date=aware(row[8]),
+        max_uses=row[9],
+        created_by=row[10],
+        created_at=aware(row[11]),
+        updated_at=aware(row[12]),
+    )
+    return coupon, bool(row[13])
 
 
 async def lock_coupon_for_use(session: AsyncSession, coupon_id: str) -> tuple[bool, int | None]:
