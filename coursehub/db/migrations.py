@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
@@ -123,11 +124,38 @@ def _adopt_prisma_database(connection: Connection) -> bool:
     return True
 
 
+def _known_revisions() -> list[str]:
+    """Every revision of this code, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config())
+    return [r.revision for r in reversed(list(script.walk_revisions()))]
+
+
+def _check_known(current: str | None) -> None:
+    if current is not None and current not in _known_revisions():
+        raise MigrationError(
+            f"the database is at revision {current!r}, which this version of CourseHub does "
+            "not know: a newer CourseHub migrated it. Upgrade CourseHub; nothing was changed"
+        )
+
+
 def _upgrade(connection: Connection, target: str) -> tuple[bool, str | None, str | None]:
     adopted = _adopt_prisma_database(connection)
     before = _current_revision(connection)
-    command.upgrade(alembic_config(connection), target)
+    _check_known(before)
+    # End the transaction those reads began, so that Alembic runs each revision in a
+    # transaction of its own (transaction_per_migration): a run killed half-way keeps
+    # the revisions it finished.
+    connection.commit()
+    _run_alembic(command.upgrade, alembic_config(connection), target)
     return adopted, before, _current_revision(connection)
+
+
+def _run_alembic(function: Any, *args: Any) -> None:
+    """An Alembic command, its errors (an unknown revision, say) as a MigrationError."""
+    try:
+        function(*args)
+    except AlembicCommandError as exc:
+        raise MigrationError(str(exc).strip().splitlines()[0]) from exc
 
 
 def _revisions_between(before: str | None, after: str | None) -> list[str]:
@@ -170,7 +198,9 @@ async def downgrade(config: DatabaseConfig, target: str) -> None:
     engine = create_engine(config, pool_size=1)
     try:
         async with engine.connect() as connection:
-            await connection.run_sync(lambda c: command.downgrade(alembic_config(c), target))
+            await connection.run_sync(
+                lambda c: _run_alembic(command.downgrade, alembic_config(c), target)
+            )
             await connection.commit()
     finally:
         await engine.dispose()
@@ -204,7 +234,8 @@ def _status(connection: Connection) -> MigrationStatus:
     head = script.get_current_head()
     assert head is not None
     current = _current_revision(connection)
-    all_revisions = [r.revision for r in reversed(list(script.walk_revisions()))]
+    _check_known(current)
+    all_revisions = _known_revisions()
     if current is None:
         applied: list[str] = []
     else:

@@ -182,16 +182,26 @@ async def test_concurrent_migrations_apply_each_revision_once(scratch_db: Databa
     assert [r[0] for r in rows] == [head_revision()]
 
 
+@pytest.mark.parametrize(
+    ("locked_table", "kept_revision"),
+    [
+        # 0002 indexes "Course": killed in the first revision, nothing is kept.
+        ("Course", BASELINE_REVISION),
+        # "User" is first indexed by 0005: the revisions before it were committed, each in
+        # a transaction of its own, and stay.
+        ("User", "0004_admin_order_indexes"),
+    ],
+)
 async def test_a_migration_killed_half_way_completes_on_the_next_run(
-    scratch_db: DatabaseConfig,
+    scratch_db: DatabaseConfig, locked_table: str, kept_revision: str
 ) -> None:
     await migrate(scratch_db, BASELINE_REVISION)
-    # Hold a lock that the next revision's CREATE INDEX must wait for, start the
+    # Hold a lock that a later revision's CREATE INDEX must wait for, start the
     # migration in a real process, and kill it while it waits.
     blocker = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
     transaction = blocker.transaction()
     await transaction.start()
-    await blocker.execute('LOCK TABLE "Course" IN ACCESS EXCLUSIVE MODE')
+    await blocker.execute(f'LOCK TABLE "{locked_table}" IN ACCESS EXCLUSIVE MODE')
     env = {**os.environ, "DATABASE_URL": scratch_db.to_url()}
     process = subprocess.Popen(
         [sys.executable, "-m", "coursehub", "db", "migrate"],
@@ -214,6 +224,7 @@ async def test_a_migration_killed_half_way_completes_on_the_next_run(
                 pytest.fail(f"the migration ended early: {process.stderr.read()!r}")  # type: ignore[union-attr]
             await asyncio.sleep(0.05)
         assert waiting, "the migration never reached the blocked statement"
+        assert await watcher.fetchval("SELECT version_num FROM alembic_version") == kept_revision
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
     finally:
@@ -306,3 +317,27 @@ async def test_drop_everything_empties_the_schema_but_keeps_its_owner_and_grants
     assert left == []
     # And the next migrate builds it all again.
     assert (await migrate(scratch_db)).after == head_revision()
+
+
+async def test_a_database_migrated_by_a_newer_coursehub_is_refused_in_one_line(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db)
+    await execute(scratch_db, "UPDATE alembic_version SET version_num = '0099_from_the_future'")
+
+    with pytest.raises(MigrationError, match=r"0099_from_the_future.*Upgrade CourseHub"):
+        await migrate(scratch_db)
+    with pytest.raises(MigrationError, match="Upgrade CourseHub"):
+        await migrations.status(scratch_db)
+
+
+async def test_downgrading_to_an_unknown_revision_is_a_one_line_error(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db)
+
+    with pytest.raises(MigrationError) as failure:
+        await migrations.downgrade(scratch_db, "nosuchrev")
+
+    assert "nosuchrev" in str(failure.value) and "\n" not in str(failure.value)
+    assert (await migrations.status(scratch_db)).current == head_revision()
