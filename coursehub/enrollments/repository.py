@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
@@ -26,7 +26,10 @@ async def upsert_active_enrollments(
     """Make the user actively enrolled in each course, in one statement.
 
     A revoked enrollment for the same course is reactivated and pointed at this
-    order; an active one is left as it is.
+    order. An active one granted by an admin (no order) while this order was pending is
+    pointed at this order too, so the paid order owns an enrollment (and its refund
+    revokes it); its progress and completedAt are kept. An active one held through
+    another order is left as it is.
     """
     if not course_ids:
         return
@@ -56,7 +59,13 @@ async def upsert_active_enrollments(
             # ON CONFLICT DO UPDATE bypasses `onupdate`: Prisma's @updatedAt by hand.
             CourseEnrollment.updated_at: now,
         },
-        where=CourseEnrollment.status == EnrollmentStatus.revoked,
+        where=or_(
+            CourseEnrollment.status == EnrollmentStatus.revoked,
+            and_(
+                CourseEnrollment.status == EnrollmentStatus.active,
+                CourseEnrollment.order_id.is_(None),
+            ),
+        ),
     )
     await session.execute(statement)
 

@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.models import utcnow
-from coursehub.models import CourseEnrollment, EnrollmentStatus, OrderStatus, PaymentStatus
+from coursehub.models import (
+    CourseEnrollment,
+    EnrollmentStatus,
+    Order,
+    OrderStatus,
+    PaymentStatus,
+)
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -23,7 +29,8 @@ from tests.factories import (
     make_order,
     make_user,
 )
-from tests.payments.helpers import commit_setup
+from tests.orders.invariants import assert_order_invariants
+from tests.payments.helpers import commit_setup, deliver, event
 
 ME = "/api/v1/me/enrollments"
 
@@ -356,3 +363,57 @@ async def test_enrollment_admin_routes_need_the_admin_role(
     assert grant.status_code == 403
     assert listing.status_code == 403
     assert await stored(session, learner.id, course.id) is None
+
+
+async def test_a_grant_while_the_order_is_pending_is_taken_over_by_the_paid_order(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Checkout, then an admin grants the same course, then the capture arrives: the paid
+    order must own an enrollment of its own (the invariant), and its refund revoke it."""
+    admin = await make_admin(session)
+    buyer = await make_user(session)
+    course = await make_course(session, price="799.00")
+    await commit_setup(session)
+
+    checkout = await client.post(
+        "/api/v1/orders", json={"courseIds": [course.id]}, headers=auth_headers(buyer)
+    )
+    assert checkout.status_code == 201, checkout.text
+    order_number = checkout.json()["orderNumber"]
+    granted = await client.post(
+        admin_url(buyer.id), json={"courseId": course.id}, headers=auth_headers(admin)
+    )
+    assert granted.status_code == 201, granted.text
+    progress = await client.patch(
+        f"{ME}/{course.id}", json={"progress": 100}, headers=auth_headers(buyer)
+    )
+    assert progress.status_code == 200, progress.text
+    order = (
+        await session.execute(
+            select(Order)
+            .where(Order.order_number == order_number)
+            .execution_options(populate_existing=True)
+        )
+    ).scalar_one()
+
+    captured = await deliver(client, event(order))
+
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["status"] == "completed"
+    row = await stored(session, buyer.id, course.id)
+    assert row is not None
+    assert row.status == EnrollmentStatus.active
+    assert row.order_id == order.id  # the paying order's now, not the grant's
+    assert row.progress == 100 and row.completed_at is not None  # the learner's work kept
+    await assert_order_invariants(session)
+
+    refunded = await client.post(
+        f"/api/v1/admin/orders/{order_number}/refund",
+        json={"reason": "duplicate access"},
+        headers=auth_headers(admin),
+    )
+
+    assert refunded.status_code == 200, refunded.text
+    row = await stored(session, buyer.id, course.id)
+    assert row is not None and row.status == EnrollmentStatus.revoked
+    await assert_order_invariants(session)
