@@ -23,12 +23,8 @@ API_PREFIX = "/api/v1"
 
 
 def check_production_settings(settings: Settings) -> None:
-    if settings.environment == "production" and (found := settings.insecure_defaults()):
-        raise ConfigurationError(
-            "refusing to start in production with the shipped development secret(s): "
-            + ", ".join(found)
-            + "; set them to long random values"
-        )
+    if settings.environment == "production" and (problems := settings.production_problems()):
+        raise ConfigurationError("refusing to start in production: " + "; ".join(problems))
 
 
 @asynccontextmanager

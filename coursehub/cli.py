@@ -8,6 +8,7 @@ import typer
 
 from coursehub.bench.cli import bench_app
 from coursehub.core.console import CommandFailed, err_console, report_failure, target_database
+from coursehub.core.errors import StoreError
 from coursehub.db.cli import db_app
 from coursehub.orders.cli import orders_app
 from coursehub.payments.cli import payments_app
@@ -37,6 +38,11 @@ def serve(
     """Serve the HTTP API (under /api/v1; docs at /docs)."""
     import uvicorn
 
+    from coursehub.app import check_production_settings
+    from coursehub.core.settings import get_settings
+
+    # Refuse here, in one line, rather than in every worker with a traceback.
+    check_production_settings(get_settings())
     resolved = target_database()
     if resolved.embedded:
         # Workers and reloads must reach the same embedded server without each
@@ -60,6 +66,8 @@ def main() -> None:
         app()
     except CommandFailed as exc:
         report_failure(exc)
+    except StoreError as exc:  # bad settings, found before a command could turn them into one
+        report_failure(CommandFailed(str(exc)))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise SystemExit(130) from None

@@ -11,8 +11,8 @@ import pytest
 from coursehub.core.dburl import DatabaseConfig
 
 
-def run_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def run_cli(*args: str, database_url: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": database_url, **variables}
     return subprocess.run(
         [sys.executable, "-m", "coursehub", *args],
         env=env,
@@ -75,3 +75,39 @@ def test_reset_refuses_without_force_or_terminal(db_config: DatabaseConfig) -> N
 
     assert result.returncode == 1
     assert "--force" in error_lines(result)[0]
+
+
+@pytest.mark.parametrize(
+    ("variables", "says"),
+    [
+        ({"COURSEHUB_ACCESS_TOKEN_MINUTES": "abc"}, "COURSEHUB_ACCESS_TOKEN_MINUTES"),
+        ({"COURSEHUB_ENVIRONMENT": "prod"}, "COURSEHUB_ENVIRONMENT"),
+    ],
+)
+def test_a_bad_setting_is_one_line_naming_it(
+    db_config: DatabaseConfig, variables: dict[str, str], says: str
+) -> None:
+    result = run_cli("db", "status", database_url=db_config.to_url(), **variables)
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1 and says in error_lines(result)[0]
+
+
+def test_serve_refuses_production_without_real_secrets_in_one_line(
+    db_config: DatabaseConfig,
+) -> None:
+    result = run_cli(
+        "serve",
+        "--port",
+        "1",
+        database_url=db_config.to_url(),
+        COURSEHUB_ENVIRONMENT="production",
+        COURSEHUB_SECRET_KEY="short",
+        COURSEHUB_PAYMENT_WEBHOOK_SECRET="",
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result)
+    assert "COURSEHUB_SECRET_KEY" in line and "COURSEHUB_PAYMENT_WEBHOOK_SECRET" in line

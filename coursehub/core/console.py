@@ -10,6 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
+from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 
 from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
@@ -40,6 +41,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
     except StoreError as exc:
         raise CommandFailed(str(exc)) from exc
+    except AlembicCommandError as exc:  # e.g. `db makemigration` with an unknown revision
+        raise CommandFailed(str(exc).strip().splitlines()[0]) from exc
     except (OSError, TimeoutError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CommandFailed(f"database error: {first_line}") from exc

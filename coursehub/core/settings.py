@@ -2,21 +2,36 @@
 
 `DATABASE_URL` keeps the exact name and form a Prisma `.env` uses, so an existing
 Node deployment's `.env` works unchanged; everything else of ours is `COURSEHUB_*`.
+
+No secret ships in the code: a public default would let anyone who forgot to set one
+forge tokens or payment webhooks. In production the secrets must be set (long, random);
+elsewhere, unset ones are generated once per installation and kept in
+`$COURSEHUB_HOME/secrets.json`, so that tokens survive restarts and `coursehub payments
+simulate` signs with the same webhook secret as the local server.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Secrets that ship in the code. Fine for development and tests; the store refuses
-# to start in production while either is still in use.
-DEFAULT_SECRET_KEY = "coursehub-development-secret-do-not-use-in-production"
-DEFAULT_WEBHOOK_SECRET = "coursehub-development-webhook-secret"
+from coursehub.core.errors import ConfigurationError
+
+# A secret shorter than this is refused in production.
+MIN_SECRET_LENGTH = 32
+DEVELOPMENT_SECRETS_FILE = "secrets.json"
+# Environment variable of each secret, as an operator would set it.
+SECRET_VARIABLES = {
+    "secret_key": "COURSEHUB_SECRET_KEY",
+    "payment_webhook_secret": "COURSEHUB_PAYMENT_WEBHOOK_SECRET",
+}
 
 
 class Settings(BaseSettings):
@@ -31,13 +46,14 @@ class Settings(BaseSettings):
     # Where the embedded PostgreSQL keeps its data when DATABASE_URL is not set.
     home: Path = Field(default=Path(".coursehub"))
 
-    secret_key: SecretStr = SecretStr(DEFAULT_SECRET_KEY)
+    # Empty means unset (see the module's docstring).
+    secret_key: SecretStr = SecretStr("")
     access_token_minutes: int = Field(default=30, ge=1)
     refresh_token_days: int = Field(default=14, ge=1)
 
-    payment_webhook_secret: SecretStr = SecretStr(DEFAULT_WEBHOOK_SECRET)
+    payment_webhook_secret: SecretStr = SecretStr("")
     # Mounts POST /api/v1/dev/payments/simulate, which signs and delivers a webhook
-    # as the gateway would. For demos; never on in production.
+    # as the gateway would. For demos; refused in production.
     payment_simulator: bool = False
     pending_order_ttl_minutes: int = Field(default=30, ge=1)
     # How often each server process expires stale pending orders; 0 turns the loop off
@@ -47,16 +63,67 @@ class Settings(BaseSettings):
     admin_email: str | None = Field(default=None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, validation_alias="ADMIN_PASSWORD")
 
-    def insecure_defaults(self) -> list[str]:
-        """Names of the secrets still at their shipped development values."""
-        found = []
-        if self.secret_key.get_secret_value() == DEFAULT_SECRET_KEY:
-            found.append("COURSEHUB_SECRET_KEY")
-        if self.payment_webhook_secret.get_secret_value() == DEFAULT_WEBHOOK_SECRET:
-            found.append("COURSEHUB_PAYMENT_WEBHOOK_SECRET")
-        return found
+    def production_problems(self) -> list[str]:
+        """What stops these settings from serving in production, one phrase each."""
+        problems = [
+            f"{variable} must be set to a random value of at least {MIN_SECRET_LENGTH} characters"
+            for name, variable in SECRET_VARIABLES.items()
+            if len(getattr(self, name).get_secret_value()) < MIN_SECRET_LENGTH
+        ]
+        if self.payment_simulator:
+            problems.append(
+                "COURSEHUB_PAYMENT_SIMULATOR must be off (it lets buyers pay by pretending)"
+            )
+        return problems
+
+
+def with_installation_secrets(settings: Settings) -> Settings:
+    """`settings` with every unset secret taken from (or first generated into) the
+    installation's secrets file. Safe when several processes start at once: the file
+    is written whole under a temporary name and linked into place only if absent."""
+    missing = [name for name in SECRET_VARIABLES if not getattr(settings, name).get_secret_value()]
+    if not missing:
+        return settings
+    path = settings.home / DEVELOPMENT_SECRETS_FILE
+    if not path.exists():
+        settings.home.mkdir(parents=True, exist_ok=True)
+        generated = {name: secrets.token_urlsafe(48) for name in SECRET_VARIABLES}
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(json.dumps(generated))
+        temporary.chmod(0o600)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process was first; use its secrets
+        finally:
+            temporary.unlink()
+    try:
+        stored = json.loads(path.read_text())
+        update = {name: SecretStr(str(stored[name])) for name in missing}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigurationError(
+            f"cannot read the installation's secrets from {path} ({exc}); delete the file "
+            "to make new ones, or set " + " and ".join(SECRET_VARIABLES[n] for n in missing)
+        ) from None
+    return settings.model_copy(update=update)
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting as the operator wrote it."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        variable = field if field.isupper() else f"COURSEHUB_{field.upper()}"
+        parts.append(f"{variable}: {error['msg']}")
+    return "invalid setting " + "; ".join(parts)
 
 
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(describe_settings_error(exc)) from None
+    if settings.environment == "production":
+        return settings  # never generated: `check_production_settings` insists on real ones
+    return with_installation_secrets(settings)

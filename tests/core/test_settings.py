@@ -1,0 +1,87 @@
+"""Settings: no secret ships in the code; production insists on real ones."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from coursehub.app import check_production_settings
+from coursehub.core.errors import ConfigurationError
+from coursehub.core.settings import (
+    DEVELOPMENT_SECRETS_FILE,
+    Settings,
+    get_settings,
+    with_installation_secrets,
+)
+
+
+def test_unset_secrets_are_generated_once_per_installation(tmp_path: Path) -> None:
+    first = with_installation_secrets(Settings(_env_file=None, home=tmp_path))
+    again = with_installation_secrets(Settings(_env_file=None, home=tmp_path))
+    elsewhere = with_installation_secrets(Settings(_env_file=None, home=tmp_path / "other"))
+
+    secret = first.secret_key.get_secret_value()
+    assert len(secret) >= 48
+    assert first.payment_webhook_secret.get_secret_value() not in ("", secret)
+    assert again.secret_key.get_secret_value() == secret
+    assert elsewhere.secret_key.get_secret_value() != secret
+    mode = (tmp_path / DEVELOPMENT_SECRETS_FILE).stat().st_mode
+    assert stat.S_IMODE(mode) == 0o600
+
+
+def test_a_secret_that_is_set_wins(tmp_path: Path) -> None:
+    settings = with_installation_secrets(
+        Settings(_env_file=None, home=tmp_path, secret_key="k" * 40)
+    )
+
+    assert settings.secret_key.get_secret_value() == "k" * 40
+    assert settings.payment_webhook_secret.get_secret_value() != ""
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        ({}, "COURSEHUB_SECRET_KEY"),
+        ({"secret_key": "k" * 48}, "COURSEHUB_PAYMENT_WEBHOOK_SECRET"),
+        ({"secret_key": "short", "payment_webhook_secret": "w" * 48}, "COURSEHUB_SECRET_KEY"),
+        (
+            {"secret_key": "k" * 48, "payment_webhook_secret": "w" * 48, "payment_simulator": True},
+            "COURSEHUB_PAYMENT_SIMULATOR",
+        ),
+    ],
+)
+def test_production_refuses_missing_or_weak_secrets_and_the_simulator(
+    fields: dict[str, object], says: str
+) -> None:
+    production = Settings(_env_file=None, environment="production", **fields)  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigurationError, match=says):
+        check_production_settings(production)
+
+
+def test_production_never_generates_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COURSEHUB_ENVIRONMENT", "production")
+    monkeypatch.setenv("COURSEHUB_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert get_settings().secret_key.get_secret_value() == ""
+    finally:
+        get_settings.cache_clear()
+    assert not (tmp_path / DEVELOPMENT_SECRETS_FILE).exists()
+
+
+def test_a_bad_value_is_a_configuration_error_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COURSEHUB_ACCESS_TOKEN_MINUTES", "soon")
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match="COURSEHUB_ACCESS_TOKEN_MINUTES"):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
