@@ -188,9 +188,9 @@ def as_loaded(session: AsyncSession, model: type[T], **values: Any) -> T:
     the query would return it (not overwritten), with any of these attributes it has
     unloaded (expired by a rollback or commit) filled in from the row, as the ORM's
     loader does. Otherwise a new object with the row's values, given its identity as
-    if loaded (detached: never an INSERT), so adding it, or cascading to it from an
-    object added, attaches it as persistent and unchanged. Attributes not in `values`
-    stay unloaded (as with `load_only`)."""
+    if loaded and added to the session: persistent and unchanged (never an INSERT), so
+    changes made to it later are flushed as UPDATEs, as for a loaded object. Attributes
+    not in `values` stay unloaded (as with `load_only`)."""
     existing = session.identity_map.get(identity_key(model, values["id"]))
     if existing is not None:
         unloaded = inspect(existing).unloaded
@@ -201,6 +201,7 @@ def as_loaded(session: AsyncSession, model: type[T], **values: Any) -> T:
         return held
     obj = model(**values)
     make_transient_to_detached(obj)
+    session.add(obj)
     return obj
 
 

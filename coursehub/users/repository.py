@@ -38,7 +38,7 @@ from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
-from coursehub.core.sql import DriverStatement, aware
+from coursehub.core.sql import DriverStatement, as_loaded, aware
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -85,7 +85,35 @@ def _in_session(session: AsyncSession, user_id: str) -> User | None:
 
 
 async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
-    return await session.scalar(select(User).where(User.id == user_id))
+    """The user, on the request's asyncpg connection (core/sql.py): every signed-in
+    request reads its caller here, so no ORM loading, and a request that only reads
+    sends no BEGIN/COMMIT. The object is the session's, as an ORM query's would be."""
+    row = await _USER_ROW.fetchrow(session, user_id=user_id)
+    if row is None:
+        return None
+    return as_loaded(
+        session,
+        User,
+        id=user_id,
+        email=row[0],
+        username=row[1],
+        password=row[2],
+        role=Role(row[3]),
+        created_at=aware(row[4]),
+        updated_at=aware(row[5]),
+    )
+
+
+_USER_ROW = DriverStatement(
+    select(
+        USERS.c.email,
+        USERS.c.username,
+        USERS.c.password,
+        USERS.c.role,
+        USERS.c.createdAt,
+        USERS.c.updatedAt,
+    ).where(USERS.c.id == bindparam("user_id", type_=Text()))
+)
 
 
 # The hot statements are built once, with named parameters: SQLAlchemy then neither
