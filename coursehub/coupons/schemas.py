@@ -7,7 +7,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 from coursehub.core.money import Money
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.timestamps import ApiDateTime
 from coursehub.coupons.models import CouponType
 from coursehub.orders.schemas import MAX_ITEMS, CourseId, distinct_course_ids
 
@@ -75,8 +75,8 @@ class CouponCreate(CouponsModel):
         default=None, description="The least originalAmount the coupon applies to."
     )
     description: Description | None = None
-    start_date: AwareDatetime
-    end_date: AwareDatetime
+    start_date: ApiDateTime
+    end_date: ApiDateTime
     max_uses: MaxUses | None = None
 
     @model_validator(mode="after")
@@ -100,8 +100,8 @@ class CouponUpdate(CouponsModel):
     max_discount: Amount | None = None
     min_purchase: Amount | None = None
     description: Description | None = None
-    start_date: AwareDatetime | None = None
-    end_date: AwareDatetime | None = None
+    start_date: ApiDateTime | None = None
+    end_date: ApiDateTime | None = None
     max_uses: MaxUses | None = None
 
     @field_validator(*_REQUIRED_ON_UPDATE, mode="before")

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.timestamps import MAX_YEAR, MIN_YEAR, ApiDate, ApiDateTimeOrNaive
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.schemas import OrderRead, OrdersModel
 
@@ -63,8 +64,10 @@ def end_of(value: date | datetime) -> datetime:
     return datetime.combine(value + timedelta(days=1), time.min, tzinfo=UTC)
 
 
-_date = TypeAdapter(date)
-_datetime = TypeAdapter(datetime)
+# Bounded years (core/timestamps.py): `end_of` adds a day, the report's default start
+# takes 30 days off, and neither may overflow.
+_date: TypeAdapter[date] = TypeAdapter(ApiDate)
+_datetime: TypeAdapter[datetime] = TypeAdapter(ApiDateTimeOrNaive)
 
 
 def _date_or_datetime(value: Any) -> Any:
@@ -79,7 +82,10 @@ def _date_or_datetime(value: Any) -> Any:
 DateOrTime = Annotated[
     date | datetime,
     BeforeValidator(_date_or_datetime),
-    Field(description="A date (`2026-11-25`, the whole day, UTC) or an ISO 8601 date-time."),
+    Field(
+        description="A date (`2026-11-25`, the whole day, UTC) or an ISO 8601 date-time; "
+        f"years {MIN_YEAR} to {MAX_YEAR}."
+    ),
 ]
 
 

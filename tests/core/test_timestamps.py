@@ -1,0 +1,131 @@
+"""Every date or date-time the API takes is bounded to sane years (core/timestamps.py): one
+at the ends of Python's range is a 422, not the 500 of an overflow in the store's date
+arithmetic or in the database binding's conversion to UTC."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.core.timestamps import MAX_YEAR, MIN_YEAR, ApiDate, ApiDateTime
+from coursehub.models import Coupon
+from tests.factories import auth_headers, make_admin, make_coupon
+from tests.payments.helpers import commit_setup
+
+COUPON = {
+    "code": "RANGE-10",
+    "type": "percentage",
+    "value": "10",
+    "startDate": "2026-01-01T00:00:00Z",
+    "endDate": "2026-12-31T00:00:00Z",
+}
+
+# (method, url, query, body, the field named in the error)
+OUT_OF_RANGE: list[tuple[str, str, dict[str, str] | None, dict[str, Any] | None, str]] = [
+    ("GET", "/api/v1/admin/orders", {"to": "9999-12-31"}, None, "to"),
+    ("GET", "/api/v1/admin/orders", {"from": "0001-01-01T00:00:00+01:00"}, None, "from"),
+    ("GET", "/api/v1/admin/orders", {"from": "1969-12-31"}, None, "from"),
+    ("GET", "/api/v1/admin/reports/sales", {"to": "9999-12-31"}, None, "to"),
+    ("GET", "/api/v1/admin/reports/sales", {"to": "0001-01-05"}, None, "to"),
+    ("GET", "/api/v1/admin/reports/sales", {"from": "9999-12-31T23:59:59Z"}, None, "from"),
+    (
+        "POST",
+        "/api/v1/admin/coupons",
+        None,
+        {**COUPON, "startDate": "0001-01-01T00:00:00+05:30"},
+        "startDate",
+    ),
+    (
+        "POST",
+        "/api/v1/admin/coupons",
+        None,
+        {**COUPON, "endDate": "9999-12-31T23:59:59-05:00"},
+        "endDate",
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/coupons/{coupon}",
+        None,
+        {"endDate": "9001-01-01T00:00:00Z"},
+        "endDate",
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/coupons/{coupon}",
+        None,
+        {"startDate": "0001-01-01T00:00:00+05:30"},
+        "startDate",
+    ),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "query", "body", "field"), OUT_OF_RANGE)
+async def test_a_date_outside_the_sane_years_is_a_422(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    method: str,
+    url: str,
+    query: dict[str, str] | None,
+    body: dict[str, Any] | None,
+    field: str,
+) -> None:
+    admin = await make_admin(session)
+    coupon = await make_coupon(session)
+    # Committed (a savepoint release): the failed request's rollback keeps it.
+    await commit_setup(session)
+
+    response = await client.request(
+        method,
+        url.format(coupon=coupon.id),
+        params=query,
+        json=body,
+        headers=auth_headers(admin),
+    )
+
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    assert any(error["field"].endswith(field) for error in problem["errors"]), problem
+    stored = await session.scalar(select(Coupon).where(Coupon.id == coupon.id))
+    assert stored is not None and stored.end_date == coupon.end_date  # unchanged
+    assert await session.scalar(select(func.count()).select_from(Coupon)) == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "query"),
+    [
+        ("GET", "/api/v1/admin/orders", {"from": "1970-01-01", "to": "9000-12-31"}),
+        ("GET", "/api/v1/admin/reports/sales", {"to": "1970-01-05"}),
+        ("GET", "/api/v1/admin/reports/sales", {"to": "9000-12-31T23:59:59+14:00"}),
+    ],
+)
+async def test_the_ends_of_the_sane_years_are_accepted(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    method: str,
+    url: str,
+    query: dict[str, str],
+) -> None:
+    admin = await make_admin(session)
+
+    response = await client.request(method, url, params=query, headers=auth_headers(admin))
+
+    assert response.status_code == 200, response.text
+
+
+def test_the_types_bound_the_year_both_ways() -> None:
+    dates = TypeAdapter(ApiDate)
+    times = TypeAdapter(ApiDateTime)
+    assert dates.validate_python(f"{MIN_YEAR}-01-01") == date(MIN_YEAR, 1, 1)
+    assert times.validate_python(f"{MAX_YEAR}-12-31T23:59:59Z").year == MAX_YEAR
+    for bad in (f"{MIN_YEAR - 1}-12-31", f"{MAX_YEAR + 1}-01-01"):
+        with pytest.raises(ValidationError):
+            dates.validate_python(bad)
+    with pytest.raises(ValidationError):
+        times.validate_python(datetime(MAX_YEAR + 1, 1, 1).isoformat() + "Z")
