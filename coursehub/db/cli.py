@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from coursehub.core.console import console, err_console, fail, run, target_database
+from coursehub.core.errors import StoreError
 from coursehub.db import migrations
 
 db_app = typer.Typer(help="Migrate, seed, back up and restore the database.", no_args_is_help=True)
@@ -65,12 +67,32 @@ def makemigration_command(
         console.print(f"Wrote {path}; review it, then run `coursehub db migrate`.")
 
 
-@db_app.command("downgrade")
+def _undoes_the_baseline(revision: str, applied: list[str]) -> bool:
+    """Whether downgrading to `revision` would undo the baseline, dropping every table."""
+    if revision == "base":
+        return True
+    if revision.startswith("-") and revision[1:].isdigit():
+        return int(revision[1:]) >= len(applied)
+    return False
+
+
+# "-1" must reach REVISION as a value, not be taken for an unknown option.
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def downgrade_command(
     revision: str = typer.Argument(..., help="Target revision, e.g. -1 or base."),
+    force: bool = typer.Option(
+        False, "--force", help="Allow undoing the baseline, which drops every table and row."
+    ),
 ) -> None:
     """Undo migrations down to REVISION."""
     resolved = target_database()
+    applied = run(migrations.status(resolved.config)).applied
+    if _undoes_the_baseline(revision, applied) and not force:
+        # On a database adopted from the Node app too: the baseline is Prisma's tables.
+        fail(
+            f"downgrading to {revision} undoes the baseline and drops every table with its "
+            "rows; back up first (`coursehub db backup`), then pass --force"
+        )
     run(migrations.downgrade(resolved.config, revision))
     console.print(f"Downgraded to {revision}.")
 
@@ -81,6 +103,11 @@ def reset_command(
     seed: bool = typer.Option(True, help="Seed the demo data afterwards."),
 ) -> None:
     """Drop everything in the database, migrate, and seed. Asks first unless --force."""
+    if seed:
+        from coursehub.db.seed import admin_settings
+
+        # Bad ADMIN_EMAIL / ADMIN_PASSWORD stop the reset before anything is dropped.
+        _checked(admin_settings)
     resolved = target_database(create=True)
     if not force:
         if not sys.stdin.isatty():
@@ -98,6 +125,14 @@ def reset_command(
         from coursehub.db.seed import print_seed_report, seed_demo_data
 
         print_seed_report(run(seed_demo_data(resolved.config)))
+
+
+def _checked(check: Callable[[], object]) -> None:
+    """Run a check that raises StoreError; its message becomes the command's one-line error."""
+    try:
+        check()
+    except StoreError as exc:
+        fail(str(exc))
 
 
 @db_app.command("seed")

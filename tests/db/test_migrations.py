@@ -341,3 +341,25 @@ async def test_downgrading_to_an_unknown_revision_is_a_one_line_error(
 
     assert "nosuchrev" in str(failure.value) and "\n" not in str(failure.value)
     assert (await migrations.status(scratch_db)).current == head_revision()
+
+
+async def test_cli_downgrade_refuses_to_undo_the_baseline_without_force(
+    scratch_db: DatabaseConfig,
+) -> None:
+    from tests.test_cli import error_lines, run_cli
+
+    await migrate(scratch_db)
+    url = scratch_db.to_url()
+
+    refused = await asyncio.to_thread(run_cli, "db", "downgrade", "base", database_url=url)
+    one_step = await asyncio.to_thread(run_cli, "db", "downgrade", "-1", database_url=url)
+    still_there = await fetch(scratch_db, 'SELECT count(*) FROM "User"')
+    forced = await asyncio.to_thread(
+        run_cli, "db", "downgrade", "base", "--force", database_url=url
+    )
+
+    assert refused.returncode == 1 and "--force" in error_lines(refused)[0]
+    assert one_step.returncode == 0, one_step.stderr
+    assert still_there[0][0] == 0  # the table survived the refusal
+    assert forced.returncode == 0, forced.stderr
+    assert await fetch(scratch_db, "SELECT 1 FROM pg_tables WHERE tablename = 'User'") == []
