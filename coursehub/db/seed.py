@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.core.console import console, err_console
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
-from coursehub.core.errors import StoreError
+from coursehub.core.errors import StoreError, ValidationFailed
+from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.security import hash_password
 from coursehub.core.settings import get_settings
@@ -30,15 +32,20 @@ from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURS
 
 # Every model, so the mappers' relationships resolve.
 from coursehub.models import Coupon, Course, Role, User
+from coursehub.users.schemas import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Email, NewPassword
 
 if TYPE_CHECKING:
     from coursehub.db.bulk import BulkReport
 
 GENERATED_PASSWORD_BYTES = 12  # 16 URL-safe characters
+# Tries at a free username for the admin, each after a sign-up took the one we picked.
+ADMIN_INSERT_ATTEMPTS = 5
 
 
 @dataclass
 class SeedReport:
+    # Per kind ("admins", "courses", "coupons"): rows written by this run, and rows
+    # that were already there and left as they were.
     created: dict[str, int] = field(default_factory=dict)
     existing: dict[str, int] = field(default_factory=dict)
     admin_email: str = ""
@@ -51,6 +58,62 @@ class SeedReport:
     @property
     def changed(self) -> bool:
         return any(self.created.values())
+
+
+class InvalidAdminSettings(ValidationFailed):
+    code = "invalid_admin_settings"
+    title = "ADMIN_EMAIL or ADMIN_PASSWORD is not valid"
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """ADMIN_EMAIL / ADMIN_PASSWORD, checked by sign-up's rules; None where not set."""
+
+    email: str | None
+    password: str | None
+
+
+_EMAIL = TypeAdapter(Email)
+_PASSWORD = TypeAdapter(NewPassword)
+
+
+def check_admin_settings(email: str | None, password: str | None) -> AdminSettings:
+    """ADMIN_EMAIL and ADMIN_PASSWORD checked by the rules of sign-up
+    (`coursehub.users.schemas`), so seeding can't make an admin the API would refuse.
+    A blank value counts as not set. Raises InvalidAdminSettings, in one line."""
+    given_email = (email or "").strip() or None
+    problems = []
+    checked_email = checked_password = None
+    if given_email is not None:
+        try:
+            checked_email = _EMAIL.validate_python(given_email)
+        except ValidationError as exc:
+            problems.append(f"ADMIN_EMAIL: {exc.errors()[0]['msg']}")
+    if password:
+        try:
+            checked_password = _PASSWORD.validate_python(password)
+        except ValidationError:
+            problems.append(
+                f"ADMIN_PASSWORD: must be {PASSWORD_MIN_LENGTH}–{PASSWORD_MAX_LENGTH} characters"
+            )
+    if problems:
+        raise InvalidAdminSettings(
+            "; ".join(problems) + " (the rules of sign-up); nothing was written"
+        )
+    return AdminSettings(email=checked_email, password=checked_password)
+
+
+def admin_settings() -> AdminSettings:
+    """The settings' ADMIN_EMAIL and ADMIN_PASSWORD, checked (see check_admin_settings)."""
+    settings = get_settings()
+    password = settings.admin_password.get_secret_value() if settings.admin_password else None
+    return check_admin_settings(settings.admin_email, password)
+
+
+class SeedFailed(StoreError):
+    status = 409
+    code = "seed_failed"
+    title = "The demo data could not be seeded"
 
 
 class NotMigrated(StoreError):
@@ -92,49 +155,91 @@ async def _free_username(session: AsyncSession, base: str) -> str:
     return f"{base}-{n}"
 
 
-async def _seed_admin(session: AsyncSession, report: SeedReport) -> str:
-    """The admin's id: found by email, or created with ADMIN_PASSWORD or a generated one."""
-    settings = get_settings()
-    email = (settings.admin_email or DEFAULT_ADMIN_EMAIL).strip().lower()
+async def _seed_admin(session: AsyncSession, report: SeedReport, wanted: AdminSettings) -> str:
+    """The id of the admin the demo data is made by.
+
+    With ADMIN_EMAIL: the account with that email, created (with ADMIN_PASSWORD or a
+    generated password) if there is none. Without it: the oldest existing admin, if
+    any, so a later plain `db seed` does not add a second admin next to the one an
+    earlier run made from ADMIN_EMAIL; else admin@coursehub.dev is created.
+
+    The caller holds the admin-set lock, so seeds running at once see each other's admin.
+    """
+    if wanted.email is None:
+        oldest_admin = await session.scalar(
+            select(User).where(User.role == Role.admin).order_by(User.created_at, User.id).limit(1)
+        )
+        if oldest_admin is not None:
+            report.admin_email = oldest_admin.email
+            report.existing["admins"] = 1
+            return oldest_admin.id
+    email = wanted.email or DEFAULT_ADMIN_EMAIL
     report.admin_email = email
-    existing = await session.scalar(select(User).where(func.lower(User.email) == email))
+    existing = await _user_by_email(session, email)
     if existing is None:
-        if settings.admin_password is not None:
-            password, generated = settings.admin_password.get_secret_value(), False
+        if wanted.password is not None:
+            password, generated = wanted.password, False
         else:
             password, generated = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES), True
         # argon2 is deliberately slow: off the event loop.
         hashed = await asyncio.to_thread(hash_password, password)
-        now = utcnow()
-        admin_id: str | None = await session.scalar(
-            insert(User)
-            .values(
-                id=new_id(),
+        for _ in range(ADMIN_INSERT_ATTEMPTS):
+            admin_id = await _insert_admin(
+                session,
                 email=email,
                 username=await _free_username(session, _username_base(email)),
-                password=hashed,
-                role=Role.admin,
-                created_at=now,
-                updated_at=now,
+                password_hash=hashed,
             )
-            .on_conflict_do_nothing()
-            .returning(User.id)
-        )
-        if admin_id is not None:
-            report.created["users"] = 1
-            report.admin_created = True
-            report.generated_admin_password = password if generated else None
-            return admin_id
-        # A concurrent seed created it between our look and our insert.
-        existing = await session.scalar(select(User).where(func.lower(User.email) == email))
-        assert existing is not None
-    report.existing["users"] = 1
+            if admin_id is not None:
+                report.created["admins"] = 1
+                report.admin_created = True
+                report.generated_admin_password = password if generated else None
+                return admin_id
+            # The insert conflicted: on the email (the account was made meanwhile, by
+            # a sign-up: seeds wait on the lock) or on the username (someone signed up
+            # with it since we looked), in which case another name is tried.
+            existing = await _user_by_email(session, email)
+            if existing is not None:
+                break
+        else:
+            raise SeedFailed(
+                f"could not find a free username for the admin {email}; "
+                "try again, or create it with `coursehub users create-admin`"
+            )
     if existing.role != Role.admin:
         report.warning = (
             f"{email} exists but is not an admin; left unchanged "
             f"(make it one with PATCH /api/v1/admin/users/{existing.id})"
         )
+    else:
+        report.existing["admins"] = 1
     return existing.id
+
+
+async def _user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(func.lower(User.email) == email))
+
+
+async def _insert_admin(
+    session: AsyncSession, *, email: str, username: str, password_hash: str
+) -> str | None:
+    """The new admin's id, or None if the email or the username is taken."""
+    now = utcnow()
+    admin_id: str | None = await session.scalar(
+        insert(User)
+        .values(
+            id=new_id(),
+            email=email,
+            username=username,
+            password=password_hash,
+            role=Role.admin,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(User.id)
+    )
+    return admin_id
 
 
 async def _seed_courses(session: AsyncSession, report: SeedReport, admin_id: str) -> None:
@@ -203,15 +308,25 @@ async def _seed_coupons(session: AsyncSession, report: SeedReport, admin_id: str
     report.existing["coupons"] = len(rows) - report.created["coupons"]
 
 
-async def seed_demo_data(config: DatabaseConfig) -> SeedReport:
+async def seed_demo_data(
+    config: DatabaseConfig, *, admin: AdminSettings | None = None
+) -> SeedReport:
     """Write the admin, the demo courses and the demo coupons that are missing, in one
-    transaction. Nothing already there is changed."""
+    transaction. Nothing already there is changed.
+
+    `admin`: the admin's email and password; by default ADMIN_EMAIL / ADMIN_PASSWORD,
+    checked before anything is written.
+    """
+    wanted = admin if admin is not None else admin_settings()
     report = SeedReport()
     database = Database(config, pool_size=1)
     try:
         async with database.transaction() as session:
             await ensure_migrated(session)
-            admin_id = await _seed_admin(session, report)
+            # One seed at a time, and not while an admin is being demoted or removed:
+            # whether "an admin exists" must still hold when we act on it.
+            await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+            admin_id = await _seed_admin(session, report, wanted)
             await _seed_courses(session, report, admin_id)
             await _seed_coupons(session, report, admin_id)
     finally:
@@ -223,23 +338,31 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-NOUNS = {"users": "admin", "courses": "course", "coupons": "coupon"}
+def _kept(report: SeedReport) -> str:
+    """What was already there, per kind: "admin a@b.co, 11 courses, 6 coupons"."""
+    parts = [f"admin {report.admin_email}"] if report.existing.get("admins") else []
+    parts += [
+        _count(report.existing[kind], noun)
+        for kind, noun in (("courses", "course"), ("coupons", "coupon"))
+        if report.existing.get(kind)
+    ]
+    return ", ".join(parts)
 
 
 def print_seed_report(report: SeedReport) -> None:
     if not report.changed:
         console.print(
-            "Nothing to do: the demo data is already there "
-            f"(admin {report.admin_email}, {_count(report.existing.get('courses', 0), 'course')}, "
-            f"{_count(report.existing.get('coupons', 0), 'coupon')}); nothing was changed."
+            f"Nothing to do: the demo data is already there ({_kept(report)}); nothing was changed."
         )
     else:
-        parts = [
-            _count(report.created[kind], NOUNS[kind]) for kind in NOUNS if report.created.get(kind)
+        made = [
+            _count(report.created[kind], noun)
+            for kind, noun in (("admins", "admin"), ("courses", "course"), ("coupons", "coupon"))
+            if report.created.get(kind)
         ]
-        kept = sum(report.existing.values())
-        tail = f" ({kept} already there, left as they were)." if kept else "."
-        console.print("Seeded " + ", ".join(parts) + tail)
+        kept = _kept(report)
+        tail = f" Already there, left as they were: {kept}." if kept else ""
+        console.print("Seeded " + ", ".join(made) + "." + tail)
     if report.admin_created:
         console.print(f"Admin: {report.admin_email}")
         if report.generated_admin_password is not None:

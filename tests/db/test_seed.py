@@ -11,17 +11,26 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.catalog.enums import CourseLevel
 from coursehub.catalog.schemas import CourseCreate
 from coursehub.catalog.service import slug_from_title
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.security import verify_password
+from coursehub.db import seed as seed_module
 from coursehub.db.bulk import BULK_PASSWORD, BulkSeedError
 from coursehub.db.bulk_rows import BulkCoupon, BulkGenerator, PoolCourse
 from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURSES
 from coursehub.db.migrations import migrate
-from coursehub.db.seed import NotMigrated, seed_bulk_data, seed_demo_data
+from coursehub.db.seed import (
+    AdminSettings,
+    InvalidAdminSettings,
+    NotMigrated,
+    check_admin_settings,
+    seed_bulk_data,
+    seed_demo_data,
+)
 from tests.db.helpers import broken_invariants, fetch, fetchval, run_cli, table_checksums
 
 pytestmark = pytest.mark.committing
@@ -112,7 +121,7 @@ async def test_a_second_seed_changes_nothing(migrated_db: DatabaseConfig) -> Non
     assert not again.changed and not again.admin_created
     assert again.generated_admin_password is None
     assert again.existing == {
-        "users": 1,
+        "admins": 1,
         "courses": len(DEMO_COURSES),
         "coupons": len(DEMO_COUPONS),
     }
@@ -134,6 +143,106 @@ async def test_seeding_a_database_that_is_not_migrated_says_so(
 ) -> None:
     with pytest.raises(NotMigrated, match="coursehub db migrate"):
         await seed_demo_data(scratch_db)
+
+
+async def test_without_admin_email_an_existing_admin_is_kept_not_joined(
+    migrated_db: DatabaseConfig,
+) -> None:
+    first = await seed_demo_data(
+        migrated_db, admin=AdminSettings(email="a@b.co", password="a-long-admin-password")
+    )
+    before = await table_checksums(migrated_db)
+
+    again = await seed_demo_data(migrated_db, admin=AdminSettings(email=None, password=None))
+
+    assert first.admin_created
+    assert not again.changed and not again.admin_created
+    assert again.admin_email == "a@b.co"
+    assert again.existing == {
+        "admins": 1,
+        "courses": len(DEMO_COURSES),
+        "coupons": len(DEMO_COUPONS),
+    }
+    assert await table_checksums(migrated_db) == before
+
+
+async def test_an_admin_email_of_a_non_admin_is_not_counted_as_an_admin(
+    migrated_db: DatabaseConfig,
+) -> None:
+    await fetch(
+        migrated_db,
+        """INSERT INTO "User" ("id", "email", "username", "password", "updatedAt")
+           VALUES ($1, 'shopper@store.example', 'shopper', 'x', now())""",
+        str(uuid.uuid4()),
+    )
+    report = await seed_demo_data(
+        migrated_db, admin=AdminSettings(email="shopper@store.example", password=None)
+    )
+
+    assert report.warning is not None and "not an admin" in report.warning
+    assert report.existing.get("admins", 0) == 0
+    assert (
+        await fetchval(migrated_db, """SELECT count(*) FROM "User" WHERE "role" = 'admin'""") == 0
+    )
+
+
+async def test_a_username_taken_between_the_look_and_the_insert_is_not_fatal(
+    migrated_db: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The admin's insert can conflict on the username rather than the email (someone
+    signed up as `owner` meanwhile): the seed picks another name instead of failing."""
+    await fetch(
+        migrated_db,
+        """INSERT INTO "User" ("id", "email", "username", "password", "updatedAt")
+           VALUES ($1, 'someone@else.example', 'owner', 'x', now())""",
+        str(uuid.uuid4()),
+    )
+    real_free_username = seed_module._free_username
+    calls = 0
+
+    async def stale_then_real(session: AsyncSession, base: str) -> str:
+        nonlocal calls
+        calls += 1
+        # The first look is stale: it saw `owner` as free.
+        return base if calls == 1 else await real_free_username(session, base)
+
+    monkeypatch.setattr(seed_module, "_free_username", stale_then_real)
+
+    report = await seed_demo_data(
+        migrated_db, admin=AdminSettings(email="owner@store.example", password=None)
+    )
+
+    assert report.admin_created and calls == 2
+    rows = await fetch(migrated_db, """SELECT "email", "username", "role" FROM "User" """)
+    assert {(r["email"], r["username"], r["role"]) for r in rows} == {
+        ("someone@else.example", "owner", "user"),
+        ("owner@store.example", "owner-2", "admin"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("email", "password", "bad"),
+    [
+        ("not-an-email", "a-long-admin-password", "ADMIN_EMAIL"),
+        ("owner@", None, "ADMIN_EMAIL"),
+        ("owner@store.example", "x", "ADMIN_PASSWORD"),
+        (None, "short", "ADMIN_PASSWORD"),
+        ("owner@store.example", "p" * 129, "ADMIN_PASSWORD"),
+    ],
+)
+def test_admin_settings_follow_the_rules_of_sign_up(
+    email: str | None, password: str | None, bad: str
+) -> None:
+    with pytest.raises(InvalidAdminSettings, match=bad) as caught:
+        check_admin_settings(email, password)
+    assert "\n" not in str(caught.value)
+
+
+def test_admin_settings_are_normalised_as_sign_up_does_and_blank_is_unset() -> None:
+    assert check_admin_settings(" Owner@Store.EXAMPLE ", "p" * 8) == AdminSettings(
+        email="owner@store.example", password="p" * 8
+    )
+    assert check_admin_settings("", "") == AdminSettings(email=None, password=None)
 
 
 # --- the CLI -----------------------------------------------------------------------------
@@ -191,6 +300,65 @@ async def test_cli_reset_refuses_without_force_and_rebuilds_with_it(
         == 0
     )
     assert "shown once" in reset.stdout  # a new admin, so a new password
+
+
+async def test_cli_reset_with_invalid_admin_settings_fails_in_one_line_and_drops_nothing(
+    migrated_db: DatabaseConfig,
+) -> None:
+    await seed_demo_data(migrated_db)
+    before = await table_checksums(migrated_db)
+
+    result = await asyncio.to_thread(
+        run_cli,
+        "db",
+        "reset",
+        "--force",
+        config=migrated_db,
+        env={"ADMIN_EMAIL": "not-an-email", "ADMIN_PASSWORD": "x"},
+    )
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "ADMIN_EMAIL" in errors[0] and "ADMIN_PASSWORD" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert await table_checksums(migrated_db) == before
+
+
+async def test_cli_seed_with_a_short_admin_password_writes_nothing(
+    migrated_db: DatabaseConfig,
+) -> None:
+    result = await asyncio.to_thread(
+        run_cli, "db", "seed", config=migrated_db, env={"ADMIN_PASSWORD": "x"}
+    )
+
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "ADMIN_PASSWORD" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+    for table in ("User", "Course", "Coupon"):
+        assert await fetchval(migrated_db, f'SELECT count(*) FROM "{table}"') == 0
+
+
+async def test_cli_seed_reports_what_it_made_and_what_it_kept_by_kind(
+    migrated_db: DatabaseConfig,
+) -> None:
+    await seed_demo_data(migrated_db)
+    await fetch(migrated_db, """DELETE FROM "Coupon" WHERE "code" = 'FLAT300'""")
+
+    topped_up = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db)
+    second = await asyncio.to_thread(run_cli, "db", "seed", config=migrated_db)
+
+    assert topped_up.returncode == 0, topped_up.stderr
+    assert "Seeded 1 coupon." in topped_up.stdout, topped_up.stdout
+    assert (
+        f"Already there, left as they were: admin {DEFAULT_ADMIN_EMAIL}, "
+        f"{len(DEMO_COURSES)} courses, {len(DEMO_COUPONS) - 1} coupons." in topped_up.stdout
+    ), topped_up.stdout
+    assert second.returncode == 0, second.stderr
+    assert "Nothing to do" in second.stdout and "nothing was changed" in second.stdout
+    assert f"admin {DEFAULT_ADMIN_EMAIL}" in second.stdout
+    assert await fetchval(migrated_db, 'SELECT count(*) FROM "User"') == 1
 
 
 # --- the bulk dataset --------------------------------------------------------------------
