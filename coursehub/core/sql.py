@@ -173,6 +173,14 @@ class DriverStatement:
         return result.all() if result.returns_rows else []
 
 
+async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
+    """The asyncpg connection under the session's (the request's) connection."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    return driver
+
+
 def _integrity_error(
     sql: str, arguments: Sequence[Any], exc: asyncpg.IntegrityConstraintViolationError
 ) -> IntegrityError:
