@@ -41,7 +41,7 @@ from coursehub.models import (
     PaymentStatus,
     User,
 )
-from coursehub.orders.service import expire_stale_orders
+from coursehub.orders.service import expire_stale_order_batch
 from tests.factories import auth_headers, make_admin, make_coupon, make_course, make_user
 from tests.payments.helpers import commit_setup, deliver
 
@@ -144,7 +144,9 @@ async def test_every_order_keeps_the_invariants(
 
     # Dev: one left pending, one expired, one still pending in the end.
     d1 = await store.checkout(dev, [docker.id], "FIFTEEN")
-    await expire_stale_orders(session, ttl=timedelta(minutes=30), now=utcnow() + timedelta(hours=1))
+    await expire_stale_order_batch(
+        session, ttl=timedelta(minutes=30), now=utcnow() + timedelta(hours=1)
+    )
     await commit_setup(session)
     d2 = await store.checkout(dev, [docker.id, python.id])
     assert d1["orderNumber"] != d2["orderNumber"]

@@ -15,12 +15,12 @@ orders_app = typer.Typer(no_args_is_help=True)
 
 
 async def _expire(config: DatabaseConfig, ttl: timedelta) -> list[str]:
-    from coursehub.orders.service import expire_stale_orders
+    from coursehub.orders.expiry import expire_stale_orders
 
     database = Database(config, pool_size=1)
     try:
-        async with database.transaction() as session:
-            return await expire_stale_orders(session, ttl=ttl)
+        # Each batch commits on its own (see expire_stale_orders).
+        return await expire_stale_orders(database, ttl=ttl)
     finally:
         await database.dispose()
 

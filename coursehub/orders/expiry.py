@@ -2,8 +2,8 @@
 
 Every server process runs the loop; that is safe because expiry locks the orders it
 cancels with SKIP LOCKED (two processes never cancel the same order, nor wait on each
-other) and each round is one short transaction. `coursehub orders expire` does the same
-once, for operators who prefer cron or run with the loop turned off.
+other) and each batch of a round is its own short transaction. `coursehub orders expire`
+does the same once, for operators who prefer cron or run with the loop turned off.
 """
 
 from __future__ import annotations
@@ -11,12 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from coursehub.core.database import Database
-from coursehub.orders.service import expire_stale_orders
+from coursehub.core.models import utcnow
+from coursehub.orders.service import EXPIRY_BATCH, expire_stale_order_batch
 
 logger = logging.getLogger("coursehub.orders")
+
+
+async def expire_stale_orders(
+    database: Database,
+    *,
+    ttl: timedelta,
+    now: datetime | None = None,
+    batch_size: int = EXPIRY_BATCH,
+) -> list[str]:
+    """Cancel every pending order created more than `ttl` ago, `batch_size` at a time, each
+    batch committed in its own transaction: a backlog never holds thousands of row locks,
+    and a batch that fails (it raises) leaves the batches before it committed. The
+    numbers of the orders expired."""
+    now = now or utcnow()
+    expired: list[str] = []
+    while True:
+        async with database.transaction() as session:
+            batch = await expire_stale_order_batch(session, ttl=ttl, now=now, limit=batch_size)
+        expired.extend(batch)
+        if len(batch) < batch_size:
+            return expired
 
 
 async def expire_orders_periodically(
@@ -25,8 +47,7 @@ async def expire_orders_periodically(
     """Expire pending orders older than `ttl` every `interval_seconds` until `stop` is set."""
     while not stop.is_set():
         try:
-            async with database.transaction() as session:
-                expired = await expire_stale_orders(session, ttl=ttl)
+            expired = await expire_stale_orders(database, ttl=ttl)
             if expired:
                 logger.info("expired %d pending order(s): %s", len(expired), ", ".join(expired))
         except Exception:

@@ -20,7 +20,7 @@ from coursehub.orders.transitions import move_order
 from coursehub.users.models import User
 
 LIST_CONTEXT = "orders:mine:newest"
-# Expiry cancels in batches, each its own short statement, so a backlog never holds
+# Expiry cancels in batches, each its own short transaction, so a backlog never holds
 # thousands of row locks at once.
 EXPIRY_BATCH = 500
 
@@ -87,17 +87,17 @@ async def cancel_order(session: AsyncSession, *, user: User, order_number: str) 
     return order
 
 
-async def expire_stale_orders(
-    session: AsyncSession, *, ttl: timedelta, now: datetime | None = None
+async def expire_stale_order_batch(
+    session: AsyncSession, *, ttl: timedelta, now: datetime, limit: int = EXPIRY_BATCH
 ) -> list[str]:
-    """Cancel every pending order created more than `ttl` ago (which gives back its coupon
-    use, as any cancellation does). The numbers of the orders expired."""
-    now = now or utcnow()
-    expired: list[str] = []
-    while True:
-        batch = await repository.expire_pending_orders(
-            session, created_before=now - ttl, now=now, limit=EXPIRY_BATCH
-        )
-        expired.extend(batch)
-        if len(batch) < EXPIRY_BATCH:
-            return expired
+    """Cancel up to `limit` pending orders created more than `ttl` before `now` (which gives
+    back their coupon uses, as any cancellation does). The numbers of the orders expired.
+
+    One batch: the caller commits it and asks again while a full batch came back
+    (`orders.expiry.expire_stale_orders`), so no transaction holds more than `limit`
+    order locks nor keeps a backlog's worth of work uncommitted. Keep `now` fixed
+    across a run's batches: orders placed meanwhile are not the run's to expire.
+    """
+    return await repository.expire_pending_orders(
+        session, created_before=now - ttl, now=now, limit=limit
+    )

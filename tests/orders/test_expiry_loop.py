@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Text, literal_column, select
 
 from coursehub.app import create_app
 from coursehub.core.database import Database
 from coursehub.core.models import utcnow
 from coursehub.core.settings import Settings
+from coursehub.orders.expiry import expire_stale_orders
 from coursehub.orders.models import Order, OrderStatus
 from tests.factories import make_course, make_order, make_user
 
@@ -62,3 +64,34 @@ async def test_the_loop_can_be_turned_off(committed_db: Database, settings: Sett
         await asyncio.sleep(0.3)
 
     assert await order_status(committed_db, stale.id) == OrderStatus.pending
+
+
+async def test_each_batch_of_a_backlog_commits_in_its_own_transaction(
+    committed_db: Database,
+) -> None:
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+        course = await make_course(session)
+        stale_ids = [
+            (
+                await make_order(
+                    session, user=user, courses=[course], created_at=utcnow() - timedelta(hours=2)
+                )
+            ).id
+            for _ in range(5)
+        ]
+        fresh = await make_order(session, user=user, courses=[course])
+
+    expired = await expire_stale_orders(committed_db, ttl=timedelta(minutes=30), batch_size=2)
+
+    assert len(expired) == 5
+    async with committed_db.transaction() as session:
+        # xmin is the id of the transaction that last wrote the row: one per batch.
+        xmin = literal_column('"Order".xmin::text', type_=Text)
+        rows = list(
+            await session.execute(select(Order.status, xmin).where(Order.id.in_(stale_ids)))
+        )
+    assert {status for status, _ in rows} == {OrderStatus.cancelled}
+    per_transaction = Counter(writer for _, writer in rows)
+    assert sorted(per_transaction.values()) == [1, 2, 2]
+    assert await order_status(committed_db, fresh.id) == OrderStatus.pending

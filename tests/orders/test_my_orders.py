@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from coursehub.core.models import utcnow
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import CouponUsage, Order, OrderStatus, PaymentStatus
-from coursehub.orders.service import expire_stale_orders
+from coursehub.orders.service import expire_stale_order_batch
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -253,7 +253,7 @@ async def test_expiry_cancels_stale_pending_orders_and_gives_their_coupon_uses_b
     await make_enrollment(session, user=user, course=course, order=old_paid)
     await session.commit()
 
-    expired = await expire_stale_orders(session, ttl=timedelta(minutes=30), now=now)
+    expired = await expire_stale_order_batch(session, ttl=timedelta(minutes=30), now=now)
 
     assert expired == [stale.order_number]
     statuses = {
@@ -280,4 +280,4 @@ async def test_expiry_cancels_stale_pending_orders_and_gives_their_coupon_uses_b
     assert metadata == {"cancelReason": "expired"}
     await assert_order_invariants(session)
     # A second run finds nothing more to do.
-    assert await expire_stale_orders(session, ttl=timedelta(minutes=30), now=now) == []
+    assert await expire_stale_order_batch(session, ttl=timedelta(minutes=30), now=now) == []
