@@ -44,9 +44,12 @@ IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        max_length=checkout.IDEMPOTENCY_KEY_MAX_LENGTH,
+        # No `max_length` here: checkout checks the key (length, printable ASCII) and
+        # answers with the documented `invalid_idempotency_key`, not FastAPI's generic
+        # `validation_failed`.
         description="Makes a retry safe: the same key from the same buyer returns the same "
-        "order (200, `Idempotent-Replayed: true`) instead of placing a second one.",
+        "order (200, `Idempotent-Replayed: true`) instead of placing a second one. "
+        f"1–{checkout.IDEMPOTENCY_KEY_MAX_LENGTH} printable ASCII characters.",
     ),
 ]
 
