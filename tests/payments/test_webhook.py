@@ -510,3 +510,59 @@ async def test_unknown_extra_fields_from_the_gateway_are_ignored(
 
     assert response.status_code == 200
     assert response.json()["outcome"] == "captured"
+
+
+def non_canonical(payload: dict[str, Any]) -> bytes:
+    """The event as a gateway might lay it out: keys in another order, spaces, a newline."""
+    parts = [f'  "{key}" :  {json.dumps(value)}' for key, value in reversed(payload.items())]
+    return ("{\n" + " ,\n".join(parts) + "\n}\n").encode()
+
+
+async def test_a_non_canonical_body_signed_over_its_raw_bytes_is_accepted(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    payload = event(pending_order, payment_id="pay_raw")
+    body = non_canonical(payload)
+    assert body != json.dumps(payload).encode()
+    assert json.loads(body) == payload  # the same event
+
+    response = await client.post(
+        WEBHOOK,
+        content=body,
+        headers={
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(body, TEST_WEBHOOK_SECRET),
+        },
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "captured"
+    order = await fresh(session, pending_order)
+    assert order.status == OrderStatus.completed
+    assert order.metadata_ is not None and order.metadata_["paymentId"] == "pay_raw"
+
+
+async def test_a_body_signed_over_its_canonical_form_instead_of_its_bytes_is_refused(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    """The signature covers the bytes as sent: the store must not re-serialise the event
+    before checking it, or the gateway's signature would not be what is verified."""
+    before = await snapshot(session, pending_order)
+    payload = event(pending_order)
+    body = non_canonical(payload)
+    for canonical in (
+        json.dumps(payload).encode(),
+        json.dumps(payload, sort_keys=True, separators=(",", ":")).encode(),
+    ):
+        response = await client.post(
+            WEBHOOK,
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign(canonical, TEST_WEBHOOK_SECRET),
+            },
+        )
+
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "invalid_signature"
+    assert await snapshot(session, pending_order) == before
