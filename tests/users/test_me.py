@@ -40,6 +40,7 @@ ME = "/api/v1/me"
 PROFILE = "/api/v1/me/profile"
 PREFERENCES = "/api/v1/me/preferences"
 LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
 
 
 async def rows(session: AsyncSession, model: Any, user_id: str) -> int:
@@ -325,6 +326,38 @@ async def test_delete_me_with_orders_anonymises_and_keeps_the_orders(
         json={"email": "buyer@example.com", "username": "buyer", "password": "long-enough"},
     )
     assert again.status_code == 201
+
+
+@pytest.mark.parametrize("has_orders", [False, True], ids=["deleted", "anonymised"])
+async def test_a_refresh_token_is_rejected_after_delete_me(
+    client: httpx.AsyncClient, session: AsyncSession, has_orders: bool
+) -> None:
+    user = await make_user(session)
+    if has_orders:
+        await make_order(session, user=user, courses=[await make_course(session)])
+    await session.commit()
+    signed_in = await client.post(
+        LOGIN, json={"login": user.username, "password": DEFAULT_PASSWORD}
+    )
+    assert signed_in.status_code == 200, signed_in.text
+    tokens = signed_in.json()
+    # The refresh token works until the account goes.
+    still_good = await client.post(REFRESH, json={"refreshToken": tokens["refreshToken"]})
+    assert still_good.status_code == 200, still_good.text
+
+    response = await client.request(
+        "DELETE",
+        ME,
+        json={"password": DEFAULT_PASSWORD},
+        headers={"Authorization": f"Bearer {tokens['accessToken']}"},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"outcome": "anonymised" if has_orders else "deleted"}
+    for refresh_token in (tokens["refreshToken"], still_good.json()["refreshToken"]):
+        refreshed = await client.post(REFRESH, json={"refreshToken": refresh_token})
+        assert refreshed.status_code == 401, refreshed.text
+        assert refreshed.json()["code"] == "invalid_refresh_token"
 
 
 async def test_delete_me_needs_the_password(
