@@ -27,16 +27,20 @@ CursorValue = str | int | float | bool | None
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
+# One encoder: json.dumps with non-default options builds a new one on every call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
 
 class CursorCodec:
     def __init__(self, secret: str) -> None:
         self._key = hashlib.sha256(b"coursehub-cursor:" + secret.encode()).digest()
 
     def _sign(self, context: str, payload: bytes) -> bytes:
-        return hmac.new(self._key, context.encode() + b"\0" + payload, hashlib.sha256).digest()[:12]
+        # hmac.digest: the one-shot C path, the same bytes as hmac.new(...).digest().
+        return hmac.digest(self._key, context.encode() + b"\0" + payload, "sha256")[:12]
 
     def encode(self, context: str, values: list[CursorValue]) -> str:
-        payload = json.dumps(values, separators=(",", ":")).encode()
+        payload = _COMPACT_JSON.encode(values).encode()
         token = self._sign(context, payload) + payload
         return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
