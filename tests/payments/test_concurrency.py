@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable
+from datetime import timedelta
 from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from coursehub.core.database import Database
+from coursehub.core.models import utcnow
 from coursehub.models import (
     CouponUsage,
     CourseEnrollment,
@@ -24,6 +27,7 @@ from coursehub.models import (
     PaymentStatus,
     User,
 )
+from coursehub.orders.expiry import expire_stale_orders
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -32,6 +36,7 @@ from tests.factories import (
     make_order,
     make_user,
 )
+from tests.orders.invariants import assert_order_invariants
 from tests.payments.helpers import deliver, event
 
 pytestmark = pytest.mark.committing
@@ -188,3 +193,153 @@ async def test_concurrent_refunds_revoke_once(
     assert stored.metadata_ is not None
     assert stored.metadata_["refund"]["reason"] == winner.json()["metadata"]["refund"]["reason"]
     assert [e.status for e in enrollments] == [EnrollmentStatus.revoked] * 2
+
+
+# --- a capture racing the order's cancellation or its expiry -----------------------------
+
+RACES = 4
+
+
+async def waiting_for_locks(database: Database, count: int) -> None:
+    """Return once `count` backends of this database wait on a lock (10 s at most)."""
+    statement = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(1000):
+        async with database.transaction() as session:
+            if (await session.scalar(statement) or 0) >= count:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} requests never queued on the orders' locks")
+
+
+async def check_invariants(database: Database) -> None:
+    async with database.transaction() as session:
+        await assert_order_invariants(session)
+
+
+def assert_cancelled_with_the_capture_flagged(
+    stored: Order, enrollments: list[CourseEnrollment], reason: str, payment_id: str
+) -> None:
+    assert stored.status == OrderStatus.cancelled
+    assert stored.payment_status != PaymentStatus.paid
+    assert stored.metadata_ is not None
+    assert stored.metadata_["cancelReason"] == reason
+    assert stored.metadata_["refundDue"] is True
+    assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == [payment_id]
+    assert enrollments == []
+
+
+def assert_completed_with_enrollments(stored: Order, enrollments: list[CourseEnrollment]) -> None:
+    assert stored.status == OrderStatus.completed
+    assert stored.payment_status == PaymentStatus.paid
+    assert stored.metadata_ is not None and "refundDue" not in stored.metadata_
+    assert sorted(e.status for e in enrollments) == [EnrollmentStatus.active] * 2
+    assert all(e.order_id == stored.id for e in enrollments)
+
+
+async def test_a_capture_racing_the_buyers_cancel_has_exactly_one_winner(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    """Both requests are in flight at once, queued on the order's row lock (held here until
+    they are). PostgreSQL grants a row lock in the order it was asked for, so which one
+    wins is set by which queued first: alternately the capture and the cancel, so both
+    outcomes are exercised."""
+    orders = [await committed_order(committed_db, with_coupon=True) for _ in range(RACES)]
+    async with committed_db.transaction() as session:
+        owners = select(User).where(User.id.in_([o.user_id for o in orders]))
+        buyers = {user.id: auth_headers(user) for user in (await session.scalars(owners))}
+
+    def cancel(order: Order) -> Awaitable[httpx.Response]:
+        return committed_client.post(
+            f"/api/v1/orders/{order.order_number}/cancel", headers=buyers[order.user_id]
+        )
+
+    def capture(order: Order) -> Awaitable[httpx.Response]:
+        return deliver(committed_client, event(order, payment_id=f"pay_{order.order_number}"))
+
+    capture_first = [n % 2 == 0 for n in range(RACES)]
+    pairs: list[tuple[asyncio.Task[httpx.Response], asyncio.Task[httpx.Response]]] = []
+    async with committed_db.transaction() as blocker:
+        await blocker.execute(
+            select(Order.id).where(Order.id.in_([o.id for o in orders])).with_for_update()
+        )
+        for order, first in zip(orders, capture_first, strict=True):
+            racers = (capture, cancel) if first else (cancel, capture)
+            tasks = []
+            for racer in racers:
+                tasks.append(asyncio.ensure_future(racer(order)))
+                await waiting_for_locks(committed_db, 2 * len(pairs) + len(tasks))
+            pairs.append((tasks[0], tasks[1]) if first else (tasks[1], tasks[0]))
+    results = [(await captured, await cancelled) for captured, cancelled in pairs]
+
+    for order, first, (captured, cancelled) in zip(orders, capture_first, results, strict=True):
+        stored, enrollments, usages = await state(committed_db, order)
+        assert captured.status_code == 200, captured.text
+        assert usages == 1  # the usage row stays either way
+        if first:
+            assert captured.json()["outcome"] == "captured"
+            assert cancelled.status_code == 409, cancelled.text
+            assert cancelled.json()["code"] == "order_not_pending"
+            assert_completed_with_enrollments(stored, enrollments)
+        else:
+            assert cancelled.status_code == 200, cancelled.text
+            assert captured.json()["outcome"] == "late_capture_flagged"
+            assert_cancelled_with_the_capture_flagged(
+                stored, enrollments, "cancelled_by_buyer", f"pay_{order.order_number}"
+            )
+    await check_invariants(committed_db)
+
+
+async def test_a_capture_racing_expiry_has_exactly_one_winner(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    """Expiry runs while captures are in flight. Half of the captures are made to hold their
+    order first (queued on its lock, held here): expiry must skip those (SKIP LOCKED),
+    not wait for them nor cancel them, and they complete. The other half race expiry
+    freely: whichever way each goes, the order ends consistent."""
+    orders = []
+    async with committed_db.transaction() as session:
+        for _ in range(RACES):
+            buyer = await make_user(session)
+            courses = [
+                await make_course(session, price="800.00"),
+                await make_course(session, price="200.00"),
+            ]
+            orders.append(
+                await make_order(
+                    session, user=buyer, courses=courses, created_at=utcnow() - timedelta(hours=2)
+                )
+            )
+    held, free = orders[::2], orders[1::2]
+
+    def capture(order: Order) -> Awaitable[httpx.Response]:
+        return deliver(committed_client, event(order, payment_id=f"pay_{order.order_number}"))
+
+    async with committed_db.transaction() as blocker:
+        await blocker.execute(
+            select(Order.id).where(Order.id.in_([o.id for o in held])).with_for_update()
+        )
+        held_captures = [asyncio.ensure_future(capture(o)) for o in held]
+        await waiting_for_locks(committed_db, len(held))
+        free_captures = asyncio.gather(*(capture(o) for o in free))
+        expired = await expire_stale_orders(committed_db, ttl=timedelta(minutes=30))
+        free_responses = await free_captures
+    captures = {o.id: await task for o, task in zip(held, held_captures, strict=True)}
+    captures |= dict(zip([o.id for o in free], free_responses, strict=True))
+
+    assert not {o.order_number for o in held} & set(expired)
+    for order in orders:
+        captured = captures[order.id]
+        assert captured.status_code == 200, captured.text
+        stored, enrollments, _ = await state(committed_db, order)
+        if order.order_number in expired:
+            assert captured.json()["outcome"] == "late_capture_flagged"
+            assert_cancelled_with_the_capture_flagged(
+                stored, enrollments, "expired", f"pay_{order.order_number}"
+            )
+        else:
+            assert captured.json()["outcome"] == "captured"
+            assert_completed_with_enrollments(stored, enrollments)
+    await check_invariants(committed_db)
