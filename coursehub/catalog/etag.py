@@ -4,6 +4,10 @@ The tag is a hash of the response body, so it changes exactly when what the
 client would see changes (an admin viewing a draft gets another body, hence
 another tag). The query still runs; a 304 saves the transfer and the client's
 parsing. Used as the catalogue router's `route_class`.
+
+Because the body depends on who asks (an admin sees drafts a visitor gets a 404 for),
+every tagged response, a 304 too, says `Vary: Authorization`: a shared cache must not
+hand an admin's draft to a visitor, nor revalidate one caller's copy with another's tag.
 """
 
 from __future__ import annotations
@@ -14,6 +18,17 @@ from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+
+# The request headers a catalogue response depends on: the caller (drafts for admins).
+VARY_ON = "Authorization"
+
+
+def with_vary(existing: str | None, header: str = VARY_ON) -> str:
+    """`existing` Vary value with `header` added once (case-insensitively), order kept."""
+    names = [name.strip() for name in (existing or "").split(",") if name.strip()]
+    if "*" in names or header.lower() in (name.lower() for name in names):
+        return ", ".join(names)
+    return ", ".join([*names, header])
 
 
 def body_etag(body: bytes) -> str:
@@ -44,9 +59,12 @@ class ETagRoute(APIRoute):
             if not isinstance(body, bytes):
                 return response  # a streamed body has no hash to give
             etag = body_etag(body)
+            vary = with_vary(response.headers.get("vary"))
             if etag_matches(request.headers.get("if-none-match"), etag):
-                return Response(status_code=304, headers={"ETag": etag})
+                # RFC 9110 §15.4.5: a 304 carries the Vary the 200 would have.
+                return Response(status_code=304, headers={"ETag": etag, "Vary": vary})
             response.headers["ETag"] = etag
+            response.headers["Vary"] = vary
             return response
 
         return handler_with_etag

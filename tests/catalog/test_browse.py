@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.catalog.etag import with_vary
 from coursehub.core.models import utcnow
 from coursehub.models import Course
 from tests.factories import auth_headers, make_admin, make_course, make_user
@@ -351,3 +352,51 @@ async def test_etag_and_if_none_match(
     assert other.headers["etag"] == etag
     assert changed.status_code == 200
     assert changed.headers["etag"] != etag
+
+
+@pytest.mark.parametrize("path", [URL, f"{URL}/vary-course", "/api/v1/categories"])
+async def test_tagged_responses_vary_by_the_caller(
+    client: httpx.AsyncClient, session: AsyncSession, path: str
+) -> None:
+    await make_course(session, slug="vary-course")
+    await session.commit()
+
+    first = await client.get(path)
+    revalidated = await client.get(path, headers={"If-None-Match": first.headers["etag"]})
+
+    assert first.status_code == 200 and "etag" in first.headers
+    assert "Authorization" in [v.strip() for v in first.headers["vary"].split(",")]
+    assert revalidated.status_code == 304
+    assert "Authorization" in [v.strip() for v in revalidated.headers["vary"].split(",")]
+
+
+async def test_an_admins_draft_response_varies_and_its_tag_gives_a_visitor_nothing(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Why the responses vary: the same URL answers an admin with a draft and a visitor
+    with a 404, so a cache keyed on the URL alone would leak the draft."""
+    admin = await make_admin(session)
+    await make_course(session, slug="secret-draft", published=False)
+    await session.commit()
+
+    as_admin = await client.get(f"{URL}/secret-draft", headers=auth_headers(admin))
+    as_visitor = await client.get(
+        f"{URL}/secret-draft", headers={"If-None-Match": as_admin.headers["etag"]}
+    )
+
+    assert as_admin.status_code == 200
+    assert "Authorization" in as_admin.headers["vary"]
+    assert as_visitor.status_code == 404  # not a 304 on the admin's tag
+
+
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        (None, "Authorization"),
+        ("Accept-Encoding", "Accept-Encoding, Authorization"),
+        ("accept-encoding, authorization", "accept-encoding, authorization"),
+        ("*", "*"),
+    ],
+)
+def test_vary_is_added_once(existing: str | None, expected: str) -> None:
+    assert with_vary(existing) == expected
