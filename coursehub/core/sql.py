@@ -47,7 +47,7 @@ import asyncpg
 from asyncpg import Record
 from sqlalchemy import inspect
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
@@ -105,43 +105,24 @@ class DriverStatement:
                 arguments.append(default)
         return arguments
 
-    async def _prepare(
-        self, session: AsyncSession, parameters: dict[str, Any]
-    ) -> tuple[asyncpg.Connection, list[Any]]:
+    async def fetch(self, session: AsyncSession, **parameters: Any) -> list[Record]:
+        """The rows of a read, on the driver (see the module's docstring)."""
         connection = await session.connection()
-        arguments = self.arguments(parameters)
         sync_connection = connection.sync_connection
         assert sync_connection is not None
-        # Statement listeners on the engine (logging, the tests' query counts) see these
-        # statements as they see the session's own: same SQL, same positional parameters.
-        announce = sync_connection.dispatch.before_cursor_execute
-        if announce:
-            announce(sync_connection, None, self.sql, tuple(arguments), None, False)
         # `Connection.connection` is the pooled connection the session already holds;
         # `get_raw_connection()` would cross into a greenlet only to read it. An
         # invalidated connection must be re-established: that needs the async path.
+        driver: asyncpg.Connection
         if sync_connection.invalidated:
-            raw = await connection.get_raw_connection()
+            driver = (await connection.get_raw_connection()).driver_connection
         else:
-            raw = sync_connection.connection
-        driver: asyncpg.Connection = raw.driver_connection
-        return driver, arguments
-
-    async def fetch(self, session: AsyncSession, **parameters: Any) -> list[Record]:
-        connection, arguments = await self._prepare(session, parameters)
-        try:
-            rows: list[Record] = await connection.fetch(self.sql, *arguments)
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise _integrity_error(self.sql, arguments, exc) from exc
-        return rows
+            driver = sync_connection.connection.driver_connection
+        return await self._on_driver(sync_connection, driver, self.arguments(parameters))
 
     async def fetchrow(self, session: AsyncSession, **parameters: Any) -> Record | None:
-        connection, arguments = await self._prepare(session, parameters)
-        try:
-            row: Record | None = await connection.fetchrow(self.sql, *arguments)
-        except asyncpg.IntegrityConstraintViolationError as exc:
-            raise _integrity_error(self.sql, arguments, exc) from exc
-        return row
+        rows = await self.fetch(session, **parameters)
+        return rows[0] if rows else None
 
     async def fetch_in_transaction(
         self, session: AsyncSession, **parameters: Any
@@ -155,22 +136,36 @@ class DriverStatement:
         the session's transaction first, exactly as `session.execute` would. Rows are
         indexable by position either way."""
         connection = await session.connection()
-        arguments = tuple(self.arguments(parameters))
+        arguments = self.arguments(parameters)
         sync_connection = connection.sync_connection
         assert sync_connection is not None
         if not sync_connection.invalidated:
             driver: asyncpg.Connection = sync_connection.connection.driver_connection
             if driver.is_in_transaction():
-                announce = sync_connection.dispatch.before_cursor_execute
-                if announce:
-                    announce(sync_connection, None, self.sql, arguments, None, False)
-                try:
-                    rows: list[Record] = await driver.fetch(self.sql, *arguments)
-                except asyncpg.IntegrityConstraintViolationError as exc:
-                    raise _integrity_error(self.sql, arguments, exc) from exc
-                return rows
-        result = await connection.exec_driver_sql(self.sql, arguments)
+                return await self._on_driver(sync_connection, driver, arguments)
+        result = await connection.exec_driver_sql(self.sql, tuple(arguments))
         return result.all() if result.returns_rows else []
+
+    async def _on_driver(
+        self, sync_connection: Connection, driver: asyncpg.Connection, arguments: list[Any]
+    ) -> list[Record]:
+        # Statement listeners on the engine (logging, timing, the tests' query counts) see
+        # these statements as they see the session's own: the same SQL and positional
+        # parameters (no cursor and no execution context: there are none).
+        dispatch = sync_connection.dispatch
+        if dispatch.before_cursor_execute:
+            dispatch.before_cursor_execute(
+                sync_connection, None, self.sql, tuple(arguments), None, False
+            )
+        try:
+            rows: list[Record] = await driver.fetch(self.sql, *arguments)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise _integrity_error(self.sql, arguments, exc) from exc
+        if dispatch.after_cursor_execute:
+            dispatch.after_cursor_execute(
+                sync_connection, None, self.sql, tuple(arguments), None, False
+            )
+        return rows
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:
