@@ -37,6 +37,8 @@ class Course(IdMixin, TimestampsMixin, Base):
             "id",
             postgresql_where=text('"isPublished"'),
         ),
+        # Added by migration 0007: GET /categories, an index-only scan.
+        Index("Course_published_category_idx", "category", postgresql_where=text('"isPublished"')),
         Index(
             "Course_featured_createdAt_id_idx",
             "createdAt",

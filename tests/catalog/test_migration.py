@@ -1,4 +1,5 @@
-"""Migration 0003: the models declare what it creates (no drift), and downgrade removes it all."""
+"""Migrations 0003 and 0007: the models declare what they create (no drift), and downgrading
+below them removes it all."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ CATALOGUE_INDEXES = {
     "Course_title_id_idx",
     "Course_published_category_createdAt_id_idx",
     "Course_featured_createdAt_id_idx",
+    "Course_published_category_idx",  # 0007
 }
 
 

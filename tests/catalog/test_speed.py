@@ -248,14 +248,6 @@ async def test_a_page_costs_one_query(
     assert next_page.status_code == 400  # an admin-list cursor is not a public-list cursor
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN GAP, left for the lead: the planner seq-scans Course (HashAggregate over "
-    "9,000 published rows, ~2.7 ms); Course_published_category_createdAt_id_idx is too wide "
-    'to win. A narrow partial index, CREATE INDEX ON "Course" (category) WHERE '
-    '"isPublished", gives an Index Only Scan + GroupAggregate (~0.9 ms, measured). Needs a '
-    "migration; remove this marker with it (strict: this fails once the scan is gone).",
-)
 async def test_the_categories_query_does_not_scan_the_course_table(
     big_catalogue: Database,
 ) -> None:
