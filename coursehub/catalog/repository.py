@@ -398,11 +398,14 @@ async def delete_course(session: AsyncSession, course_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
+# GET /categories, a public read: on the request's asyncpg connection (core/sql.py).
+_PUBLISHED_BY_CATEGORY = DriverStatement(
+    select(Course.category, func.count())
+    .where(Course.is_published == true())
+    .group_by(Course.category)
+    .order_by(Course.category)
+)
+
+
 async def count_published_by_category(session: AsyncSession) -> Sequence[tuple[str, int]]:
-    statement = (
-        select(Course.category, func.count())
-        .where(Course.is_published == true())
-        .group_by(Course.category)
-        .order_by(Course.category)
-    )
-    return [(category, count) for category, count in (await session.execute(statement)).all()]
+    return [(row[0], row[1]) for row in await _PUBLISHED_BY_CATEGORY.fetch(session)]
