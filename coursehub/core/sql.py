@@ -56,6 +56,8 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 
 T = TypeVar("T")
+# A dialect of its own, not the engine's: statements are compiled at import, before any
+# engine exists. Nothing these statements render depends on the server's version.
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
 _REQUIRED = object()
 
