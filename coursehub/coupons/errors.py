@@ -41,6 +41,14 @@ class CouponExpired(ValidationFailed):
     title = "The coupon has expired"
 
 
+class CouponNotApplicable(ValidationFailed):
+    """The order costs nothing: a coupon would take nothing off yet spend a use (the
+    coupon's maxUses and the buyer's one use), so it is refused rather than recorded."""
+
+    code = "coupon_not_applicable"
+    title = "The coupon does not apply to this order"
+
+
 class CouponBelowMinimum(ValidationFailed):
     code = "coupon_below_minimum_purchase"
     title = "The order is below the coupon's minimum purchase"

@@ -13,6 +13,7 @@ from coursehub.coupons.errors import (
     CouponAlreadyUsed,
     CouponBelowMinimum,
     CouponExpired,
+    CouponNotApplicable,
     CouponNotStarted,
     CouponUsedUp,
 )
@@ -48,6 +49,11 @@ def check_applies(
     `uses`: the current count, when the caller has it (the race-free check happens
     again under the coupon's lock at checkout).
     """
+    if original_amount <= ZERO:
+        # First: whatever else is true of the coupon, a free order has no use for it.
+        raise CouponNotApplicable(
+            f"this order is free; no coupon needed (remove coupon {coupon.code})"
+        )
     if now < coupon.start_date:
         raise CouponNotStarted(
             f"coupon {coupon.code} is valid from {coupon.start_date.isoformat()}",

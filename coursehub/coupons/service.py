@@ -165,10 +165,10 @@ async def validate_coupon(
     checkout's business. A preview reserves nothing: the last use can still go to
     someone else before this buyer checks out.
     """
-    from coursehub.orders.checkout import load_sellable_courses
+    from coursehub.orders.checkout import item_prices, load_sellable_courses
 
     courses = await load_sellable_courses(session, data.course_ids)
-    original = sum((course.price for course in courses), start=ZERO)
+    original = sum(item_prices(courses), start=ZERO)
     found = await repository.find_coupon_for_user(session, code=data.code, user_id=user.id)
     if found is None:
         raise CouponNotFound(f"there is no coupon {data.code}")

@@ -8,9 +8,12 @@ One transaction, in this order, holding locks as briefly as possible:
    users never wait on it.
 2. The Idempotency-Key's order, if one exists: returned as it is.
 3. The courses, with the buyer's enrollments and open orders of them (one query).
+   Each item snapshots its course's price half-up to the paisa, and originalAmount
+   is the sum of those snapshots (so it always equals the sum of the items).
 4. The coupon with whether the buyer has used it (a usage whose order is not
    cancelled; one query); its window and minimum purchase are checked, the
-   discount computed.
+   discount computed. A coupon on a free order (originalAmount 0) is refused: it
+   would take nothing off yet spend a use.
 5. Only for a coupon with a maxUses limit: its row is locked and its uses (usages
    of orders not cancelled) counted, as late as possible, so the lock is held only
    for that count, the insert and the commit. Unlimited coupons (the common case)
@@ -127,6 +130,14 @@ def _normalise_code(coupon_code: str | None) -> str | None:
     return code or None
 
 
+def item_prices(courses: Sequence[Course]) -> list[Decimal]:
+    """Each course's price as its OrderItem snapshots it: half-up to the paisa. A price
+    with more decimals exists only in data adopted from the Node app (DECIMAL(65,30));
+    rounding each item, and summing the rounded items into originalAmount, keeps
+    originalAmount = the sum of the items."""
+    return [to_paise(course.price) for course in courses]
+
+
 async def load_sellable_courses(session: AsyncSession, course_ids: Sequence[str]) -> list[Course]:
     """The published courses with these ids, in the order asked; 422 naming any other."""
     courses = await repository.load_courses(session, course_ids)
@@ -198,7 +209,8 @@ async def checkout(
         )
 
     courses = [row.course for row in ordered]
-    original = to_paise(sum((course.price for course in courses), start=Decimal(0)))
+    prices = item_prices(courses)
+    original = sum(prices, start=ZERO)
     discount = ZERO
     coupon: Coupon | None = None
     if code is not None:
@@ -236,8 +248,8 @@ async def checkout(
         order.payment_status = PaymentStatus.paid
         order.payment_method = FREE_PAYMENT_METHOD
     items = [
-        OrderItem(id=new_id(), order_id=order.id, course_id=c.id, price=c.price, created_at=now)
-        for c in courses
+        OrderItem(id=new_id(), order_id=order.id, course_id=c.id, price=price, created_at=now)
+        for c, price in zip(courses, prices, strict=True)
     ]
     usage = (
         CouponUsage(

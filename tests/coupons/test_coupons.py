@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
-from coursehub.models import Coupon, OrderStatus, PaymentStatus
+from coursehub.models import Coupon, CouponUsage, OrderStatus, PaymentStatus
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -353,3 +353,50 @@ async def test_validate_says_exactly_why_a_coupon_does_not_apply(
     assert (
         await client.post(VALIDATE_URL, json={"code": "X", "courseIds": [course_id]})
     ).status_code == 401
+
+
+async def test_validate_sums_prices_rounded_as_checkout_snapshots_them(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # Legacy prices with more than two decimals (DECIMAL(65,30)), written directly.
+    user = await make_user(session)
+    courses = [await make_course(session, price=p) for p in ("99.995", "0.004", "10.005")]
+    await make_coupon(session, code="LEGACY", value="10")
+    await session.commit()
+
+    response = await client.post(
+        VALIDATE_URL,
+        json={"code": "legacy", "courseIds": [c.id for c in courses]},
+        headers=auth_headers(user),
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    # 100.00 + 0.00 + 10.01 (not 110.004 → 110.00); 10% of 110.01 = 11.001 → 11.00.
+    assert (body["originalAmount"], body["discount"], body["amount"]) == (
+        "110.01",
+        "11.00",
+        "99.01",
+    )
+
+
+async def test_validate_says_a_free_order_needs_no_coupon(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    free = await make_course(session, price="0")
+    almost = await make_course(session, price="0.004")  # rounds to 0.00
+    await make_coupon(session, code="NOTHING", max_uses=1)
+    await session.commit()
+    # A refused request rolls the session back, expiring what it holds: keep plain values.
+    headers, free_id, almost_id = auth_headers(user), free.id, almost.id
+
+    for course_ids in ([free_id], [free_id, almost_id]):
+        response = await client.post(
+            VALIDATE_URL, json={"code": "nothing", "courseIds": course_ids}, headers=headers
+        )
+        assert response.status_code == 422, response.text
+        body = response.json()
+        assert body["code"] == "coupon_not_applicable"
+        assert "free" in body["detail"]
+    assert (await session.execute(select(func.count()).select_from(CouponUsage))).scalar_one() == 0

@@ -22,9 +22,11 @@ from coursehub.models import (
     CourseEnrollment,
     EnrollmentStatus,
     Order,
+    OrderItem,
     OrderStatus,
     PaymentStatus,
 )
+from coursehub.orders import checkout as checkout_module
 from coursehub.orders.numbers import PATTERN
 from tests.factories import (
     auth_headers,
@@ -431,3 +433,122 @@ async def test_payment_status_of_a_fresh_order(
     assert order.payment_status == PaymentStatus.pending
     assert order.order_number == body["orderNumber"]
     assert order.metadata_ is None
+
+
+# --- legacy prices, free orders with a coupon, order-number collisions --------------------
+
+
+async def test_legacy_prices_are_snapshotted_to_the_paisa_and_summed_as_snapshotted(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    # DECIMAL(65,30) holds prices with more than two decimals (data adopted from the Node
+    # app); the API refuses them, so they are written here directly.
+    user = await make_user(session)
+    prices = ["99.995", "0.004", "10.005"]
+    courses = [await make_course(session, price=p) for p in prices]
+    await session.commit()
+
+    response = await checkout(client, user, [c.id for c in courses])
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert [i["price"] for i in body["items"]] == ["100.00", "0.00", "10.01"]
+    # The sum of the rounded prices (110.01), not the rounded sum (110.004 → 110.00).
+    assert (body["originalAmount"], body["amount"]) == ("110.01", "110.01")
+    items = (await session.execute(select(OrderItem).order_by(OrderItem.price))).scalars().all()
+    assert [i.price for i in items] == [Decimal("0.00"), Decimal("10.01"), Decimal("100.00")]
+    assert await assert_order_invariants(session) == 1
+
+
+async def test_a_coupon_on_a_free_order_is_refused_and_spends_nothing(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    free = await make_course(session, price="0")
+    almost = await make_course(session, price="0.004")  # rounds to a free 0.00
+    coupon = await make_coupon(session, code="ONEUSE", max_uses=1)
+    await session.commit()
+    buyer, free_id, almost_id, coupon_id = auth_headers(user), free.id, almost.id, coupon.id
+
+    for course_ids in ([free_id], [free_id, almost_id]):
+        body = await refused(
+            client,
+            session,
+            buyer,
+            course_ids,
+            status=422,
+            code="coupon_not_applicable",
+            coupon="oneuse",
+        )
+        assert "free" in body["detail"]
+    # The coupon's one use is still there: the free order goes through without it.
+    assert (await checkout(client, buyer, [free_id])).status_code == 201
+    assert (await session.execute(select(CouponUsage))).scalars().all() == []
+    paid = await make_course(session, price="100.00")
+    await session.commit()
+    response = await checkout(client, buyer, [paid.id], coupon="ONEUSE")
+    assert response.status_code == 201, response.text
+    usage = (await session.execute(select(CouponUsage))).scalar_one()
+    assert usage.coupon_id == coupon_id
+    await assert_order_invariants(session)
+
+
+async def test_a_taken_order_number_is_retried_with_a_new_one(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await make_user(session)
+    other = await make_user(session)
+    course, elsewhere = await make_course(session), await make_course(session)
+    taken = await make_order(session, user=other, courses=[elsewhere])
+    await session.commit()
+    taken_number = taken.order_number
+    fresh_numbers = iter([taken_number, "CH-20260101-FRESH2"])
+    asked: list[str] = []
+
+    def colliding_number(now: Any) -> str:
+        asked.append(next(fresh_numbers))
+        return asked[-1]
+
+    monkeypatch.setattr(checkout_module, "new_order_number", colliding_number)
+
+    response = await checkout(client, user, [course.id], coupon=None)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["orderNumber"] == "CH-20260101-FRESH2"
+    assert asked == [taken_number, "CH-20260101-FRESH2"]
+    mine = (await session.execute(select(Order).where(Order.user_id == user.id))).scalars().all()
+    assert [o.order_number for o in mine] == ["CH-20260101-FRESH2"]
+    assert (await count_rows(session))["items"] == 2  # the taken order's and the new one's
+    await assert_order_invariants(session)
+
+
+async def test_when_every_order_number_collides_the_checkout_is_refused_with_nothing_written(
+    client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user = await make_user(session)
+    other = await make_user(session)
+    course, elsewhere = await make_course(session), await make_course(session)
+    coupon = await make_coupon(session, code="LIMITED", max_uses=5)
+    taken = await make_order(session, user=other, courses=[elsewhere])
+    await session.commit()
+    buyer, course_id, taken_number = auth_headers(user), course.id, taken.order_number
+    attempts: list[str] = []
+
+    def always_taken(now: Any) -> str:
+        attempts.append(taken_number)
+        return taken_number
+
+    monkeypatch.setattr(checkout_module, "new_order_number", always_taken)
+
+    body = await refused(
+        client,
+        session,
+        buyer,
+        [course_id],
+        status=409,
+        code="order_number_unavailable",
+        coupon=coupon.code,
+    )
+
+    assert len(attempts) == checkout_module.NUMBER_ATTEMPTS
+    assert "try again" in body["detail"]
