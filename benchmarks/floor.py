@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 PAISA = Decimal("0.01")
+NUMBER_ATTEMPTS = 5  # order numbers tried before giving up, as the store's checkout
 ORDER_NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"
 
 INSERT_USER = """
@@ -79,10 +80,14 @@ SELECT c.id, c.price,
 FROM "Course" c
 WHERE c.id = ANY($2::text[]) AND c."isPublished"
 """
-# The coupon, with whether this buyer has used it.
+# The coupon, with whether this buyer has used it: a usage of theirs whose order is not
+# cancelled, as the store counts it (a cancelled order gives its use back). The order's
+# status is a per-usage probe of its primary key, as the store's (coupons/repository.py).
 FIND_COUPON = """
 SELECT id, type, value, "maxDiscount", "minPurchase", "startDate", "endDate", "maxUses",
-  EXISTS (SELECT 1 FROM "CouponUsage" u WHERE u."couponId" = "Coupon".id AND u."userId" = $2)
+  EXISTS (SELECT 1 FROM "CouponUsage" u
+          WHERE u."couponId" = "Coupon".id AND u."userId" = $2
+            AND (SELECT o.status FROM "Order" o WHERE o.id = u."orderId") <> 'cancelled')
     AS used
 FROM "Coupon" WHERE code = $1
 """
@@ -91,12 +96,15 @@ COUNT_USES = """
 SELECT count(*) FROM "CouponUsage" u JOIN "Order" o ON o.id = u."orderId"
 WHERE u."couponId" = $1 AND o.status <> 'cancelled'
 """
-# The order, its items and the coupon's usage in one statement.
+# The order, its items and the coupon's usage in one statement. A taken order number (a
+# rare random collision) writes nothing and returns no row; the caller retries with a new
+# one, as the store does.
 INSERT_ORDER = """
 WITH new_order AS (
   INSERT INTO "Order" (id, "orderNumber", "userId", status, amount, "originalAmount",
                        "paymentMethod", "paymentStatus", currency, "createdAt", "updatedAt")
   VALUES ($1, $2, $3, 'pending', $4, $5, $6, 'pending', 'INR', $7, $7)
+  ON CONFLICT ("orderNumber") DO NOTHING
   RETURNING id
 ), new_items AS (
   INSERT INTO "OrderItem" (id, "orderId", "courseId", price, "createdAt")
@@ -262,8 +270,9 @@ async def place_order(
     if any(row["held"] or row["pending"] for row in courses):
         raise CheckoutRefused("a course is already held or pending")
     at = now()
-    prices = {row["id"]: row["price"] for row in courses}
-    original = to_paise(sum((prices[c] for c in course_ids), Decimal(0)))
+    # Each item's price half-up to the paisa, and originalAmount their sum, as the store's.
+    prices = {row["id"]: to_paise(row["price"]) for row in courses}
+    original = sum((prices[c] for c in course_ids), Decimal(0))
     discount = Decimal(0)
     coupon: Any = None
     if coupon_code is not None:
@@ -287,23 +296,30 @@ async def place_order(
         discount = discount_for(coupon, original)
     amount = max(to_paise(original - discount), Decimal(0))
     order_id = new_id()
-    await connection.execute(
-        INSERT_ORDER,
-        order_id,
-        order_number(at),
-        user_id,
-        amount,
-        original,
-        payment_method,
-        at,
-        [new_id() for _ in course_ids],
-        course_ids,
-        [prices[c] for c in course_ids],
-        new_id(),
-        coupon["id"] if coupon is not None else None,
-        discount,
-    )
-    return order_id
+    item_ids = [new_id() for _ in course_ids]
+    item_prices = [prices[c] for c in course_ids]
+    usage_id = new_id()
+    coupon_id = coupon["id"] if coupon is not None else None
+    for _ in range(NUMBER_ATTEMPTS):
+        inserted = await connection.fetchval(
+            INSERT_ORDER,
+            order_id,
+            order_number(at),
+            user_id,
+            amount,
+            original,
+            payment_method,
+            at,
+            item_ids,
+            course_ids,
+            item_prices,
+            usage_id,
+            coupon_id,
+            discount,
+        )
+        if inserted is not None:
+            return order_id
+    raise CheckoutRefused("could not allocate an order number")
 
 
 async def create_pool(connect_kwargs: dict[str, Any], *, size: int) -> asyncpg.Pool:
