@@ -8,7 +8,7 @@ touch the developer's own data.
 Each test runs inside an outer transaction that is rolled back at teardown
 (SQLAlchemy's "joining a session into an external transaction"); the app's
 session dependency is overridden to use that session, and its commits become
-savepoint releases. Tests that must commit for real (concurrency, backups) use
+savepoint releases; the read-connection dependency yields that session's connection. Tests that must commit for real (concurrency, backups) use
 `committed_db` instead, which empties the tables afterwards.
 """
 
@@ -20,6 +20,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
@@ -28,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from coursehub.app import create_app
 from coursehub.core.database import Database, drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
-from coursehub.core.dependencies import get_session
+from coursehub.core.dependencies import get_read_connection, get_session
 from coursehub.core.settings import Settings
 from coursehub.db.migrations import PRISMA_TABLES, migrate
 
@@ -124,7 +125,19 @@ async def client(
             await session.rollback()
             raise
 
+    async def read_connection_in_test_transaction() -> AsyncIterator[asyncpg.Connection]:
+        # The test session's own connection, so reads see the test's uncommitted rows. A
+        # failed statement aborts the transaction: roll back to the session's savepoint,
+        # as a failed request's session would.
+        raw = await (await session.connection()).get_raw_connection()
+        try:
+            yield raw.driver_connection
+        except BaseException:
+            await session.rollback()
+            raise
+
     app.dependency_overrides[get_session] = session_in_test_transaction
+    app.dependency_overrides[get_read_connection] = read_connection_in_test_transaction
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c

@@ -16,12 +16,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from coursehub.core.dependencies import SessionDep
+from coursehub.core.dependencies import ReadConnectionDep, SessionDep
 from coursehub.core.errors import Forbidden, Unauthorized
-from coursehub.core.security import decode_token, password_fingerprint
+from coursehub.core.security import TokenClaims, decode_token, password_fingerprint
 from coursehub.core.settings import Settings
 from coursehub.users.models import Role, User
-from coursehub.users.repository import get_user_by_id
+from coursehub.users.repository import get_user_by_id, read_user_by_id
 
 bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 
@@ -38,6 +38,22 @@ async def public() -> None:
     """The policy of routes anyone may call."""
 
 
+def _token_claims(
+    settings: Settings, credentials: HTTPAuthorizationCredentials
+) -> tuple[str, TokenClaims]:
+    secret = settings.secret_key.get_secret_value()
+    claims = decode_token(credentials.credentials, secret=secret, expected="access")
+    if claims is None:
+        raise Unauthorized("the access token is invalid or has expired")
+    return secret, claims
+
+
+def _still_valid(secret: str, claims: TokenClaims, user: User | None) -> User:
+    if user is None or password_fingerprint(secret, user.password) != claims.fingerprint:
+        raise Unauthorized("the access token is no longer valid; sign in again")
+    return user
+
+
 async def optional_user(
     session: SessionDep,
     settings: SettingsDep,
@@ -47,14 +63,21 @@ async def optional_user(
     but invalid is still an error: a client should know its token is bad."""
     if credentials is None:
         return None
-    secret = settings.secret_key.get_secret_value()
-    claims = decode_token(credentials.credentials, secret=secret, expected="access")
-    if claims is None:
-        raise Unauthorized("the access token is invalid or has expired")
-    user = await get_user_by_id(session, claims.user_id)
-    if user is None or password_fingerprint(secret, user.password) != claims.fingerprint:
-        raise Unauthorized("the access token is no longer valid; sign in again")
-    return user
+    secret, claims = _token_claims(settings, credentials)
+    return _still_valid(secret, claims, await get_user_by_id(session, claims.user_id))
+
+
+async def optional_viewer(
+    reader: ReadConnectionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User | None:
+    """`optional_user` for routes that only read, on their read connection: no session,
+    and no query at all for an anonymous caller. The user belongs to no session."""
+    if credentials is None:
+        return None
+    secret, claims = _token_claims(settings, credentials)
+    return _still_valid(secret, claims, await read_user_by_id(reader, claims.user_id))
 
 
 async def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
@@ -73,3 +96,4 @@ Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
 OptionalUser = Annotated[User | None, Depends(optional_user)]
+OptionalViewer = Annotated[User | None, Depends(optional_viewer)]

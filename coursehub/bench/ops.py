@@ -1,6 +1,8 @@
 """WORKLOAD.md's operations through the store's own code: the service and repository
 functions the API's routes call, each inside a session transaction opened and
-committed as the request's session dependency does (`Database.transaction`)."""
+committed as the request's session dependency does (`Database.transaction`), or, for
+the public catalogue reads, on a read connection checked out as the routes' dependency
+does (`Database.read_connection`)."""
 
 from __future__ import annotations
 
@@ -77,14 +79,14 @@ class OurOps:
 
     async def catalog_page(self, index: int) -> None:
         query = self.list_queries[index % len(self.list_queries)]
-        async with self.database.transaction() as session:
-            page = await catalog_service.list_published_courses(session, query, codec=self.codec)
+        async with self.database.read_connection() as reader:
+            page = await catalog_service.list_published_courses(reader, query, codec=self.codec)
             assert page.items
 
     async def course_by_slug(self, index: int) -> None:
         slug = self.fixture.course_slugs[index % len(self.fixture.course_slugs)]
-        async with self.database.transaction() as session:
-            await catalog_service.get_published_course(session, slug, viewer=None)
+        async with self.database.read_connection() as reader:
+            await catalog_service.get_published_course(reader, slug, viewer=None)
 
     # --- checkout -------------------------------------------------------------------
 

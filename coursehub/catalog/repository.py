@@ -16,6 +16,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     REAL,
     ColumnElement,
@@ -38,7 +39,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 from coursehub.catalog.enums import CourseSort
 from coursehub.core.locks import COURSE_SLUG_LOCK_CLASS
 from coursehub.core.models import PrismaDecimal
-from coursehub.core.sql import DriverStatement, aware
+from coursehub.core.sql import DriverStatement, Reader, aware
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -201,7 +202,7 @@ def _list_statement(shape: _ListShape) -> DriverStatement:
 
 
 async def list_courses(
-    session: AsyncSession,
+    reader: Reader,
     *,
     filters: CourseFilters,
     sort: CourseSort = CourseSort.newest,
@@ -210,8 +211,9 @@ async def list_courses(
 ) -> list[CourseSummary]:
     """One page of courses, in one query. Drafts are included when `filters.published` is None.
 
-    A read on the request's asyncpg connection (core/sql.py): one round trip, no
-    transaction of its own for a read-only request."""
+    A read on an asyncpg connection (core/sql.py): the public list's read connection, or
+    the admin's session's; one round trip, no transaction of its own for a read-only
+    request."""
     shape = _ListShape(
         published=filters.published,
         category=filters.category is not None,
@@ -231,7 +233,7 @@ async def list_courses(
             parameters[name] = value
     if after is not None:
         parameters["after_key"], parameters["after_id"] = after
-    rows = await _list_statement(shape).fetch(session, **parameters)
+    rows = await _list_statement(shape).fetch(reader, **parameters)
     return [
         CourseSummary(
             row[0],  # id
@@ -252,7 +254,7 @@ async def list_courses(
 
 
 async def list_published_courses(
-    session: AsyncSession,
+    reader: Reader,
     *,
     category: str | None = None,
     level: str | None = None,
@@ -267,7 +269,9 @@ async def list_published_courses(
 ) -> list[CourseSummary]:
     """The public catalogue, newest first by default: one query, listing columns only.
 
-    GET /courses goes through here (the service passes its filters, sort and keyset).
+    GET /courses goes through here (the service passes its filters, sort and keyset) on
+    a read connection; so does the admin's list narrowed to published courses, on its
+    session.
     """
     filters = CourseFilters(
         published=True,
@@ -279,7 +283,7 @@ async def list_published_courses(
         max_price=max_price,
         q=q,
     )
-    return await list_courses(session, filters=filters, sort=sort, after=after, limit=limit)
+    return await list_courses(reader, filters=filters, sort=sort, after=after, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -325,9 +329,9 @@ _COURSE_BY_SLUG = DriverStatement(
 )
 
 
-async def get_course_by_slug(session: AsyncSession, slug: str) -> CourseDetail | None:
-    """One course by slug, drafts too, on the request's asyncpg connection (core/sql.py)."""
-    row = await _COURSE_BY_SLUG.fetchrow(session, slug=slug)
+async def get_course_by_slug(reader: asyncpg.Connection, slug: str) -> CourseDetail | None:
+    """One course by slug, drafts too, on a read connection (core/sql.py)."""
+    row = await _COURSE_BY_SLUG.fetchrow(reader, slug=slug)
     if row is None:
         return None
     return CourseDetail(
@@ -398,7 +402,7 @@ async def delete_course(session: AsyncSession, course_id: str) -> bool:
     return bool(getattr(result, "rowcount", 0))
 
 
-# GET /categories, a public read: on the request's asyncpg connection (core/sql.py).
+# GET /categories, a public read: on a read connection (core/sql.py).
 _PUBLISHED_BY_CATEGORY = DriverStatement(
     select(Course.category, func.count())
     .where(Course.is_published == true())
@@ -407,5 +411,5 @@ _PUBLISHED_BY_CATEGORY = DriverStatement(
 )
 
 
-async def count_published_by_category(session: AsyncSession) -> Sequence[tuple[str, int]]:
-    return [(row[0], row[1]) for row in await _PUBLISHED_BY_CATEGORY.fetch(session)]
+async def count_published_by_category(reader: asyncpg.Connection) -> Sequence[tuple[str, int]]:
+    return [(row[0], row[1]) for row in await _PUBLISHED_BY_CATEGORY.fetch(reader)]

@@ -1,5 +1,8 @@
 """The catalogue over HTTP: browsing for everyone, managing for admins.
 
+The public reads (courses, a course, categories) run on a read connection, not a
+session: no transaction, and no session's CPU (docs/BENCHMARKS.md).
+
 GET responses carry an ETag and answer a matching If-None-Match with 304 (`ETagRoute`).
 """
 
@@ -9,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from coursehub.auth.dependencies import AdminUser, OptionalUser, Public, SettingsDep
+from coursehub.auth.dependencies import AdminUser, OptionalViewer, Public, SettingsDep
 from coursehub.catalog import service
 from coursehub.catalog.errors import CourseInUse, CourseNotFound, SlugTaken
 from coursehub.catalog.etag import ETagRoute
@@ -24,7 +27,7 @@ from coursehub.catalog.schemas import (
     CourseRead,
     CourseUpdate,
 )
-from coursehub.core.dependencies import SessionDep
+from coursehub.core.dependencies import ReadConnectionDep, SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
@@ -46,10 +49,10 @@ CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
     responses=responses(BadCursor),
 )
 async def list_courses(
-    session: SessionDep, codec: CodecDep, query: Annotated[CourseListQuery, Query()]
+    reader: ReadConnectionDep, codec: CodecDep, query: Annotated[CourseListQuery, Query()]
 ) -> CoursePageRead:
     """Published courses, filtered and sorted; pass `next_cursor` back as `cursor`."""
-    page = await service.list_published_courses(session, query, codec=codec)
+    page = await service.list_published_courses(reader, query, codec=codec)
     return CoursePageRead.model_validate(page, from_attributes=True)
 
 
@@ -59,16 +62,16 @@ async def list_courses(
     response_model=CourseRead,
     responses=responses(CourseNotFound, Unauthorized),
 )
-async def get_course(session: SessionDep, slug: str, viewer: OptionalUser) -> CourseRead:
+async def get_course(reader: ReadConnectionDep, slug: str, viewer: OptionalViewer) -> CourseRead:
     """A published course by slug; admins also see drafts."""
-    course = await service.get_published_course(session, slug, viewer=viewer)
+    course = await service.get_published_course(reader, slug, viewer=viewer)
     return CourseRead.model_validate(course)
 
 
 @router.get("/categories", dependencies=[Public], response_model=CategoryListRead)
-async def list_categories(session: SessionDep) -> CategoryListRead:
+async def list_categories(reader: ReadConnectionDep) -> CategoryListRead:
     """The categories of published courses, with how many each has."""
-    counts = await service.list_categories(session)
+    counts = await service.list_categories(reader)
     return CategoryListRead.model_validate(
         {"items": [{"category": category, "count": count} for category, count in counts]}
     )

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 
+import asyncpg
 from slugify import slugify
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
 from coursehub.core.pagination import CursorCodec, CursorValue, Page
+from coursehub.core.sql import Reader
 from coursehub.users.models import Role, User
 
 SLUG_CONSTRAINT = "Course_slug_key"
@@ -147,10 +149,10 @@ async def delete_course(session: AsyncSession, course_id: str) -> None:
 
 
 async def get_published_course(
-    session: AsyncSession, slug: str, *, viewer: User | None
+    reader: asyncpg.Connection, slug: str, *, viewer: User | None
 ) -> CourseDetail:
     """A course by slug; drafts only for admins (404 for everyone else, as if absent)."""
-    course = await repository.get_course_by_slug(session, slug)
+    course = await repository.get_course_by_slug(reader, slug)
     if course is None or (
         not course.is_published and (viewer is None or viewer.role != Role.admin)
     ):
@@ -158,8 +160,8 @@ async def get_published_course(
     return course
 
 
-async def list_categories(session: AsyncSession) -> list[tuple[str, int]]:
-    return list(await repository.count_published_by_category(session))
+async def list_categories(reader: asyncpg.Connection) -> list[tuple[str, int]]:
+    return list(await repository.count_published_by_category(reader))
 
 
 def _filters(query: CourseListQuery, *, published: bool | None) -> CourseFilters:
@@ -230,7 +232,7 @@ def decode_keyset(sort: CourseSort, values: list[CursorValue]) -> Keyset:
 
 
 async def _page(
-    session: AsyncSession,
+    reader: Reader,
     codec: CursorCodec,
     *,
     audience: str,
@@ -244,7 +246,7 @@ async def _page(
     fetch = query.limit + 1
     if filters.published is True:
         rows = await repository.list_published_courses(
-            session,
+            reader,
             category=filters.category,
             level=filters.level,
             featured=filters.featured,
@@ -258,7 +260,7 @@ async def _page(
         )
     else:
         rows = await repository.list_courses(
-            session, filters=filters, sort=sort, after=after, limit=fetch
+            reader, filters=filters, sort=sort, after=after, limit=fetch
         )
     items = rows[: query.limit]
     next_cursor = None
@@ -268,11 +270,11 @@ async def _page(
 
 
 async def list_published_courses(
-    session: AsyncSession, query: CourseListQuery, *, codec: CursorCodec
+    reader: asyncpg.Connection, query: CourseListQuery, *, codec: CursorCodec
 ) -> Page[CourseSummary]:
-    """GET /courses: one page of published courses, in one query."""
+    """GET /courses: one page of published courses, in one query, on a read connection."""
     filters = _filters(query, published=True)
-    return await _page(session, codec, audience="public", query=query, filters=filters)
+    return await _page(reader, codec, audience="public", query=query, filters=filters)
 
 
 async def list_all_courses(

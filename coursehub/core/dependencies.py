@@ -1,10 +1,11 @@
-"""FastAPI dependencies shared by every router: the request's session."""
+"""FastAPI dependencies shared by every router: the request's session, or a read connection."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,5 +33,14 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
             raise
 
 
+async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection for routes that only read (`Database.read_connection`):
+    no session, no transaction; statements run with `DriverStatement.fetch`."""
+    async with get_database(request).read_connection() as reader:
+        yield reader
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 DatabaseDep = Annotated[Database, Depends(get_database)]
+# `scope="function"`: the connection goes back to the pool before the response is sent.
+ReadConnectionDep = Annotated[asyncpg.Connection, Depends(get_read_connection, scope="function")]

@@ -41,21 +41,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
+from weakref import WeakKeyDictionary
 
 import asyncpg
 from asyncpg import Record
-from sqlalchemy import inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 
 T = TypeVar("T")
+# What a read runs on: the request's session (its connection, its transaction once begun)
+# or a pooled connection checked out for plain autocommit reads.
+Reader: TypeAlias = AsyncSession | asyncpg.Connection
+# The engine each pooled driver connection belongs to (see `remember_driver_connections`).
+_ENGINES: WeakKeyDictionary[asyncpg.Connection, Engine] = WeakKeyDictionary()
 # A dialect of its own, not the engine's: statements are compiled at import, before any
 # engine exists. Nothing these statements render depends on the server's version.
 _DIALECT = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
@@ -107,9 +113,15 @@ class DriverStatement:
                 arguments.append(default)
         return arguments
 
-    async def fetch(self, session: AsyncSession, **parameters: Any) -> list[Record]:
-        """The rows of a read, on the driver (see the module's docstring)."""
-        connection = await session.connection()
+    async def fetch(self, reader: Reader, **parameters: Any) -> list[Record]:
+        """The rows of a read, on the driver (see the module's docstring): on the session's
+        connection, or on a pooled connection checked out for reads (`Database.read_connection`)."""
+        if isinstance(reader, asyncpg.Connection):
+            # No SQLAlchemy connection here: the listeners are the engine's that made it.
+            engine = _ENGINES.get(reader)
+            dispatch = engine.dispatch if engine is not None else None
+            return await self._on_driver(None, dispatch, reader, self.arguments(parameters))
+        connection = await reader.connection()
         sync_connection = connection.sync_connection
         assert sync_connection is not None
         # `Connection.connection` is the pooled connection the session already holds;
@@ -120,10 +132,12 @@ class DriverStatement:
             driver = (await connection.get_raw_connection()).driver_connection
         else:
             driver = sync_connection.connection.driver_connection
-        return await self._on_driver(sync_connection, driver, self.arguments(parameters))
+        return await self._on_driver(
+            sync_connection, sync_connection.dispatch, driver, self.arguments(parameters)
+        )
 
-    async def fetchrow(self, session: AsyncSession, **parameters: Any) -> Record | None:
-        rows = await self.fetch(session, **parameters)
+    async def fetchrow(self, reader: Reader, **parameters: Any) -> Record | None:
+        rows = await self.fetch(reader, **parameters)
         return rows[0] if rows else None
 
     async def fetch_in_transaction(
@@ -144,18 +158,24 @@ class DriverStatement:
         if not sync_connection.invalidated:
             driver: asyncpg.Connection = sync_connection.connection.driver_connection
             if driver.is_in_transaction():
-                return await self._on_driver(sync_connection, driver, arguments)
+                return await self._on_driver(
+                    sync_connection, sync_connection.dispatch, driver, arguments
+                )
         result = await connection.exec_driver_sql(self.sql, tuple(arguments))
         return result.all() if result.returns_rows else []
 
     async def _on_driver(
-        self, sync_connection: Connection, driver: asyncpg.Connection, arguments: list[Any]
+        self,
+        sync_connection: Connection | None,
+        dispatch: Any,
+        driver: asyncpg.Connection,
+        arguments: list[Any],
     ) -> list[Record]:
         # Statement listeners on the engine (logging, timing, the tests' query counts) see
         # these statements as they see the session's own: the same SQL and positional
-        # parameters (no cursor and no execution context: there are none).
-        dispatch = sync_connection.dispatch
-        if dispatch.before_cursor_execute:
+        # parameters (no cursor and no execution context: there are none; and no
+        # SQLAlchemy connection either for a read connection's statement).
+        if dispatch is not None and dispatch.before_cursor_execute:
             dispatch.before_cursor_execute(
                 sync_connection, None, self.sql, tuple(arguments), None, False
             )
@@ -163,11 +183,21 @@ class DriverStatement:
             rows: list[Record] = await driver.fetch(self.sql, *arguments)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _integrity_error(self.sql, arguments, exc) from exc
-        if dispatch.after_cursor_execute:
+        if dispatch is not None and dispatch.after_cursor_execute:
             dispatch.after_cursor_execute(
                 sync_connection, None, self.sql, tuple(arguments), None, False
             )
         return rows
+
+
+def remember_driver_connections(engine: AsyncEngine) -> None:
+    """Note the engine of each connection it makes, so a statement run on a bare driver
+    connection (`Database.read_connection`) reaches the engine's statement listeners."""
+
+    def remember(dbapi_connection: Any, record: Any) -> None:
+        _ENGINES[dbapi_connection.driver_connection] = engine.sync_engine
+
+    event.listen(engine.sync_engine, "connect", remember)
 
 
 async def driver_connection(session: AsyncSession) -> asyncpg.Connection:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
+import asyncpg
 from sqlalchemy import (
     ColumnElement,
     Table,
@@ -114,6 +115,24 @@ _USER_ROW = DriverStatement(
         USERS.c.updatedAt,
     ).where(USERS.c.id == bindparam("user_id", type_=Text()))
 )
+
+
+async def read_user_by_id(reader: asyncpg.Connection, user_id: str) -> User | None:
+    """The user, on a read connection (core/database.py `read_connection`), for routes
+    that only read and hold no session: an ORM object of no session (changes to it are
+    never saved)."""
+    row = await _USER_ROW.fetchrow(reader, user_id=user_id)
+    if row is None:
+        return None
+    return User(
+        id=user_id,
+        email=row[0],
+        username=row[1],
+        password=row[2],
+        role=Role(row[3]),
+        created_at=aware(row[4]),
+        updated_at=aware(row[5]),
+    )
 
 
 # The hot statements are built once, with named parameters: SQLAlchemy then neither

@@ -312,6 +312,30 @@ async def test_detail_hides_drafts_except_from_admins(
     assert missing.status_code == 404
 
 
+async def test_a_bad_or_stale_token_on_a_course_page_is_a_401_not_an_anonymous_view(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The course page reads its caller off its read connection, not a session: a token
+    is checked exactly as everywhere else (signature, then the user's current password
+    and existence)."""
+    await make_course(session, slug="live")
+    admin = await make_admin(session)
+    stale_headers = auth_headers(admin)
+    deleted = await make_admin(session)
+    deleted_headers = auth_headers(deleted)
+    admin.password = "$2b$12$" + "x" * 53  # a password change revokes the old tokens
+    await session.delete(deleted)
+    await session.commit()
+
+    garbage = await client.get(f"{URL}/live", headers={"Authorization": "Bearer not-a-token"})
+    stale = await client.get(f"{URL}/live", headers=stale_headers)
+    gone = await client.get(f"{URL}/live", headers=deleted_headers)
+
+    for response in (garbage, stale, gone):
+        assert response.status_code == 401, response.text
+        assert response.json()["code"] == "not_authenticated"
+
+
 async def test_categories_count_published_courses(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:

@@ -200,9 +200,9 @@ async def test_one_categorys_first_page_is_read_straight_off_an_index(
 ) -> None:
     """The benchmark's page: one category, newest first. No sort step, no table scan."""
     engine = big_catalogue.engine
-    async with big_catalogue.sessionmaker() as session:
+    async with big_catalogue.read_connection() as reader:
         with captured(engine) as log:
-            rows = await list_published_courses(session, category="category-7", limit=20)
+            rows = await list_published_courses(reader, category="category-7", limit=20)
     assert len(rows) == 20
     assert all(r.category == "category-7" and r.is_published for r in rows)
     assert [r.created_at for r in rows] == sorted((r.created_at for r in rows), reverse=True)
@@ -254,9 +254,9 @@ async def test_the_categories_query_does_not_scan_the_course_table(
     """GET /categories: the published courses' categories with counts, read in category
     order off an index of published courses (an index-only scan), not the table."""
     engine = big_catalogue.engine
-    async with big_catalogue.sessionmaker() as session:
+    async with big_catalogue.read_connection() as reader:
         with captured(engine) as log:
-            categories = await list_categories(session)
+            categories = await list_categories(reader)
     assert len(categories) == 25
     assert sum(count for _, count in categories) == COURSES - COURSES // 10  # 90% published
     assert len(log.statements) == 1
