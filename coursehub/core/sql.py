@@ -7,7 +7,9 @@ the statement written with SQLAlchemy Core in its repository, compiles it once f
 the asyncpg dialect, and runs it on the session's connection
 (`AsyncSession.connection()` → `AsyncConnection.get_raw_connection()` →
 `driver_connection`, all public), so it is still the request's connection and the
-request's unit of work.
+request's unit of work. Routes that only read and need no session run their reads
+(`fetch`, `fetchrow`) on a pooled connection of their own instead
+(`Database.read_connection`, core/database.py): the same statements, no session.
 
 What it is for, and what not:
 
