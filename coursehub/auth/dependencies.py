@@ -95,5 +95,4 @@ async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
-OptionalUser = Annotated[User | None, Depends(optional_user)]
 OptionalViewer = Annotated[User | None, Depends(optional_viewer)]

@@ -25,6 +25,8 @@ DATABASE_DOWN = (
     sqlalchemy.exc.InterfaceError,
     sqlalchemy.exc.TimeoutError,
     asyncpg.exceptions.ConnectionDoesNotExistError,  # lost mid-statement on the driver
+    # A connection that got the server's shutdown notice while idle, used next.
+    asyncpg.exceptions.InternalClientError,
     OSError,
     TimeoutError,
 )
