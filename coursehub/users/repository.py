@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import asyncpg
+from asyncpg import Record
 from sqlalchemy import (
     ColumnElement,
     Table,
@@ -92,17 +93,20 @@ async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
     row = await _USER_ROW.fetchrow(session, user_id=user_id)
     if row is None:
         return None
-    return as_loaded(
-        session,
-        User,
-        id=user_id,
-        email=row[0],
-        username=row[1],
-        password=row[2],
-        role=Role(row[3]),
-        created_at=aware(row[4]),
-        updated_at=aware(row[5]),
-    )
+    return as_loaded(session, User, **_user_fields(user_id, row))
+
+
+def _user_fields(user_id: str, row: Record) -> dict[str, Any]:
+    """A `_USER_ROW` row as User's attributes."""
+    return {
+        "id": user_id,
+        "email": row[0],
+        "username": row[1],
+        "password": row[2],
+        "role": Role(row[3]),
+        "created_at": aware(row[4]),
+        "updated_at": aware(row[5]),
+    }
 
 
 _USER_ROW = DriverStatement(
@@ -124,15 +128,7 @@ async def read_user_by_id(reader: asyncpg.Connection, user_id: str) -> User | No
     row = await _USER_ROW.fetchrow(reader, user_id=user_id)
     if row is None:
         return None
-    return User(
-        id=user_id,
-        email=row[0],
-        username=row[1],
-        password=row[2],
-        role=Role(row[3]),
-        created_at=aware(row[4]),
-        updated_at=aware(row[5]),
-    )
+    return User(**_user_fields(user_id, row))
 
 
 # The hot statements are built once, with named parameters: SQLAlchemy then neither
