@@ -17,6 +17,7 @@ import asyncpg
 
 from coursehub.core.database import drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.db.bulk_rows import COUPON_COLUMNS, COURSE_COLUMNS, USER_COLUMNS
 from coursehub.db.migrations import migrate
 
 # An argon2id hash of "bench-password-1", computed once: hashing is not part of
@@ -81,26 +82,6 @@ def course_row(i: int, *, admin_id: str, created_at: datetime) -> tuple[object, 
         created_at,
         created_at,
     )
-
-
-COURSE_COLUMNS = (
-    "id",
-    "title",
-    "slug",
-    "description",
-    "thumbnail",
-    "duration",
-    "price",
-    "features",
-    "category",
-    "level",
-    "isPublished",
-    "isFeatured",
-    "createdBy",
-    "createdAt",
-    "updatedAt",
-)
-USER_COLUMNS = ("id", "email", "username", "password", "role", "createdAt", "updatedAt")
 
 
 class NotABenchDatabase(RuntimeError):
@@ -192,21 +173,7 @@ async def _load(
         await connection.copy_records_to_table(
             "Coupon",
             records=[coupon],
-            columns=(
-                "id",
-                "code",
-                "type",
-                "value",
-                "maxDiscount",
-                "minPurchase",
-                "description",
-                "startDate",
-                "endDate",
-                "maxUses",
-                "createdBy",
-                "createdAt",
-                "updatedAt",
-            ),
+            columns=COUPON_COLUMNS,
         )
     await connection.execute("ANALYZE")
     published = [row for row in courses if row[10]]
