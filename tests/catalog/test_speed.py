@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.catalog.repository import list_published_courses
 from coursehub.catalog.service import list_categories
 from coursehub.core.database import Database
 from tests.factories import auth_headers, make_admin, make_course
+from tests.queries import captured, explain, plan_nodes, sequential_scans
 
 COURSES = 10_000
 WORDS = [
@@ -100,52 +100,6 @@ COMBINATIONS = [
 ]
 
 
-class StatementLog:
-    """The SQL statements an engine sends (transaction control left out)."""
-
-    def __init__(self) -> None:
-        self.statements: list[tuple[str, Any]] = []
-
-    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
-            self.statements.append((statement, parameters))
-
-
-@contextmanager
-def captured(engine: AsyncEngine) -> Iterator[StatementLog]:
-    log = StatementLog()
-    event.listen(engine.sync_engine, "before_cursor_execute", log)
-    try:
-        yield log
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", log)
-
-
-def scans(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from scans(child)
-
-
-async def explain(engine: AsyncEngine, statement: str, parameters: Any) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        result = await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters)
-        document = result.scalar_one()
-    explained: list[dict[str, Any]] = (
-        json.loads(document) if isinstance(document, str) else document
-    )
-    plan: dict[str, Any] = explained[0]["Plan"]
-    return plan
-
-
-def sequential_scans_of_course(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        node
-        for node in scans(plan)
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "Course"
-    ]
-
-
 @pytest.fixture
 async def big_catalogue(committed_db: Database) -> AsyncIterator[Database]:
     async with committed_db.transaction() as session:
@@ -180,11 +134,11 @@ async def test_no_filter_or_sort_scans_the_course_table(
             with captured(engine) as log:
                 response = await committed_client.get(url, params=query, headers=headers)
             assert response.status_code == 200, (query, response.text)
-            course_queries = [s for s in log.statements if '"Course"' in s[0]]
+            course_queries = [(s, p) for s, p in log.executed if '"Course"' in s]
             assert len(course_queries) == 1, (query, log.statements)
             statement, parameters = course_queries[0]
             plan = await explain(engine, statement, parameters)
-            if sequential_scans_of_course(plan):
+            if sequential_scans(plan, "Course"):
                 failures.append((url, query, json.dumps(plan, indent=1)))
             checked += 1
             cursor = response.json()["next_cursor"]
@@ -207,9 +161,9 @@ async def test_one_categorys_first_page_is_read_straight_off_an_index(
     assert all(r.category == "category-7" and r.is_published for r in rows)
     assert [r.created_at for r in rows] == sorted((r.created_at for r in rows), reverse=True)
     assert len(log.statements) == 1
-    plan = await explain(engine, *log.statements[0])
+    plan = await explain(engine, *log.executed[0])
 
-    nodes = list(scans(plan))
+    nodes = list(plan_nodes(plan))
     assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort", "Seq Scan")]
     assert any(
         n.get("Index Name") == "Course_published_category_createdAt_id_idx" for n in nodes
@@ -260,7 +214,7 @@ async def test_the_categories_query_does_not_scan_the_course_table(
     assert len(categories) == 25
     assert sum(count for _, count in categories) == COURSES - COURSES // 10  # 90% published
     assert len(log.statements) == 1
-    plan = await explain(engine, *log.statements[0])
+    plan = await explain(engine, *log.executed[0])
 
-    assert sequential_scans_of_course(plan) == [], json.dumps(plan, indent=1)
-    assert any(n["Node Type"] == "Index Only Scan" for n in scans(plan)), json.dumps(plan)
+    assert sequential_scans(plan, "Course") == [], json.dumps(plan, indent=1)
+    assert any(n["Node Type"] == "Index Only Scan" for n in plan_nodes(plan)), json.dumps(plan)

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
@@ -20,6 +20,7 @@ from tests.factories import (
     make_order,
     make_user,
 )
+from tests.queries import captured
 
 ADMIN_URL = "/api/v1/admin/coupons"
 VALIDATE_URL = "/api/v1/coupons/validate"
@@ -166,25 +167,17 @@ async def test_admin_list_is_keyset_paged_in_one_query(
     made = [await make_coupon(session, code=f"PAGE{i}") for i in range(5)]
     await session.commit()
     headers = auth_headers(admin)
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
     seen: list[str] = []
     cursor = None
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with captured(engine) as log:
         for _ in range(3):
             params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
             page = (await client.get(ADMIN_URL, params=params, headers=headers)).json()
             seen += [c["code"] for c in page["items"]]
             cursor = page["next_cursor"]
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert sorted(seen) == sorted(c.code for c in made)
     assert len(seen) == 5 and cursor is None
-    coupon_queries = [s for s in statements if 'FROM "Coupon"' in s]
+    coupon_queries = [s for s in log.statements if 'FROM "Coupon"' in s]
     assert len(coupon_queries) == 3  # one per page, aggregates included
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import select, text
 from coursehub.core.database import Database
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, Order, User
-from tests.catalog.test_speed import captured, explain, scans
 from tests.factories import auth_headers, make_admin, make_coupon, make_course, make_user
+from tests.queries import captured, explain, sequential_scans
 
 pytestmark = pytest.mark.committing
 
@@ -111,11 +111,7 @@ async def many_orders(committed_db: Database) -> AsyncIterator[dict[str, Any]]:
 
 
 def order_scans(plan: dict[str, Any], table: str = "Order") -> list[str]:
-    return [
-        node["Node Type"]
-        for node in scans(plan)
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table
-    ]
+    return [node["Node Type"] for node in sequential_scans(plan, table)]
 
 
 async def test_every_admin_order_filter_is_index_backed(
@@ -144,7 +140,7 @@ async def test_every_admin_order_filter_is_index_backed(
             )
         assert response.status_code == 200, response.text
         assert response.json()["items"], params
-        listing = [(s, p) for s, p in log.statements if 'FROM "Order"' in s]
+        listing = [(s, p) for s, p in log.executed if 'FROM "Order"' in s]
         assert listing, params
         plan = await explain(committed_db.engine, *listing[0])
         assert order_scans(plan) == [], (params, plan)
@@ -179,7 +175,7 @@ async def test_the_sales_report_and_enrollments_are_index_backed(
         )
     assert report.status_code == 200
     assert report.json()["orders"]["total"] > 0
-    aggregates = [(s, p) for s, p in log.statements if "GROUP BY" in s]
+    aggregates = [(s, p) for s, p in log.executed if "GROUP BY" in s]
     assert len(aggregates) == 2
     for statement, parameters in aggregates:
         assert order_scans(await explain(committed_db.engine, statement, parameters)) == []
@@ -189,7 +185,7 @@ async def test_the_sales_report_and_enrollments_are_index_backed(
             "/api/v1/me/enrollments", headers=auth_headers(many_orders["buyer"])
         )
     assert len(mine.json()["items"]) == 20  # the default page; 90 are active
-    [listing] = [(s, p) for s, p in log.statements if 'FROM "CourseEnrollment"' in s]
+    [listing] = [(s, p) for s, p in log.executed if 'FROM "CourseEnrollment"' in s]
     plan = await explain(committed_db.engine, *listing)
     assert order_scans(plan, "CourseEnrollment") == [], plan
 
@@ -244,7 +240,7 @@ async def test_coupon_uses_are_counted_off_the_indexes(
     assert (one.json()["uses"], one.json()["remainingUses"]) == (18, 50 - 18)
     assert one.json()["totalDiscount"] == "900.00"  # 18 × 50
     assert listed.status_code == 200
-    counting = [(s, p) for s, p in log.statements if 'FROM "CouponUsage"' in s]
+    counting = [(s, p) for s, p in log.executed if 'FROM "CouponUsage"' in s]
     assert len(counting) == 4  # the preview's coupon and count; one coupon; the list
     for statement, parameters in counting:
         plan = await explain(committed_db.engine, statement, parameters)
@@ -259,7 +255,7 @@ async def test_coupon_uses_are_counted_off_the_indexes(
         async with committed_db.transaction() as session:
             assert await coupons_repository.count_uses(session, popular.id) == 0
     assert (read.json()["uses"], read.json()["totalDiscount"]) == (0, "0.00")
-    counting = [(s, p) for s, p in log.statements if 'FROM "CouponUsage"' in s]
+    counting = [(s, p) for s, p in log.executed if 'FROM "CouponUsage"' in s]
     assert len(counting) == 2
     for statement, parameters in counting:
         plan = await explain(committed_db.engine, statement, parameters)

@@ -19,7 +19,7 @@ from coursehub.orders.repository import (
     ORDER_BY_IDEMPOTENCY_KEY,
     find_order_id_by_idempotency_key,
 )
-from tests.catalog.test_speed import scans
+from tests.queries import plan_nodes
 
 ORDERS = 5_000
 BUYERS = 50
@@ -71,7 +71,7 @@ async def test_the_idempotency_lookup_uses_its_index_in_a_generic_plan(
     )
     plan = explained[0]["Plan"]
 
-    used = [node.get("Index Name") for node in scans(plan)]
+    used = [node.get("Index Name") for node in plan_nodes(plan)]
     assert "Order_userId_idempotencyKey_key" in used, json.dumps(plan, indent=1)
     # And it finds that order (order 1006 is buyer 1006 % 50 + 1 = 7's), and only for them.
     found = await find_order_id_by_idempotency_key(session, user_id="buyer-7", key="key-1006")

@@ -24,6 +24,7 @@ from tests.factories import (
     make_user,
 )
 from tests.orders.invariants import assert_order_invariants
+from tests.queries import captured
 
 URL = "/api/v1/orders"
 
@@ -66,7 +67,6 @@ async def test_list_is_own_orders_newest_first_in_keyset_pages(
 async def test_list_pages_take_a_fixed_number_of_queries(
     client: httpx.AsyncClient, session: AsyncSession, engine: AsyncEngine
 ) -> None:
-    from sqlalchemy import event
 
     user = await make_user(session)
     courses = [await make_course(session) for _ in range(4)]
@@ -76,22 +76,12 @@ async def test_list_pages_take_a_fixed_number_of_queries(
     await session.commit()
     headers = auth_headers(user)
 
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with captured(engine) as small_log:
         small = await client.get(URL, params={"limit": "1"}, headers=headers)
-        small_count = len(statements)
-        statements.clear()
+    with captured(engine) as large_log:
         large = await client.get(URL, params={"limit": "50"}, headers=headers)
-        large_count = len(statements)
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
     assert len(small.json()["items"]) == 1 and len(large.json()["items"]) == 4
-    assert small_count == large_count
+    assert small_log.count == large_log.count
 
 
 async def test_someone_elses_order_is_a_404(

@@ -24,7 +24,7 @@ from tests.factories import (
     make_profile,
     make_user,
 )
-from tests.users.helpers import captured
+from tests.queries import captured
 
 USERS = "/api/v1/admin/users"
 

@@ -19,7 +19,7 @@ from tests.factories import (
     make_profile,
     make_user,
 )
-from tests.users.helpers import captured
+from tests.queries import captured
 
 HASH = "$argon2id$v=19$m=65536,t=3,p=4$c29tZXNhbHQ$aGFzaGhhc2hoYXNo"
 

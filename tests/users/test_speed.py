@@ -5,19 +5,19 @@ the User table for any of their queries."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
 from coursehub.core.models import utcnow
 from coursehub.models import Role
 from coursehub.users import repository
-from tests.users.helpers import captured
+from tests.queries import captured, explain, sequential_scans
 
 USERS = 20_000
 
@@ -34,21 +34,6 @@ BULK_INSERT = text(
     FROM generate_series(1, :users) AS i
     """
 )
-
-
-def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from nodes(child)
-
-
-async def explain(engine: AsyncEngine, statement: str, parameters: Any) -> dict[str, Any]:
-    async with engine.connect() as conn:
-        result = await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters)
-        document = result.scalar_one()
-    explained = json.loads(document) if isinstance(document, str) else document
-    plan: dict[str, Any] = explained[0]["Plan"]
-    return plan
 
 
 @pytest.fixture
@@ -91,11 +76,8 @@ async def test_no_user_query_scans_the_table(many_users: Database, name: str) ->
             await QUERIES[name](session)
 
     assert log.count == 1
-    plan = await explain(many_users.engine, log.statements[0], log.parameters[0])
-    seq_scans = [
-        n for n in nodes(plan) if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == "User"
-    ]
-    assert not seq_scans, json.dumps(plan, indent=1)
+    plan = await explain(many_users.engine, *log.executed[0])
+    assert not sequential_scans(plan, "User"), json.dumps(plan, indent=1)
 
 
 async def test_prefix_search_finds_legacy_mixed_case_rows(many_users: Database) -> None:

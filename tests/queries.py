@@ -1,0 +1,71 @@
+"""What the speed and query-count tests share: the statements an engine sends, and their
+plans."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+class StatementLog:
+    """The SQL statements an engine sends, with their parameters. Savepoints, their
+    releases and rollbacks are the test harness's, not the code's: left out."""
+
+    def __init__(self) -> None:
+        self.executed: list[tuple[str, Any]] = []
+
+    def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+            self.executed.append((statement, parameters))
+
+    @property
+    def statements(self) -> list[str]:
+        return [statement for statement, _ in self.executed]
+
+    @property
+    def parameters(self) -> list[Any]:
+        return [parameters for _, parameters in self.executed]
+
+    @property
+    def count(self) -> int:
+        return len(self.executed)
+
+
+@contextmanager
+def captured(engine: AsyncEngine) -> Iterator[StatementLog]:
+    log = StatementLog()
+    event.listen(engine.sync_engine, "before_cursor_execute", log)
+    try:
+        yield log
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", log)
+
+
+async def explain(engine: AsyncEngine, statement: str, parameters: Any) -> dict[str, Any]:
+    """The plan PostgreSQL makes for a captured statement."""
+    async with engine.connect() as conn:
+        result = await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, parameters)
+        document = result.scalar_one()
+    explained = json.loads(document) if isinstance(document, str) else document
+    plan: dict[str, Any] = explained[0]["Plan"]
+    return plan
+
+
+def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every node of a plan, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from plan_nodes(child)
+
+
+def sequential_scans(plan: dict[str, Any], table: str) -> list[dict[str, Any]]:
+    return [
+        node
+        for node in plan_nodes(plan)
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table
+    ]
