@@ -25,6 +25,7 @@ from coursehub.catalog.schemas import (
     CourseListQuery,
     CourseUpdate,
 )
+from coursehub.core.database import violated_constraint
 from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
@@ -64,15 +65,6 @@ def first_free_slug(base: str, taken: set[str]) -> str:
     return f"{base}-{n}"
 
 
-def _violated_constraint(exc: IntegrityError) -> str | None:
-    # SQLAlchemy wraps the driver's exception; asyncpg's names the constraint.
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        name = getattr(error, "constraint_name", None)
-        if isinstance(name, str):
-            return name
-    return SLUG_CONSTRAINT if SLUG_CONSTRAINT in str(exc.orig) else None
-
-
 def _slug_taken(slug: str) -> SlugTaken:
     return SlugTaken(f"the slug {slug!r} is already used by another course; choose another")
 
@@ -95,7 +87,7 @@ async def create_course(session: AsyncSession, data: CourseCreate, *, admin: Use
         try:
             await repository.add_course(session, course)
         except IntegrityError as exc:
-            if _violated_constraint(exc) != SLUG_CONSTRAINT:
+            if violated_constraint(exc, expected=[SLUG_CONSTRAINT]) != SLUG_CONSTRAINT:
                 raise
             if data.slug is not None:
                 raise _slug_taken(slug) from None
@@ -126,7 +118,7 @@ async def update_course(session: AsyncSession, course_id: str, data: CourseUpdat
     try:
         await repository.flush_course(session)
     except IntegrityError as exc:
-        if _violated_constraint(exc) == SLUG_CONSTRAINT:
+        if violated_constraint(exc, expected=[SLUG_CONSTRAINT]) == SLUG_CONSTRAINT:
             raise _slug_taken(str(changes.get("slug"))) from None
         raise
     return course

@@ -8,13 +8,14 @@ services and repositories `flush()` at most. CLI commands open their own
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -144,6 +145,18 @@ async def drop_database(config: DatabaseConfig) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+def violated_constraint(exc: IntegrityError, *, expected: Iterable[str] = ()) -> str | None:
+    """The name of the constraint an IntegrityError broke, as asyncpg reports it
+    (SQLAlchemy wraps the driver adapter's exception, which wraps asyncpg's); failing
+    that, whichever of `expected` the message names."""
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        name = getattr(error, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    message = str(exc.orig)
+    return next((name for name in expected if name in message), None)
 
 
 class Database:

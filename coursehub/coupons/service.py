@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.core.database import violated_constraint
 from coursehub.core.errors import BadCursor, FieldError
 from coursehub.core.models import utcnow
 from coursehub.core.money import ZERO, to_paise
@@ -40,14 +41,6 @@ LIST_CONTEXT = "coupons:admin:newest"
 # --- admin: create, read, update, delete -----------------------------------------------
 
 
-def _violated_constraint(exc: IntegrityError) -> str | None:
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        name = getattr(error, "constraint_name", None)
-        if isinstance(name, str):
-            return name
-    return None
-
-
 def _code_taken(code: str) -> CouponCodeTaken:
     return CouponCodeTaken(f"coupon code {code} is already used by another coupon")
 
@@ -59,7 +52,7 @@ async def create_coupon(session: AsyncSession, data: CouponCreate, *, admin: Use
     try:
         await repository.add_coupon(session, coupon)
     except IntegrityError as exc:
-        if _violated_constraint(exc) == CODE_CONSTRAINT:
+        if violated_constraint(exc) == CODE_CONSTRAINT:
             raise _code_taken(data.code) from None
         raise
     return coupon
@@ -104,7 +97,7 @@ async def update_coupon(
         try:
             await repository.flush_coupon(session)
         except IntegrityError as exc:
-            if _violated_constraint(exc) == CODE_CONSTRAINT:
+            if violated_constraint(exc) == CODE_CONSTRAINT:
                 raise _code_taken(str(changes.get("code"))) from None
             raise
     return await get_coupon(session, coupon_id)

@@ -41,6 +41,7 @@ from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.catalog.models import Course
+from coursehub.core.database import violated_constraint
 from coursehub.core.errors import ValidationFailed
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.money import CURRENCY, ZERO, to_paise
@@ -298,21 +299,13 @@ async def _insert(
                 return
     except IntegrityError as exc:
         # A course or the coupon deleted by an admin between our read and our insert.
-        constraint = _violated_constraint(exc)
+        constraint = violated_constraint(exc)
         if constraint == ITEM_FOREIGN_KEY:
             raise CourseUnavailable("a course of this order was just removed") from None
         if constraint == USAGE_FOREIGN_KEY:
             raise CouponNotFound(f"there is no coupon {code}") from None
         raise
     raise OrderNumberExhausted("could not allocate an order number; please try again")
-
-
-def _violated_constraint(exc: IntegrityError) -> str | None:
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        name = getattr(error, "constraint_name", None)
-        if isinstance(name, str):
-            return name
-    return None
 
 
 def _attach(

@@ -13,6 +13,7 @@ from enum import StrEnum
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.core.database import violated_constraint
 from coursehub.core.errors import BadCursor, FieldError, StoreError
 from coursehub.core.pagination import CursorCodec, CursorValue, Page
 from coursehub.core.security import (
@@ -61,21 +62,9 @@ def _taken_error(taken: TakenFields) -> StoreError:
     return UsernameTaken("an account with this username already exists", errors=errors)
 
 
-def _violated_constraint(exc: IntegrityError) -> str | None:
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
-        name = getattr(error, "constraint_name", None)
-        if isinstance(name, str):
-            return name
-    text = str(exc.orig)
-    for name in (EMAIL_CONSTRAINT, USERNAME_CONSTRAINT):
-        if name in text:
-            return name
-    return None
-
-
 def _conflict_from(exc: IntegrityError) -> StoreError | None:
     """A unique violation on email or username (a race the check before lost) as a 409."""
-    name = _violated_constraint(exc)
+    name = violated_constraint(exc, expected=[EMAIL_CONSTRAINT, USERNAME_CONSTRAINT])
     if name == EMAIL_CONSTRAINT:
         return _taken_error(TakenFields(email=True, username=False))
     if name == USERNAME_CONSTRAINT:
