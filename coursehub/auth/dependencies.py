@@ -11,6 +11,7 @@ token, so a role change takes effect on the next request.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -18,6 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep
 from coursehub.core.errors import Forbidden, Unauthorized
+from coursehub.core.pagination import CursorCodec
 from coursehub.core.security import TokenClaims, decode_token, password_fingerprint
 from coursehub.core.settings import Settings
 from coursehub.users.models import Role, User
@@ -32,6 +34,19 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+@lru_cache(maxsize=4)
+def _cursor_codec_for(secret: str) -> CursorCodec:
+    return CursorCodec(secret)
+
+
+def cursor_codec(settings: SettingsDep) -> CursorCodec:
+    """The signer of this app's pagination cursors (made once per secret)."""
+    return _cursor_codec_for(settings.secret_key.get_secret_value())
+
+
+CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 
 
 async def public() -> None:

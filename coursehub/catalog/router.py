@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from coursehub.auth.dependencies import AdminUser, OptionalViewer, Public, SettingsDep
+from coursehub.auth.dependencies import AdminUser, CodecDep, OptionalViewer, Public
 from coursehub.catalog import service
 from coursehub.catalog.errors import CourseInUse, CourseNotFound, SlugTaken
 from coursehub.catalog.etag import ETagRoute
@@ -29,17 +29,9 @@ from coursehub.catalog.schemas import (
 )
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 
 router = APIRouter(tags=["catalogue"], route_class=ETagRoute)
-
-
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 
 
 @router.get(

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
-from coursehub.auth.dependencies import AdminUser, CurrentUser, SettingsDep
+from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
 from coursehub.core.money import ZERO
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 from coursehub.coupons import service
 from coursehub.coupons.errors import (
@@ -40,13 +39,6 @@ from coursehub.orders.errors import CourseUnavailable
 router = APIRouter(tags=["coupons"])
 
 ADMIN_ERRORS = (Unauthorized, Forbidden)
-
-
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 
 
 def coupon_read(found: CouponWithStats) -> CouponRead:

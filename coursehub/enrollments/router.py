@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 
-from coursehub.auth.dependencies import AdminUser, CurrentUser, SettingsDep
+from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
 from coursehub.catalog.errors import CourseNotFound
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 from coursehub.enrollments import service
 from coursehub.enrollments.errors import AlreadyEnrolled, EnrollmentNotActive, EnrollmentNotFound
@@ -27,11 +26,6 @@ from coursehub.users.errors import UserNotFound
 router = APIRouter(tags=["enrollments"])
 
 
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from coursehub.auth.dependencies import AdminUser, SettingsDep
+from coursehub.auth.dependencies import AdminUser, CodecDep
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 from coursehub.orders import admin_service
 from coursehub.orders.admin_schemas import (
@@ -25,13 +24,6 @@ from coursehub.payments.errors import OrderAlreadyPaid, OrderNotRefundable
 router = APIRouter(tags=["orders (admin)"])
 
 ADMIN_ERRORS = (Unauthorized, Forbidden)
-
-
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 
 
 @router.get(

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
 
-from coursehub.auth.dependencies import CurrentUser, SettingsDep
+from coursehub.auth.dependencies import CodecDep, CurrentUser
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Unauthorized, ValidationFailed
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 from coursehub.coupons.errors import (
     CouponAlreadyUsed,
@@ -36,11 +35,6 @@ from coursehub.orders.schemas import OrderCreate, OrderListQuery, OrderPageRead,
 router = APIRouter(tags=["orders"])
 
 
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

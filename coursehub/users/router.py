@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from coursehub.auth.dependencies import AdminUser, CurrentUser, SettingsDep
+from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
-from coursehub.core.pagination import CursorCodec
 from coursehub.core.problems import responses
 from coursehub.users import service
 from coursehub.users.errors import (
@@ -37,12 +36,6 @@ from coursehub.users.schemas import (
 
 router = APIRouter(tags=["accounts"])
 
-
-def cursor_codec(settings: SettingsDep) -> CursorCodec:
-    return CursorCodec(settings.secret_key.get_secret_value())
-
-
-CodecDep = Annotated[CursorCodec, Depends(cursor_codec)]
 
 # --- the signed-in user ---------------------------------------------------------------------
 
