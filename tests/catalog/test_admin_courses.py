@@ -7,11 +7,12 @@ request that fails, and so rolls its own work back, does not take the setup with
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
@@ -361,3 +362,23 @@ async def test_concurrent_creates_with_one_title_get_distinct_slugs(
         "rust-in-action-3",
         "rust-in-action-4",
     ]
+
+
+async def test_admin_list_shows_created_at_as_stored_in_utc_whatever_the_session_time_zone(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The list reads createdAt as timezone('UTC', …) (an aware timestamp from asyncpg), so
+    the instant is the stored one even when the connection's TimeZone is not UTC."""
+    admin = await make_admin(session)
+    created = datetime(2024, 3, 5, 6, 7, 8, 123000, tzinfo=UTC)
+    course = await make_course(session, published=False, created_at=created)
+    await session.execute(text("SET LOCAL TIME ZONE 'Asia/Kolkata'"))
+    await session.commit()
+
+    response = await client.get(URL, headers=auth_headers(admin))
+
+    assert response.status_code == 200
+    [item] = response.json()["items"]
+    assert item["id"] == course.id
+    assert datetime.fromisoformat(item["createdAt"]) == created
+    assert datetime.fromisoformat(item["createdAt"]).utcoffset() == timedelta(0)
