@@ -59,8 +59,22 @@ class SuiteOptions:
     keep_database: bool = False
 
 
+class FloorMissing(RuntimeError):
+    """The floor is not on disk: the suite runs from a source checkout, not a wheel."""
+
+
+def check_floor() -> None:
+    if not FLOOR_PATH.is_file():
+        raise FloorMissing(
+            f"the benchmark floor ({FLOOR_PATH}) is not here: `coursehub bench` runs from a "
+            "source checkout (an editable install, as scripts/bootstrap makes), not a wheel"
+        )
+
+
 def load_floor() -> ModuleType:
-    """benchmarks/floor.py, loaded by path: it lives beside the package, not in it."""
+    """benchmarks/floor.py, loaded by path: it lives beside the package, not in it (the
+    package ships no benchmark code)."""
+    check_floor()
     spec = importlib.util.spec_from_file_location("coursehub_bench_floor", FLOOR_PATH)
     if spec is None or spec.loader is None:
         raise RuntimeError(f"cannot load the floor from {FLOOR_PATH}")
@@ -221,6 +235,7 @@ def run_suite(
             f"the bench database {options.database_name!r} is the configured database; "
             "the suite drops its database, so it must be a separate one"
         )
+    check_floor()  # before a fixture is made for nothing
     started = time.monotonic()
     runner = _event_loop_runner()
     progress(f"preparing the fixture in database {options.database_name!r}")

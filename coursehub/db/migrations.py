@@ -9,6 +9,7 @@ revisions behind it, and the next run carries on from there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,10 @@ PRISMA_TABLES = (
     "Coupon",
     "CouponUsage",
 )
-MIGRATIONS_DIRECTORY = Path(__file__).resolve().parents[2] / "migrations"
+# migrations/ of the repository, which the package ships as `coursehub.migrations`
+# (pyproject.toml): the source tree's own under an editable install, the installed copy
+# under a wheel's.
+MIGRATIONS_DIRECTORY = Path(str(resources.files("coursehub.migrations")))
 
 
 class MigrationError(StoreError):

@@ -1,0 +1,1 @@
+"""The Alembic migrations, shipped in the package as `coursehub.migrations` (pyproject.toml)."""
