@@ -56,6 +56,24 @@ async def explain(engine: AsyncEngine, statement: str, parameters: Any) -> dict[
     return plan
 
 
+async def explain_generic(engine: AsyncEngine, statement: str, parameters: Any) -> dict[str, Any]:
+    """The generic plan of a captured statement: the one a prepared statement settles on
+    after a few executions, made without the parameters' values. A partial or expression
+    index that only a value could prove (a bound JSON key, say) is missing from it."""
+    literals = ", ".join("'" + str(value).replace("'", "''") + "'" for value in parameters)
+    async with engine.connect() as conn, conn.begin():
+        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+        await conn.exec_driver_sql(f"PREPARE explained_statement AS {statement}")
+        result = await conn.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) EXECUTE explained_statement({literals})"
+        )
+        document = result.scalar_one()
+        await conn.exec_driver_sql("DEALLOCATE explained_statement")
+    explained = json.loads(document) if isinstance(document, str) else document
+    plan: dict[str, Any] = explained[0]["Plan"]
+    return plan
+
+
 def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every node of a plan, depth first."""
     yield plan

@@ -2,9 +2,10 @@
 
 The list is keyset-paginated newest first on (createdAt, id). Each filter is served
 by an index: none by `Order_createdAt_id_idx`, status by `Order_status_createdAt_id_idx`,
-payment status by `Order_paymentStatus_createdAt_id_idx`, user by
-`Order_userId_createdAt_idx`, coupon through `CouponUsage_couponId_idx` (and
-`Coupon_code_key` for a code); the date range by whichever of these leads.
+payment status by `Order_paymentStatus_createdAt_id_idx`, refund due by
+`Order_refundDue_createdAt_id_idx` (partial), user by `Order_userId_createdAt_idx`,
+coupon through `CouponUsage_couponId_idx` (and `Coupon_code_key` for a code); the date
+range by whichever of these leads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, Text, literal_column, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
@@ -33,10 +34,18 @@ ADMIN_ORDER_OPTIONS: tuple[LoaderOption, ...] = (
 )
 
 
+# `(metadata ->> 'refundDue') = 'true'` with the key and the value literals, exactly the
+# predicate of `Order_refundDue_createdAt_id_idx` (migration 0008): a bound parameter would
+# not match it in the generic plan a prepared statement settles on.
+_refund_due_flag = Order.metadata_.op("->>", return_type=Text)(literal_column("'refundDue'", Text))
+REFUND_DUE = _refund_due_flag == literal_column("'true'", Text)
+
+
 @dataclass(frozen=True)
 class OrderFilters:
     status: OrderStatus | None = None
     payment_status: PaymentStatus | None = None
+    refund_due: bool | None = None
     user_id: str | None = None
     coupon_id: str | None = None
     coupon_code: str | None = None  # upper case, as stored
@@ -50,6 +59,10 @@ def _conditions(filters: OrderFilters) -> list[ColumnElement[bool]]:
         conditions.append(Order.status == filters.status)
     if filters.payment_status is not None:
         conditions.append(Order.payment_status == filters.payment_status)
+    if filters.refund_due is True:
+        conditions.append(REFUND_DUE)
+    elif filters.refund_due is False:
+        conditions.append(_refund_due_flag.is_distinct_from(literal_column("'true'", Text)))
     if filters.user_id is not None:
         conditions.append(Order.user_id == filters.user_id)
     if filters.coupon_id is not None:

@@ -1,4 +1,5 @@
-"""The admins' orders: the filtered list, one order, offline payments and refunds."""
+"""The admins' orders: the filtered list, one order, offline payments, refunds, and
+settling late captures."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ from coursehub.orders.admin_schemas import (
     AdminOrderListQuery,
     AdminOrderPageRead,
     AdminOrderRead,
+    LateCaptureRefunded,
     MarkPaid,
     RefundRequest,
 )
 from coursehub.orders.errors import InvalidOrderTransition, OrderNotFound
-from coursehub.payments.errors import OrderAlreadyPaid, OrderNotRefundable
+from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
 
 router = APIRouter(tags=["orders (admin)"])
 
@@ -37,8 +39,8 @@ async def admin_list_orders(
     codec: CodecDep,
     query: Annotated[AdminOrderListQuery, Query()],
 ) -> AdminOrderPageRead:
-    """Every order, newest first, narrowed by status, payment status, buyer, coupon and
-    creation date (`from` inclusive; `to` exclusive, a date meaning its whole day)."""
+    """Every order, newest first, narrowed by status, payment status, refund due, buyer,
+    coupon and creation date (`from` inclusive; `to` exclusive, a date meaning its whole day)."""
     page = await admin_service.list_orders(session, query, codec=codec)
     return AdminOrderPageRead(
         items=[AdminOrderRead.from_admin_order(order) for order in page.items],
@@ -86,4 +88,25 @@ async def admin_refund_order(
     """Refund a completed, paid order: status and payment become refunded, the enrollments
     it granted are revoked, and the reason is kept in metadata."""
     order = await admin_service.refund(session, order_number, body, admin=admin)
+    return AdminOrderRead.from_admin_order(order)
+
+
+@router.post(
+    "/admin/orders/{order_number}/mark-late-capture-refunded",
+    response_model=AdminOrderRead,
+    responses=responses(OrderNotFound, NoRefundDue, *ADMIN_ERRORS),
+)
+async def admin_mark_late_capture_refunded(
+    session: SessionDep,
+    admin: AdminUser,
+    order_number: str,
+    body: LateCaptureRefunded | None = None,
+) -> AdminOrderRead:
+    """Record that the payments the gateway captured after this order was cancelled or
+    expired (`metadata.refundDue`) were refunded at the gateway: the order leaves
+    `?refund_due=true`, each late capture keeps who recorded its refund, when, and the
+    gateway's reference."""
+    order = await admin_service.mark_late_capture_refunded(
+        session, order_number, body or LateCaptureRefunded(), admin=admin
+    )
     return AdminOrderRead.from_admin_order(order)

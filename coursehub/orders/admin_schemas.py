@@ -121,6 +121,11 @@ CouponCodeFilter = Annotated[
 class AdminOrderListQuery(DateRangeQuery):
     status: OrderStatus | None = None
     payment_status: PaymentStatus | None = None
+    refund_due: bool | None = Field(
+        default=None,
+        description="true: orders the gateway captured after they were cancelled or expired, "
+        "whose money is still to be refunded (`metadata.refundDue`); false: all others.",
+    )
     user_id: str | None = Field(default=None, max_length=64)
     coupon_id: str | None = Field(default=None, max_length=64)
     coupon_code: CouponCodeFilter | None = Field(
@@ -139,6 +144,14 @@ class MarkPaid(OrdersModel):
     ] = OFFLINE_PAYMENT_METHOD
     reference: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = (
         Field(default=None, description="The payment's reference (a UTR, a receipt number).")
+    )
+
+
+class LateCaptureRefunded(OrdersModel):
+    """The late captures of an order were refunded at the gateway."""
+
+    reference: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = (
+        Field(default=None, description="The gateway's refund reference.")
     )
 
 

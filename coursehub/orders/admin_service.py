@@ -1,4 +1,5 @@
-"""The admins' order rules: the filtered list, offline payments and refunds.
+"""The admins' order rules: the filtered list, offline payments, refunds, and settling
+late captures (payments the gateway took after the order was cancelled or expired).
 
 mark-paid and refund lock the order row first (`payments.repository.lock_order`),
 as the payment webhook does, so an admin's action and a gateway event for the same
@@ -18,12 +19,17 @@ from coursehub.core.pagination import CursorCodec, Page
 from coursehub.enrollments.service import revoke_enrollments_for_order
 from coursehub.orders import admin_repository
 from coursehub.orders.admin_repository import Keyset, OrderFilters
-from coursehub.orders.admin_schemas import AdminOrderListQuery, MarkPaid, RefundRequest
+from coursehub.orders.admin_schemas import (
+    AdminOrderListQuery,
+    LateCaptureRefunded,
+    MarkPaid,
+    RefundRequest,
+)
 from coursehub.orders.errors import OrderNotFound
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import move_order
 from coursehub.payments import repository as payments_repository
-from coursehub.payments.errors import OrderAlreadyPaid, OrderNotRefundable
+from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
 from coursehub.payments.service import record_payment
 from coursehub.users.models import User
 
@@ -36,6 +42,7 @@ def _filters(query: AdminOrderListQuery) -> OrderFilters:
     return OrderFilters(
         status=query.status,
         payment_status=query.payment_status,
+        refund_due=query.refund_due,
         user_id=query.user_id,
         coupon_id=query.coupon_id,
         coupon_code=query.coupon_code,
@@ -152,4 +159,32 @@ async def refund(
     logger.info(
         "order %s refunded by admin %s (%d enrollments revoked)", order_number, admin.id, revoked
     )
+    return await get_order(session, order_number)
+
+
+async def mark_late_capture_refunded(
+    session: AsyncSession, order_number: str, data: LateCaptureRefunded, *, admin: User
+) -> Order:
+    """Record that an order's late captures (flagged `refundDue` by the webhook) were refunded
+    at the gateway: each capture not yet settled gets `refundedAt`, `refundedBy` and the
+    reference, and `refundDue` becomes false, so the order leaves `?refund_due=true`. The
+    order itself does not change. 409 when nothing is due."""
+    order = await _lock(session, order_number)
+    metadata = dict(order.metadata_ or {})
+    if metadata.get("refundDue") is not True:
+        raise NoRefundDue(
+            f"order {order_number} has no late capture waiting for a refund",
+            extra={"orderNumber": order_number},
+        )
+    settled: dict[str, str] = {"refundedAt": utcnow().isoformat(), "refundedBy": admin.id}
+    if data.reference is not None:
+        settled["refundReference"] = data.reference
+    metadata["lateCaptures"] = [
+        capture if "refundedAt" in capture else {**capture, **settled}
+        for capture in metadata.get("lateCaptures", [])
+    ]
+    metadata["refundDue"] = False
+    order.metadata_ = metadata
+    await session.flush()
+    logger.info("late captures of order %s refunded, recorded by admin %s", order_number, admin.id)
     return await get_order(session, order_number)

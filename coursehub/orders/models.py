@@ -50,6 +50,13 @@ class Order(IdMixin, TimestampsMixin, Base):
             unique=True,
             postgresql_where=text("(metadata ->> 'idempotencyKey') IS NOT NULL"),
         ),
+        # Added by migration 0008: late captures still to refund (GET /admin/orders?refund_due).
+        Index(
+            "Order_refundDue_createdAt_id_idx",
+            "createdAt",
+            "id",
+            postgresql_where=text("(metadata ->> 'refundDue') = 'true'"),
+        ),
     )
 
     order_number: Mapped[str] = mapped_column("orderNumber")

@@ -42,3 +42,8 @@ class PaymentSimulatorDisabled(NotFound):
 class OrderNotRefundable(Conflict):
     code = "order_not_refundable"
     title = "Only a completed, paid order can be refunded"
+
+
+class NoRefundDue(Conflict):
+    code = "no_refund_due"
+    title = "The order has no late capture waiting for a refund"

@@ -1,4 +1,5 @@
-"""Migration 0004: the models declare its indexes (no drift), and downgrade removes them."""
+"""Migrations 0004 and 0008: the models declare their indexes (no drift), and downgrade
+removes them."""
 
 from __future__ import annotations
 
@@ -55,3 +56,25 @@ async def test_upgrade_leaves_no_drift_and_downgrade_removes_the_indexes(
 
     await migrations.migrate(scratch)
     assert await indexes_of_0004(scratch) == MIGRATION_0004_INDEXES
+
+
+async def test_0008_adds_the_refund_due_index_and_its_downgrade_removes_it(
+    scratch: DatabaseConfig,
+) -> None:
+    await migrations.migrate(scratch)
+    connection = await asyncpg.connect(**scratch.asyncpg_connect_kwargs())
+    try:
+        definition = await connection.fetchval(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'Order_refundDue_createdAt_id_idx'"
+        )
+        assert definition is not None
+        assert "WHERE ((metadata ->> 'refundDue'::text) = 'true'::text)" in definition
+        assert (await migrations.status(scratch)).drift == []
+
+        await migrations.downgrade(scratch, "0007_published_category_index")
+        gone = await connection.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'Order_refundDue_createdAt_id_idx'"
+        )
+        assert gone == 0
+    finally:
+        await connection.close()

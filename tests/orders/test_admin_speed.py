@@ -19,7 +19,7 @@ from coursehub.core.database import Database
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, Order, User
 from tests.factories import auth_headers, make_admin, make_coupon, make_course, make_user
-from tests.queries import captured, explain, sequential_scans
+from tests.queries import captured, explain, explain_generic, plan_nodes, sequential_scans
 
 pytestmark = pytest.mark.committing
 
@@ -29,7 +29,7 @@ BUYERS = 200
 BULK_ORDERS = text(
     """
     INSERT INTO "Order" (id, "orderNumber", "userId", status, amount, "originalAmount",
-                         "paymentStatus", currency, "createdAt", "updatedAt")
+                         "paymentStatus", currency, metadata, "createdAt", "updatedAt")
     SELECT 'order-' || n,
            'CH-BULK-' || n,
            (CAST(:users AS text[]))[n % :buyers + 1],
@@ -39,6 +39,8 @@ BULK_ORDERS = text(
            CAST((ARRAY['pending', 'pending', 'paid', 'failed', 'refunded'])[n % 5 + 1]
                 AS "PaymentStatus"),
            'INR',
+           -- one order in 1,000 has a late capture to refund (GET ?refund_due=true)
+           CASE WHEN n % 1000 = 0 THEN CAST('{"refundDue": true}' AS jsonb) END,
            timestamp '2026-01-01' + n * interval '7 minutes',
            timestamp '2026-01-01' + n * interval '7 minutes'
     FROM generate_series(1, :orders) AS n
@@ -124,6 +126,7 @@ async def test_every_admin_order_filter_is_index_backed(
         {},
         {"status": "cancelled"},
         {"payment_status": "refunded"},
+        {"refund_due": "true"},
         {"user_id": buyer.id},
         {"coupon_id": coupon.id},
         {"coupon_code": coupon.code},
@@ -144,6 +147,26 @@ async def test_every_admin_order_filter_is_index_backed(
         assert listing, params
         plan = await explain(committed_db.engine, *listing[0])
         assert order_scans(plan) == [], (params, plan)
+
+
+async def test_the_refund_due_list_uses_its_partial_index_in_a_generic_plan(
+    committed_db: Database, committed_client: httpx.AsyncClient, many_orders: dict[str, Any]
+) -> None:
+    """The filter spells the index's predicate with literals, so the plan a prepared
+    statement settles on can prove it (a bound 'true' or key name could not)."""
+    with captured(committed_db.engine) as log:
+        response = await committed_client.get(
+            "/api/v1/admin/orders",
+            params={"refund_due": "true", "limit": 20},
+            headers=auth_headers(many_orders["admin"]),
+        )
+    assert response.status_code == 200, response.text
+    assert len(response.json()["items"]) == 20  # 20 of the 20 flagged orders
+    assert all(item["metadata"] == {"refundDue": True} for item in response.json()["items"])
+    listing = [(s, p) for s, p in log.executed if 'FROM "Order"' in s]
+    plan = await explain_generic(committed_db.engine, *listing[0])
+    used = {node.get("Index Name") for node in plan_nodes(plan)}
+    assert "Order_refundDue_createdAt_id_idx" in used, plan
 
 
 async def test_an_order_page_costs_the_same_queries_whatever_its_size(
