@@ -14,7 +14,9 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -73,6 +75,44 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+# The keyset of most lists, newest first: createdAt (aware), then id.
+TimeKeyset = tuple[datetime, str]
+
+
+def decode_time_keyset(codec: CursorCodec, context: str, cursor: str) -> TimeKeyset:
+    """The (createdAt, id) a cursor of `context` holds: 400 for anything else."""
+    values = codec.decode(context, cursor)
+    bad = BadCursor("the cursor is not valid for this list; start again without one")
+    if len(values) != 2 or not all(isinstance(value, str) for value in values):
+        raise bad
+    created, row_id = str(values[0]), str(values[1])
+    try:
+        created_at = datetime.fromisoformat(created)
+    except ValueError:
+        raise bad from None
+    if created_at.tzinfo is None:  # we only ever sign aware ones
+        raise bad
+    return created_at, row_id
+
+
+def time_keyset_page(
+    rows: Sequence[T],
+    *,
+    limit: int,
+    keyset: Callable[[T], TimeKeyset],
+    codec: CursorCodec,
+    context: str,
+) -> Page[T]:
+    """A page from `limit + 1` rows fetched in order (the extra one says a next page exists,
+    without a count); its cursor holds the last served row's (createdAt, id)."""
+    items = list(rows[:limit])
+    next_cursor = None
+    if len(rows) > limit:
+        created_at, row_id = keyset(items[-1])
+        next_cursor = codec.encode(context, [created_at.isoformat(), row_id])
+    return Page(items=items, next_cursor=next_cursor)
 
 
 class PageRead(BaseModel, Generic[T]):

@@ -3,15 +3,12 @@ or an admin; a learner's own list and progress."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.catalog.errors import CourseNotFound
 from coursehub.catalog.repository import get_course_by_id
-from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
-from coursehub.core.pagination import CursorCodec, Page
+from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.enrollments import repository
 from coursehub.enrollments.errors import AlreadyEnrolled, EnrollmentNotActive, EnrollmentNotFound
 from coursehub.enrollments.models import CourseEnrollment, EnrollmentStatus
@@ -44,19 +41,6 @@ def _cursor_context(audience: str, status: EnrollmentStatus | None) -> str:
     return f"enrollments:{audience}:{status.value if status else 'all'}"
 
 
-def _decode_keyset(codec: CursorCodec, context: str, cursor: str) -> repository.Keyset:
-    values = codec.decode(context, cursor)
-    bad = BadCursor("the cursor is not valid for this list; start again without one")
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise bad
-    created, enrollment_id = values
-    try:
-        created_at = datetime.fromisoformat(str(created))
-    except ValueError:
-        raise bad from None
-    return created_at, str(enrollment_id)
-
-
 async def _page(
     session: AsyncSession,
     *,
@@ -67,17 +51,17 @@ async def _page(
     codec: CursorCodec,
     context: str,
 ) -> Page[CourseEnrollment]:
-    after = _decode_keyset(codec, context, cursor) if cursor else None
-    # One more than asked tells whether a next page exists without a count.
+    after = decode_time_keyset(codec, context, cursor) if cursor else None
     rows = await repository.list_enrollments(
         session, user_id=user_id, status=status, after=after, limit=limit + 1
     )
-    items = rows[:limit]
-    next_cursor = None
-    if len(rows) > limit:
-        last = items[-1]
-        next_cursor = codec.encode(context, [last.created_at.isoformat(), last.id])
-    return Page(items=items, next_cursor=next_cursor)
+    return time_keyset_page(
+        rows,
+        limit=limit,
+        keyset=lambda row: (row.created_at, row.id),
+        codec=codec,
+        context=context,
+    )
 
 
 async def list_my_enrollments(

@@ -13,12 +13,11 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
-from coursehub.core.pagination import CursorCodec, Page
+from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.enrollments.service import revoke_enrollments_for_order
 from coursehub.orders import admin_repository
-from coursehub.orders.admin_repository import Keyset, OrderFilters
+from coursehub.orders.admin_repository import OrderFilters
 from coursehub.orders.admin_schemas import (
     AdminOrderListQuery,
     LateCaptureRefunded,
@@ -60,35 +59,23 @@ def _cursor_context(filters: OrderFilters) -> str:
     return CURSOR_CONTEXT + ":" + "&".join(parts)
 
 
-def _decode_keyset(codec: CursorCodec, context: str, cursor: str) -> Keyset:
-    values = codec.decode(context, cursor)
-    bad = BadCursor("the cursor is not valid for this list; start again without one")
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise bad
-    try:
-        created_at = datetime.fromisoformat(str(values[0]))
-    except ValueError:
-        raise bad from None
-    return created_at, str(values[1])
-
-
 async def list_orders(
     session: AsyncSession, query: AdminOrderListQuery, *, codec: CursorCodec
 ) -> Page[Order]:
     """Every order matching the filters, newest first."""
     filters = _filters(query)
     context = _cursor_context(filters)
-    after = _decode_keyset(codec, context, query.cursor) if query.cursor else None
-    # One more than asked tells whether a next page exists without a count.
+    after = decode_time_keyset(codec, context, query.cursor) if query.cursor else None
     rows = await admin_repository.list_orders(
         session, filters=filters, after=after, limit=query.limit + 1
     )
-    items = rows[: query.limit]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = items[-1]
-        next_cursor = codec.encode(context, [last.created_at.isoformat(), last.id])
-    return Page(items=items, next_cursor=next_cursor)
+    return time_keyset_page(
+        rows,
+        limit=query.limit,
+        keyset=lambda order: (order.created_at, order.id),
+        codec=codec,
+        context=context,
+    )
 
 
 async def get_order(session: AsyncSession, order_number: str) -> Order:

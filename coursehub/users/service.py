@@ -7,15 +7,14 @@ flushes at most: a failure anywhere leaves the database as it was.
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import violated_constraint
-from coursehub.core.errors import BadCursor, FieldError, StoreError
-from coursehub.core.pagination import CursorCodec, CursorValue, Page
+from coursehub.core.errors import FieldError, StoreError
+from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.core.security import (
     UNUSABLE_PASSWORD,
     hash_password_off_loop,
@@ -30,7 +29,7 @@ from coursehub.users.errors import (
     WrongPassword,
 )
 from coursehub.users.models import Role, User, UserPreference, UserProfile
-from coursehub.users.repository import TakenFields, UserDetail, UserKeyset, UserSummary
+from coursehub.users.repository import TakenFields, UserDetail, UserSummary
 from coursehub.users.schemas import (
     AdminUserListQuery,
     PreferencesUpdate,
@@ -264,36 +263,19 @@ def _cursor_context(query: AdminUserListQuery) -> str:
     return f"admin-users:{query.role.value if query.role else ''}:{prefix}"
 
 
-def _decode_keyset(values: list[CursorValue]) -> UserKeyset:
-    bad = BadCursor("the cursor is not valid for this list; start again without one")
-    if len(values) != 2 or not all(isinstance(v, str) for v in values):
-        raise bad
-    created_at, user_id = str(values[0]), str(values[1])
-    try:
-        moment = datetime.fromisoformat(created_at)
-    except ValueError:
-        raise bad from None
-    if moment.tzinfo is None:
-        raise bad
-    return (moment, user_id)
-
-
 async def list_users(
     session: AsyncSession, query: AdminUserListQuery, *, codec: CursorCodec
 ) -> Page[UserSummary]:
     """GET /admin/users: newest first, narrowed by an email/username prefix and a role,
     keyset-paginated (one query per page)."""
     context = _cursor_context(query)
-    after = _decode_keyset(codec.decode(context, query.cursor)) if query.cursor else None
+    after = decode_time_keyset(codec, context, query.cursor) if query.cursor else None
     rows = await repository.list_users(
         session, prefix=query.q, role=query.role, after=after, limit=query.limit + 1
     )
-    items = list(rows[: query.limit])
-    next_cursor = None
-    if len(rows) > query.limit:
-        created_at, user_id = items[-1].keyset
-        next_cursor = codec.encode(context, [created_at.isoformat(), user_id])
-    return Page(items=items, next_cursor=next_cursor)
+    return time_keyset_page(
+        rows, limit=query.limit, keyset=lambda row: row.keyset, codec=codec, context=context
+    )
 
 
 async def create_admin(
