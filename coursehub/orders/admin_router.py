@@ -97,16 +97,10 @@ async def admin_refund_order(
     responses=responses(OrderNotFound, NoRefundDue, *ADMIN_ERRORS),
 )
 async def admin_mark_late_capture_refunded(
-    session: SessionDep,
-    admin: AdminUser,
-    order_number: str,
-    body: LateCaptureRefunded | None = None,
+    session: SessionDep, admin: AdminUser, order_number: str, body: LateCaptureRefunded
 ) -> AdminOrderRead:
-    """Record that the payments the gateway captured after this order was cancelled or
-    expired (`metadata.refundDue`) were refunded at the gateway: the order leaves
-    `?refund_due=true`, each late capture keeps who recorded its refund, when, and the
-    gateway's reference."""
-    order = await admin_service.mark_late_capture_refunded(
-        session, order_number, body or LateCaptureRefunded(), admin=admin
-    )
+    """Record that the named payments, which the gateway captured after this order was
+    cancelled or expired (`metadata.lateCaptures`), were refunded at the gateway. The order
+    leaves `?refund_due=true` once none is left to refund."""
+    order = await admin_service.mark_late_capture_refunded(session, order_number, body, admin=admin)
     return AdminOrderRead.from_admin_order(order)

@@ -13,6 +13,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    field_validator,
     model_validator,
 )
 
@@ -147,12 +148,26 @@ class MarkPaid(OrdersModel):
     )
 
 
-class LateCaptureRefunded(OrdersModel):
-    """The late captures of an order were refunded at the gateway."""
+PaymentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
+
+class LateCaptureRefunded(OrdersModel):
+    """Which late captures of an order were refunded at the gateway (by their payment ids:
+    another may have arrived since the admin looked)."""
+
+    payment_ids: Annotated[list[PaymentId], Field(min_length=1, max_length=50)] = Field(
+        description="The gateway's payment ids of the captures refunded (`lateCaptures`)."
+    )
     reference: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = (
         Field(default=None, description="The gateway's refund reference.")
     )
+
+    @field_validator("payment_ids")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each payment id may appear only once")
+        return value
 
 
 class RefundRequest(OrdersModel):

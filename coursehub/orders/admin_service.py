@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -152,26 +153,35 @@ async def refund(
 async def mark_late_capture_refunded(
     session: AsyncSession, order_number: str, data: LateCaptureRefunded, *, admin: User
 ) -> Order:
-    """Record that an order's late captures (flagged `refundDue` by the webhook) were refunded
-    at the gateway: each capture not yet settled gets `refundedAt`, `refundedBy` and the
-    reference, and `refundDue` becomes false, so the order leaves `?refund_due=true`. The
-    order itself does not change. 409 when nothing is due."""
+    """Record that some late captures of an order (flagged `refundDue` by the webhook) were
+    refunded at the gateway: each named capture gets `refundedAt`, `refundedBy` and the
+    reference. Only the named ones: a capture that arrived after the admin looked stays due.
+    `refundDue` stays true while any capture is unsettled. 409, changing nothing, when a
+    named capture is unknown or already settled."""
     order = await _lock(session, order_number)
     metadata = dict(order.metadata_ or {})
-    if metadata.get("refundDue") is not True:
+    captures: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
+    due = {c.get("paymentId") for c in captures if "refundedAt" not in c}
+    not_due = [payment_id for payment_id in data.payment_ids if payment_id not in due]
+    if not_due:
         raise NoRefundDue(
-            f"order {order_number} has no late capture waiting for a refund",
-            extra={"orderNumber": order_number},
+            f"order {order_number} has no late capture waiting for a refund with payment id "
+            + ", ".join(not_due),
+            extra={"orderNumber": order_number, "paymentIds": not_due},
         )
     settled: dict[str, str] = {"refundedAt": utcnow().isoformat(), "refundedBy": admin.id}
     if data.reference is not None:
         settled["refundReference"] = data.reference
-    metadata["lateCaptures"] = [
-        capture if "refundedAt" in capture else {**capture, **settled}
-        for capture in metadata.get("lateCaptures", [])
-    ]
-    metadata["refundDue"] = False
+    named = set(data.payment_ids)
+    captures = [{**c, **settled} if c.get("paymentId") in named else c for c in captures]
+    metadata["lateCaptures"] = captures
+    metadata["refundDue"] = any("refundedAt" not in c for c in captures)
     order.metadata_ = metadata
     await session.flush()
-    logger.info("late captures of order %s refunded, recorded by admin %s", order_number, admin.id)
+    logger.info(
+        "late captures %s of order %s refunded, recorded by admin %s",
+        ", ".join(data.payment_ids),
+        order_number,
+        admin.id,
+    )
     return await get_order(session, order_number)

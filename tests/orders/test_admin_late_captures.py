@@ -6,8 +6,10 @@ POST /admin/orders/{orderNumber}/mark-late-capture-refunded."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.models import Order, OrderStatus, PaymentStatus, User
@@ -57,7 +59,17 @@ async def test_the_list_narrows_to_orders_with_a_refund_due(
     assert not {late.order_number, other_late.order_number} & set(not_due)
 
 
-async def test_recording_the_refund_settles_every_late_capture_and_leaves_the_order_as_it_was(
+async def settle(
+    client: httpx.AsyncClient, admin: User, order: Order, body: dict[str, Any]
+) -> httpx.Response:
+    return await client.post(
+        f"{URL}/{order.order_number}/mark-late-capture-refunded",
+        json=body,
+        headers=auth_headers(admin),
+    )
+
+
+async def test_recording_refunds_settles_the_named_captures_and_leaves_the_order_as_it_was(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     admin = await make_admin(session)
@@ -66,10 +78,8 @@ async def test_recording_the_refund_settles_every_late_capture_and_leaves_the_or
     await capture_late(client, order, "pay_a")
     await capture_late(client, order, "pay_b")
 
-    response = await client.post(
-        f"{URL}/{order.order_number}/mark-late-capture-refunded",
-        json={"reference": "  rfnd_42 "},
-        headers=auth_headers(admin),
+    response = await settle(
+        client, admin, order, {"paymentIds": ["pay_a", "pay_b"], "reference": "  rfnd_42 "}
     )
 
     assert response.status_code == 200, response.text
@@ -86,66 +96,139 @@ async def test_recording_the_refund_settles_every_late_capture_and_leaves_the_or
     assert await listed(client, admin, "true") == []
 
 
-async def test_a_capture_after_the_refund_is_due_again_and_keeps_the_settled_one(
+async def test_a_capture_that_arrived_after_the_admin_looked_stays_due(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The admin refunds pay_a, seen in the list; pay_b is captured before they record it.
+    Recording pay_a must not settle pay_b, nor take the order off the list."""
+    admin = await make_admin(session)
+    order = await cancelled_order(session)
+    await commit_setup(session)
+    await capture_late(client, order, "pay_a")
+    assert await listed(client, admin, "true") == [order.order_number]
+    await capture_late(client, order, "pay_b")
+
+    response = await settle(client, admin, order, {"paymentIds": ["pay_a"]})
+
+    assert response.status_code == 200, response.text
+    metadata = response.json()["metadata"]
+    assert metadata["refundDue"] is True
+    first, second = metadata["lateCaptures"]
+    assert first["paymentId"] == "pay_a" and first["refundedBy"] == admin.id
+    assert "refundReference" not in first  # none was given
+    assert second["paymentId"] == "pay_b" and "refundedAt" not in second
+    assert await listed(client, admin, "true") == [order.order_number]
+
+    again = await settle(client, admin, order, {"paymentIds": ["pay_b"], "reference": "r2"})
+    assert again.status_code == 200, again.text
+    assert again.json()["metadata"]["refundDue"] is False
+    assert again.json()["metadata"]["lateCaptures"][0] == first  # settled once, kept as it was
+    assert await listed(client, admin, "true") == []
+
+
+async def test_a_capture_after_the_refund_is_due_again(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     admin = await make_admin(session)
     order = await cancelled_order(session)
     await commit_setup(session)
     await capture_late(client, order, "pay_first")
-    settled = await client.post(
-        f"{URL}/{order.order_number}/mark-late-capture-refunded", headers=auth_headers(admin)
-    )
-    assert settled.status_code == 200, settled.text
+    assert (await settle(client, admin, order, {"paymentIds": ["pay_first"]})).status_code == 200
+    await capture_late(client, order, "pay_first")  # a replay of the settled one: nothing new
+    assert await listed(client, admin, "true") == []
+
     await capture_late(client, order, "pay_second")
 
     stored = await fresh(session, order)
-
     assert stored.metadata_ is not None and stored.metadata_["refundDue"] is True
-    first, second = stored.metadata_["lateCaptures"]
-    assert first["paymentId"] == "pay_first" and first["refundedBy"] == admin.id
-    assert "refundReference" not in first  # none was given
-    assert second["paymentId"] == "pay_second" and "refundedAt" not in second
+    assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == ["pay_first", "pay_second"]
     assert await listed(client, admin, "true") == [order.order_number]
 
 
-async def test_nothing_due_is_409_and_changes_nothing(
-    client: httpx.AsyncClient, session: AsyncSession
+@pytest.mark.parametrize(
+    "payment_ids",
+    [["pay_unknown"], ["pay_late", "pay_unknown"], ["pay_done"]],
+)
+async def test_a_capture_not_due_is_409_and_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, payment_ids: list[str]
 ) -> None:
     admin = await make_admin(session)
     order = await cancelled_order(session)
     await commit_setup(session)
+    await capture_late(client, order, "pay_done")
+    assert (await settle(client, admin, order, {"paymentIds": ["pay_done"]})).status_code == 200
+    await capture_late(client, order, "pay_late")
     before = await fresh(session, order)
     snapshot = (before.metadata_, before.updated_at)
 
-    response = await client.post(
-        f"{URL}/{order.order_number}/mark-late-capture-refunded", headers=auth_headers(admin)
-    )
-    twice = await client.post(
-        f"{URL}/CH-NOPE/mark-late-capture-refunded", headers=auth_headers(admin)
-    )
+    response = await settle(client, admin, order, {"paymentIds": payment_ids})
 
     assert response.status_code == 409
     assert response.json()["code"] == "no_refund_due"
+    assert response.json()["paymentIds"] == [p for p in payment_ids if p != "pay_late"]
     after = await fresh(session, order)
     assert (after.metadata_, after.updated_at) == snapshot
-    assert twice.status_code == 404 and twice.json()["code"] == "order_not_found"
 
 
-async def test_settling_needs_the_admin_role_and_a_sane_reference(
+async def test_an_order_without_late_captures_is_409_and_an_unknown_one_404(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     admin = await make_admin(session)
     order = await cancelled_order(session)
-    buyer = await make_user(session)
+    await commit_setup(session)
+
+    quiet = await settle(client, admin, order, {"paymentIds": ["pay_x"]})
+    missing = await client.post(
+        f"{URL}/CH-NOPE/mark-late-capture-refunded",
+        json={"paymentIds": ["pay_x"]},
+        headers=auth_headers(admin),
+    )
+
+    assert quiet.status_code == 409 and quiet.json()["code"] == "no_refund_due"
+    assert (await fresh(session, order)).metadata_ is None
+    assert missing.status_code == 404 and missing.json()["code"] == "order_not_found"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        None,
+        {},
+        {"paymentIds": []},
+        {"paymentIds": ["pay_late", "pay_late"]},
+        {"paymentIds": [""]},
+        {"paymentIds": ["pay_late"], "reference": "x" * 201},
+        {"paymentIds": ["pay_late"], "ref": "x"},
+    ],
+)
+async def test_settling_needs_a_sane_body(
+    client: httpx.AsyncClient, session: AsyncSession, body: dict[str, Any] | None
+) -> None:
+    admin = await make_admin(session)
+    order = await cancelled_order(session)
     await commit_setup(session)
     await capture_late(client, order, "pay_late")
-    url = f"{URL}/{order.order_number}/mark-late-capture-refunded"
 
-    forbidden = await client.post(url, headers=auth_headers(buyer))
-    too_long = await client.post(url, json={"reference": "x" * 201}, headers=auth_headers(admin))
-    unknown_field = await client.post(url, json={"ref": "x"}, headers=auth_headers(admin))
+    response = await client.post(
+        f"{URL}/{order.order_number}/mark-late-capture-refunded",
+        json=body,
+        headers=auth_headers(admin),
+    )
+
+    assert response.status_code == 422, response.text
+    assert await listed(client, admin, "true") == [order.order_number]
+
+
+async def test_settling_needs_the_admin_role(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    order = await cancelled_order(session)
+    buyer = await make_user(session)
+    admin = await make_admin(session)
+    await commit_setup(session)
+    await capture_late(client, order, "pay_late")
+
+    forbidden = await settle(client, buyer, order, {"paymentIds": ["pay_late"]})
 
     assert forbidden.status_code == 403
-    assert too_long.status_code == 422 and unknown_field.status_code == 422
     assert await listed(client, admin, "true") == [order.order_number]
