@@ -13,7 +13,7 @@ import typer
 from coursehub.bench.fixture import DEFAULT_DATABASE_NAME, SMOKE_SIZE, FixtureSize
 from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.report import print_report
-from coursehub.bench.suite import SuiteOptions, run_suite
+from coursehub.bench.suite import FloorMissing, SuiteOptions, check_floor, run_suite
 from coursehub.core.console import console, err_console, fail, run
 from coursehub.core.database import check_connection, resolve_database
 from coursehub.core.errors import StoreError
@@ -67,6 +67,10 @@ def bench(
         options = replace(
             options, seconds=0.5, warmup=0.1, http_seconds=1, http_warmup=1, size=SMOKE_SIZE
         )
+    try:
+        check_floor()  # before starting an embedded server for nothing
+    except FloorMissing as exc:
+        fail(str(exc))
     # The suite needs the server, not the configured database (it makes its own):
     # check the maintenance database, which every server has.
     try:
