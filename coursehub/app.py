@@ -14,6 +14,7 @@ from coursehub import __version__
 from coursehub.core.database import Database, resolve_database
 from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
+from coursehub.core.log_writer import logs_written_in_background
 from coursehub.core.problems import install_problem_handlers
 from coursehub.core.settings import Settings, get_settings
 from coursehub.orders.expiry import expire_orders_periodically
@@ -60,12 +61,15 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         owned = database is None
         db = database or Database(resolve_database(settings).config)
         app.state.database = db
-        async with run_order_expiry(db, settings):
-            try:
-                yield
-            finally:
-                if owned:
-                    await db.dispose()
+        # uvicorn has set its handlers up by now; from here on a slow log sink cannot
+        # stall the requests (core/log_writer.py).
+        with logs_written_in_background():
+            async with run_order_expiry(db, settings):
+                try:
+                    yield
+                finally:
+                    if owned:
+                        await db.dispose()
 
     app = FastAPI(
         title="CourseHub",
