@@ -15,7 +15,7 @@ from coursehub.core.database import Database, resolve_database
 from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.log_writer import logs_written_in_background
-from coursehub.core.problems import install_problem_handlers
+from coursehub.core.problems import document_problem_responses, install_problem_handlers
 from coursehub.core.settings import Settings, get_settings
 from coursehub.orders.expiry import expire_orders_periodically
 from coursehub.routes import api_router
@@ -81,6 +81,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is not None:
         app.state.database = database
     install_problem_handlers(app)
+    document_problem_responses(app)
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "database down"}})
     async def healthz(database: DatabaseDep) -> JSONResponse:

@@ -102,3 +102,45 @@ def test_the_walk_does_see_passwords_where_they_belong(document: dict[str, Any])
 
     assert ("POST /api/v1/auth/register", "password") in sent
     assert ("POST /api/v1/auth/login", "password") in sent
+
+
+def test_every_error_is_documented_as_problem_json_only(document: dict[str, Any]) -> None:
+    """Not also as application/json, as FastAPI documents a route's response model."""
+    for name, operation in _operations(document):
+        if name == "GET /healthz":  # a monitor's plain JSON, {"status": …}, by design
+            continue
+        for status, response in operation.get("responses", {}).items():
+            if int(status) >= 400:
+                assert list(response.get("content", {})) == ["application/problem+json"], (
+                    name,
+                    status,
+                )
+
+
+def test_every_422_is_documented_as_the_problem_the_api_sends(document: dict[str, Any]) -> None:
+    """FastAPI's default 422 (`HTTPValidationError`, application/json) is not what the API
+    answers: every 422 is problem+json with `validation_failed` and `errors`."""
+    documented = 0
+    for name, operation in _operations(document):
+        response = operation.get("responses", {}).get("422")
+        if response is None:
+            continue
+        documented += 1
+        assert list(response["content"]) == ["application/problem+json"], name
+        schema = response["content"]["application/problem+json"]["schema"]
+        assert schema == {"$ref": REF_PREFIX + "Problem"}, name
+        assert "validation_failed" in response["description"], name
+    assert documented > 20  # every route with a body, a query or a path parameter
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    problem = document["components"]["schemas"]["Problem"]
+    assert {"code", "errors", "status", "title", "detail"} <= set(problem["properties"])
+
+
+async def test_a_422_is_sent_as_documented(client: Any) -> None:
+    response = await client.post("/api/v1/auth/login", json={"email": "nobody@example.com"})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["code"] == "validation_failed"
+    assert {e["field"] for e in body["errors"]} >= {"login", "password"}

@@ -6,6 +6,7 @@ for input errors `errors`: one entry per field with `field`, `message`, `code`.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -115,6 +116,57 @@ def responses(*errors: type[StoreError]) -> dict[int | str, dict[str, Any]]:
         }
         for status, group in by_status.items()
     }
+
+
+VALIDATION_PROBLEM = (
+    "`validation_failed`: The request is not valid (one entry per field in `errors`)"
+)
+_FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+
+
+def document_problem_responses(app: FastAPI) -> None:
+    """Make the OpenAPI document say what an error response is: problem+json only.
+
+    A route's `responses(...)` (a `Problem` model and problem+json content) makes FastAPI
+    document the model under application/json too; and FastAPI documents every 422 as its
+    own `HTTPValidationError` in application/json, while the API answers problem+json with
+    `validation_failed` and `errors` (`install_problem_handlers`). A client generated from
+    the document would otherwise expect bodies it never gets."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()  # FastAPI's, kept as app.openapi_schema: rewritten in place
+        components = document.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components["Problem"] = schema
+        problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        for item in document.get("paths", {}).values():
+            for operation in item.values():
+                if not isinstance(operation, dict):
+                    continue
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if PROBLEM_JSON in content:
+                        content.pop("application/json", None)
+                        content[PROBLEM_JSON] = problem
+                        if status == "422" and "validation_failed" not in response["description"]:
+                            response["description"] = (
+                                VALIDATION_PROBLEM + "; " + response["description"]
+                            )
+                    elif status == "422":
+                        response["description"] = VALIDATION_PROBLEM
+                        response["content"] = {PROBLEM_JSON: problem}
+        text = json.dumps(document.get("paths", {}))
+        for name in _FASTAPI_VALIDATION_SCHEMAS:
+            if f"#/components/schemas/{name}" not in text:
+                components.pop(name, None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _location(loc: tuple[Any, ...]) -> str:

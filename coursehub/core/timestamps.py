@@ -14,14 +14,19 @@ date-time the API takes is therefore bounded on input, with a 422:
 
 The years are checked as written: with them inside the range, converting an offset
 time to UTC (at most a day's shift) cannot overflow either.
+
+Only ISO 8601 text is a date: pydantic would also take a number, or a string of digits,
+as Unix time, so that `to=20261125` (a date written without dashes) silently meant
+1970-08-23 and `to=0.5` half a second after the epoch. Those are 422s.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, BeforeValidator, Field
 
 MIN_YEAR = 1970
 MAX_YEAR = 9000
@@ -38,17 +43,39 @@ def check_year_range(value: _When) -> _When:
 
 
 _RANGE = f"Years {MIN_YEAR} to {MAX_YEAR}."
+_ISO_DATE_START = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def require_iso_8601(value: Any) -> Any:
+    """Text must start as an ISO 8601 date does (`YYYY-MM-DD`); numbers are refused. Dates
+    and datetimes (from Python callers) pass as they are."""
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str | bytes):
+        text = value.decode() if isinstance(value, bytes) else value
+        if _ISO_DATE_START.match(text):
+            return value
+    raise ValueError("must be an ISO 8601 date (YYYY-MM-DD) or date-time, not Unix time")
+
+
+_ISO = BeforeValidator(require_iso_8601)
 
 # An ISO 8601 date-time with an offset (`2026-11-25T10:00:00+05:30`, `…Z`).
 ApiDateTime = Annotated[
-    AwareDatetime, AfterValidator(check_year_range), Field(description=f"With an offset. {_RANGE}")
+    AwareDatetime,
+    _ISO,
+    AfterValidator(check_year_range),
+    Field(description=f"With an offset. {_RANGE}"),
 ]
 
 # An ISO 8601 date-time, with or without an offset: for filters, where the caller takes a
 # naive one to be UTC.
 ApiDateTimeOrNaive = Annotated[
-    datetime, AfterValidator(check_year_range), Field(description=f"Naive means UTC. {_RANGE}")
+    datetime,
+    _ISO,
+    AfterValidator(check_year_range),
+    Field(description=f"Naive means UTC. {_RANGE}"),
 ]
 
 # An ISO 8601 date (`2026-11-25`).
-ApiDate = Annotated[date, AfterValidator(check_year_range), Field(description=_RANGE)]
+ApiDate = Annotated[date, _ISO, AfterValidator(check_year_range), Field(description=_RANGE)]

@@ -4,7 +4,7 @@ arithmetic or in the database binding's conversion to UTC."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -65,8 +65,21 @@ OUT_OF_RANGE: list[tuple[str, str, dict[str, str] | None, dict[str, Any] | None,
 ]
 
 
-@pytest.mark.parametrize(("method", "url", "query", "body", "field"), OUT_OF_RANGE)
-async def test_a_date_outside_the_sane_years_is_a_422(
+# Unix time, as pydantic would otherwise read a number or a string of digits: a date
+# written without dashes would silently have meant a day of 1970.
+NOT_ISO: list[tuple[str, str, dict[str, str] | None, dict[str, Any] | None, str]] = [
+    ("GET", "/api/v1/admin/orders", {"to": "0.5"}, None, "to"),
+    ("GET", "/api/v1/admin/orders", {"from": "20261125"}, None, "from"),
+    ("GET", "/api/v1/admin/reports/sales", {"to": "1764000000"}, None, "to"),
+    ("GET", "/api/v1/admin/reports/sales", {"from": "25/11/2026"}, None, "from"),
+    ("POST", "/api/v1/admin/coupons", None, {**COUPON, "startDate": 1767225600}, "startDate"),
+    ("POST", "/api/v1/admin/coupons", None, {**COUPON, "endDate": "1798761600"}, "endDate"),
+    ("PATCH", "/api/v1/admin/coupons/{coupon}", None, {"endDate": 1798761600.5}, "endDate"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "query", "body", "field"), OUT_OF_RANGE + NOT_ISO)
+async def test_a_date_outside_the_sane_years_or_not_iso_8601_is_a_422(
     client: httpx.AsyncClient,
     session: AsyncSession,
     method: str,
@@ -117,6 +130,16 @@ async def test_the_ends_of_the_sane_years_are_accepted(
     response = await client.request(method, url, params=query, headers=auth_headers(admin))
 
     assert response.status_code == 200, response.text
+
+
+def test_the_types_take_iso_8601_text_and_python_dates_only() -> None:
+    times = TypeAdapter(ApiDateTime)
+    assert times.validate_python("2026-11-25T10:00:00+05:30").hour == 10
+    assert times.validate_python(datetime(2026, 11, 25, tzinfo=UTC)).day == 25
+    assert TypeAdapter(ApiDate).validate_python(date(2026, 11, 25)) == date(2026, 11, 25)
+    for bad in (1764000000, 1764000000.0, "1764000000", "0.5", "", "now", b"17640000"):
+        with pytest.raises(ValidationError, match="ISO 8601"):
+            times.validate_python(bad)
 
 
 def test_the_types_bound_the_year_both_ways() -> None:
