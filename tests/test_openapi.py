@@ -131,6 +131,9 @@ def test_every_422_is_documented_as_the_problem_the_api_sends(document: dict[str
         assert schema == {"$ref": REF_PREFIX + "Problem"}, name
         assert "validation_failed" in response["description"], name
     assert documented > 20  # every route with a body, a query or a path parameter
+    for name, operation in _operations(document):
+        if "requestBody" in operation:
+            assert "malformed_request" in operation["responses"]["400"]["description"], name
     assert "HTTPValidationError" not in document["components"]["schemas"]
     problem = document["components"]["schemas"]["Problem"]
     assert {"code", "errors", "status", "title", "detail"} <= set(problem["properties"])

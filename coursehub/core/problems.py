@@ -121,6 +121,7 @@ def responses(*errors: type[StoreError]) -> dict[int | str, dict[str, Any]]:
 VALIDATION_PROBLEM = (
     "`validation_failed`: The request is not valid (one entry per field in `errors`)"
 )
+MALFORMED_PROBLEM = "`malformed_request`: The body could not be read (not UTF-8 text)"
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
@@ -148,6 +149,10 @@ def document_problem_responses(app: FastAPI) -> None:
             for operation in item.values():
                 if not isinstance(operation, dict):
                     continue
+                if "requestBody" in operation:  # a body that is not JSON, or not UTF-8
+                    operation["responses"].setdefault(
+                        "400", {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}}
+                    )
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
                     if PROBLEM_JSON in content:
