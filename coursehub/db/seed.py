@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.core.console import console, err_console
+from coursehub.core.console import console
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError, ValidationFailed
@@ -53,7 +53,6 @@ class SeedReport:
     # Set only when the admin was created here with a password we made up; shown once.
     generated_admin_password: str | None = None
     # Set when the admin's email belongs to an account that is not an admin.
-    warning: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -207,12 +206,14 @@ async def _seed_admin(session: AsyncSession, report: SeedReport, wanted: AdminSe
                 "try again, or create it with `coursehub users create-admin`"
             )
     if existing.role != Role.admin:
-        report.warning = (
-            f"{email} exists but is not an admin; left unchanged "
-            f"(make it one with PATCH /api/v1/admin/users/{existing.id})"
+        # Seeding on would leave the store without the admin asked for, and the demo
+        # courses made by a customer's account: refuse, before anything is written.
+        raise SeedFailed(
+            f"ADMIN_EMAIL {email} belongs to an account that is not an admin; nothing was "
+            f"seeded. Make it one (`coursehub users create-admin --email {email} "
+            "--username <any> --promote`) or choose another ADMIN_EMAIL"
         )
-    else:
-        report.existing["admins"] = 1
+    report.existing["admins"] = 1
     return existing.id
 
 
@@ -371,8 +372,6 @@ def print_seed_report(report: SeedReport) -> None:
                 f"[bold]Admin password (shown once): {report.generated_admin_password}[/bold]\n"
                 "Set ADMIN_EMAIL and ADMIN_PASSWORD before seeding to choose them yourself."
             )
-    if report.warning:
-        err_console.print(f"[yellow]warning:[/yellow] {report.warning}")
 
 
 async def seed_bulk_data(

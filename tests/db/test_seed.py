@@ -27,6 +27,7 @@ from coursehub.db.seed import (
     AdminSettings,
     InvalidAdminSettings,
     NotMigrated,
+    SeedFailed,
     check_admin_settings,
     seed_bulk_data,
     seed_demo_data,
@@ -166,23 +167,27 @@ async def test_without_admin_email_an_existing_admin_is_kept_not_joined(
     assert await table_checksums(migrated_db) == before
 
 
-async def test_an_admin_email_of_a_non_admin_is_not_counted_as_an_admin(
+async def test_an_admin_email_of_a_non_admin_refuses_the_seed_and_writes_nothing(
     migrated_db: DatabaseConfig,
 ) -> None:
+    """Seeding on would leave no admin and demo courses made by a customer's account."""
     await fetch(
         migrated_db,
         """INSERT INTO "User" ("id", "email", "username", "password", "updatedAt")
            VALUES ($1, 'shopper@store.example', 'shopper', 'x', now())""",
         str(uuid.uuid4()),
     )
-    report = await seed_demo_data(
-        migrated_db, admin=AdminSettings(email="shopper@store.example", password=None)
-    )
+    before = await table_checksums(migrated_db)
 
-    assert report.warning is not None and "not an admin" in report.warning
-    assert report.existing.get("admins", 0) == 0
+    with pytest.raises(SeedFailed, match="not an admin; nothing was seeded"):
+        await seed_demo_data(
+            migrated_db, admin=check_admin_settings(" Shopper@Store.example ", None)
+        )
+
+    assert await table_checksums(migrated_db) == before
     assert (
-        await fetchval(migrated_db, """SELECT count(*) FROM "User" WHERE "role" = 'admin'""") == 0
+        await fetchval(migrated_db, """SELECT role::text FROM "User" WHERE username = 'shopper'""")
+        == "user"
     )
 
 
