@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from coursehub import __version__
+from coursehub.auth.throttle import SignInLimits, SignInThrottle
 from coursehub.core.database import Database, resolve_database
 from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
@@ -78,6 +79,13 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.signin_throttle = SignInThrottle(
+        settings.rate_limit_storage,
+        SignInLimits.parse(
+            per_account=settings.signin_limit_per_account,
+            per_address=settings.signin_limit_per_address,
+        ),
+    )
     if database is not None:
         app.state.database = database
     install_problem_handlers(app)

@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -110,12 +111,8 @@ async def session(connection: AsyncConnection) -> AsyncIterator[AsyncSession]:
         yield s
 
 
-@pytest.fixture
-async def client(
-    session: AsyncSession, settings: Settings, database: Database
-) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client on the app, every request sharing the test's session."""
-    app = create_app(settings, database=database)
+def share_test_session(app: FastAPI, session: AsyncSession) -> None:
+    """Make every request of `app` work in the test's session (its outer transaction)."""
 
     async def session_in_test_transaction() -> AsyncIterator[AsyncSession]:
         try:
@@ -138,6 +135,15 @@ async def client(
 
     app.dependency_overrides[get_session] = session_in_test_transaction
     app.dependency_overrides[get_read_connection] = read_connection_in_test_transaction
+
+
+@pytest.fixture
+async def client(
+    session: AsyncSession, settings: Settings, database: Database
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client on the app, every request sharing the test's session."""
+    app = create_app(settings, database=database)
+    share_test_session(app, session)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c

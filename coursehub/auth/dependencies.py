@@ -17,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from coursehub.auth.throttle import SignInThrottle
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep
 from coursehub.core.errors import Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
@@ -34,6 +35,21 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_signin_throttle(request: Request) -> SignInThrottle:
+    throttle: SignInThrottle = request.app.state.signin_throttle
+    return throttle
+
+
+def client_address(request: Request) -> str | None:
+    """The caller's address: the peer's, or a trusted proxy's X-Forwarded-For (uvicorn's
+    proxy_headers, trusting FORWARDED_ALLOW_IPS, 127.0.0.1 by default)."""
+    return request.client.host if request.client is not None else None
+
+
+ThrottleDep = Annotated[SignInThrottle, Depends(get_signin_throttle)]
+ClientAddressDep = Annotated[str | None, Depends(client_address)]
 
 
 @lru_cache(maxsize=4)

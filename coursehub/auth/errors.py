@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coursehub.core.errors import Unauthorized
+from coursehub.core.errors import StoreError, Unauthorized
 
 
 class InvalidCredentials(Unauthorized):
@@ -15,3 +15,11 @@ class InvalidCredentials(Unauthorized):
 class InvalidRefreshToken(Unauthorized):
     code = "invalid_refresh_token"
     title = "The refresh token is invalid or has expired"
+
+
+class TooManySignInAttempts(StoreError):
+    """Too many sign-in attempts for the account or from the address (auth/throttle.py)."""
+
+    status = 429
+    code = "too_many_attempts"
+    title = "Too many sign-in attempts; wait before trying again"

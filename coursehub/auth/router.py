@@ -7,8 +7,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, status
 
 from coursehub.auth import service
-from coursehub.auth.dependencies import CurrentUser, Public, SettingsDep
-from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
+from coursehub.auth.dependencies import (
+    ClientAddressDep,
+    CurrentUser,
+    Public,
+    SettingsDep,
+    ThrottleDep,
+)
+from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken, TooManySignInAttempts
 from coursehub.auth.schemas import (
     LoginRequest,
     PasswordChangeRequest,
@@ -51,12 +57,26 @@ async def register(session: SessionDep, body: UserCreate) -> UserRead:
     "/auth/login",
     dependencies=[Public],
     response_model=TokenPairRead,
-    responses=responses(InvalidCredentials),
+    responses=responses(InvalidCredentials, TooManySignInAttempts),
 )
-async def login(session: SessionDep, policy: PolicyDep, body: LoginRequest) -> TokenPairRead:
+async def login(
+    session: SessionDep,
+    policy: PolicyDep,
+    throttle: ThrottleDep,
+    address: ClientAddressDep,
+    body: LoginRequest,
+) -> TokenPairRead:
     """Sign in with an email or a username and the password: an access token and a
-    refresh token."""
-    pair = await service.login(session, login=body.login, password=body.password, policy=policy)
+    refresh token. Attempts are limited per account and per address (429 with
+    Retry-After beyond)."""
+    pair = await service.login(
+        session,
+        login=body.login,
+        password=body.password,
+        policy=policy,
+        throttle=throttle,
+        address=address,
+    )
     return TokenPairRead.model_validate(pair)
 
 

@@ -14,6 +14,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
+from coursehub.auth.throttle import SignInThrottle
 from coursehub.core.errors import FieldError
 from coursehub.core.security import (
     create_token,
@@ -77,22 +78,33 @@ WRONG_CREDENTIALS = "the email or username, or the password, is wrong"
 
 
 async def login(
-    session: AsyncSession, *, login: str, password: str, policy: TokenPolicy
+    session: AsyncSession,
+    *,
+    login: str,
+    password: str,
+    policy: TokenPolicy,
+    throttle: SignInThrottle,
+    address: str | None,
 ) -> TokenPair:
     """Sign in with an email or a username, any case.
 
     A missing account and a wrong password get the same answer, and take the same
     time: without an account the password is still checked, against a dummy argon2id
     hash. A hash from the Node app (bcrypt) is replaced by an argon2id one on success.
+    Each attempt counts against its account's limit before anything is checked, a wrong
+    one against its address's too (auth/throttle.py); a success clears the account's count.
     """
+    await throttle.admit(login=login, address=address)
     user = await repository.find_user_by_login(session, login.strip())
     matches, new_hash = await verify_password_off_loop(password, user.password if user else None)
     if user is None or not matches:
+        await throttle.failed(address=address)
         raise InvalidCredentials(WRONG_CREDENTIALS)
     if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):
         # The password was changed between our read and our write: the one given was
         # right a moment ago, but is not the account's password any more.
         raise InvalidCredentials(WRONG_CREDENTIALS)
+    await throttle.succeeded(login=login)
     return issue_tokens(user, policy)
 
 

@@ -31,6 +31,7 @@ class StoreError(Exception):
     detail: str
     errors: list[FieldError] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Retry-After on a 429
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "bad_request"

@@ -185,7 +185,9 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = dict(exc.headers)
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return problem_response(
             exc.status,
             exc.code,
@@ -193,7 +195,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.detail,
             errors=[{"field": e.field, "message": e.message, "code": e.code} for e in exc.errors],
             extra=exc.extra,
-            headers=headers,
+            headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)

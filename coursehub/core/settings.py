@@ -19,7 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+import limits
+import limits.errors
+from limits.storage import storage_from_string
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coursehub.core.errors import ConfigurationError
@@ -60,8 +63,35 @@ class Settings(BaseSettings):
     # (then run `coursehub orders expire` from cron).
     order_expiry_interval_seconds: float = Field(default=60, ge=0)
 
+    # Sign-in throttling (auth/throttle.py): attempts per account, failed ones per address,
+    # in a moving window ("10/15 minutes"), counted in memory (per process) or in Redis
+    # ("redis://host:6379", shared by every worker and host; the `redis` extra).
+    signin_limit_per_account: str = "10/15 minutes"
+    signin_limit_per_address: str = "100/15 minutes"
+    rate_limit_storage: str = "memory://"
+
     admin_email: str | None = Field(default=None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, validation_alias="ADMIN_PASSWORD")
+
+    @field_validator("signin_limit_per_account", "signin_limit_per_address")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        limits.parse(value)  # ValueError, reported as a bad setting, if it is not a rate
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _a_storage(cls, value: str) -> str:
+        scheme = value.removeprefix("async+").split("://", 1)[0]
+        if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster"):
+            raise ValueError("must be memory:// or a redis:// URL")
+        try:  # a client is made, not connected: the extra's library must be installed
+            storage_from_string(value if value.startswith("async+") else f"async+{value}")
+        except limits.errors.ConfigurationError as exc:
+            raise ValueError(
+                f"{exc} (for Redis, install CourseHub with its `redis` extra)"
+            ) from None
+        return value
 
     def production_problems(self) -> list[str]:
         """What stops these settings from serving in production, one phrase each."""
