@@ -82,6 +82,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.signin_throttle = SignInThrottle(
         settings.rate_limit_storage,
         SignInLimits.parse(
+            per_account_and_address=settings.signin_limit_per_account_and_address,
             per_account=settings.signin_limit_per_account,
             per_address=settings.signin_limit_per_address,
         ),

@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
-from coursehub.auth.throttle import SignInThrottle
+from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.errors import FieldError
 from coursehub.core.security import (
     create_token,
@@ -91,20 +91,20 @@ async def login(
     A missing account and a wrong password get the same answer, and take the same
     time: without an account the password is still checked, against a dummy argon2id
     hash. A hash from the Node app (bcrypt) is replaced by an argon2id one on success.
-    Each attempt counts against its account's limit before anything is checked, a wrong
-    one against its address's too (auth/throttle.py); a success clears the account's count.
+    Each attempt counts against its account's and its address's limits before the
+    password is checked (auth/throttle.py); a success clears the account's counts.
     """
-    await throttle.admit(login=login, address=address)
     user = await repository.find_user_by_login(session, login.strip())
+    account = account_key(user_id=user.id if user else None, login=login)
+    await throttle.admit(account=account, address=address)
     matches, new_hash = await verify_password_off_loop(password, user.password if user else None)
     if user is None or not matches:
-        await throttle.failed(address=address)
         raise InvalidCredentials(WRONG_CREDENTIALS)
     if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):
         # The password was changed between our read and our write: the one given was
         # right a moment ago, but is not the account's password any more.
         raise InvalidCredentials(WRONG_CREDENTIALS)
-    await throttle.succeeded(login=login)
+    await throttle.succeeded(account=account, address=address)
     return issue_tokens(user, policy)
 
 

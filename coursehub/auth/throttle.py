@@ -1,107 +1,161 @@
-"""Sign-in throttling: how many password guesses an account, and a client address, get.
+"""Sign-in throttling: how many password guesses an account and a client address get.
 
-Sign-in attempts are counted in a moving window (`limits`, a well-kept rate-limiting
-library) under two keys:
+Sign-in attempts are counted in moving windows (`limits`, a well-kept rate-limiting
+library) under three keys, each counted atomically *before* the password is checked (so
+guesses sent at once cannot slip past a limit between a check and a count), and the
+password is not checked at all once one is over its limit (429 `too_many_attempts`, with
+Retry-After):
 
-- the account, as the login was typed (trimmed, lower case), so that a login with no
-  account behind it is throttled exactly like one with an account and the answers tell
-  nothing about which exist;
-- the client's address, so that one address cannot walk through many accounts.
+- the account from this address (strict, 10 per 15 minutes by default): guessing one
+  account's password from one place;
+- the account from anywhere (looser, 100 per 15 minutes): the same guessing spread over
+  many addresses. Being looser, it also bounds how easily someone else can lock a
+  customer out: from one address they can only exhaust that address's own count;
+- the address, over all accounts (200 per 15 minutes): one address walking through many
+  accounts. It counts successful sign-ins too (an atomic count cannot be taken back), so
+  keep it well above what an office behind one address needs, and make sure the server
+  sees the clients' addresses, not its proxy's (README: FORWARDED_ALLOW_IPS).
 
-An account's attempt is counted before its password is checked, in one atomic step, so
-guesses sent at once cannot slip past the limit between a check and a count; a successful
-sign-in clears the account's count. An address counts its failed attempts only, so that
-many customers behind one address (an office, a proxy left untrusted) are not refused for
-signing in successfully. Over either limit the answer is 429 `too_many_attempts` with
-Retry-After, and the password is not checked at all.
+"The account" is the account's id when the login (email or username, any case) names one,
+so both spellings share one count; otherwise the login as typed, lower case, so that a
+login without an account is throttled exactly like one with an account. A successful
+sign-in clears its account's counts. IPv6 clients are counted by their /64 network (one
+host usually has a whole /64), IPv4-mapped addresses as IPv4.
 
-The counts live in the server process's memory unless COURSEHUB_RATE_LIMIT_STORAGE
-names a Redis server (`redis://host:6379`, with the `redis` extra installed): in memory,
-each of N worker processes counts on its own, so an account gets up to N × the limit.
-If the storage fails (Redis down), sign-in goes on unthrottled, with a warning: locking
-every customer out is worse than a while without the limit.
+The counts live in the server process's memory unless COURSEHUB_RATE_LIMIT_STORAGE names
+a Redis server (the `redis` extra): in memory, each of N worker processes counts on its
+own. If the storage fails or does not answer within STORAGE_TIMEOUT_SECONDS (Redis down or
+unreachable), sign-in goes on unthrottled, with a warning at most once a minute: locking
+every customer out, or hanging every sign-in, is worse than a while without the limit.
 """
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import math
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import limits
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from coursehub.auth.errors import TooManySignInAttempts
+from coursehub.core.rates import parse_rate
 
 logger = logging.getLogger("coursehub.auth")
+T = TypeVar("T")
+
+STORAGE_TIMEOUT_SECONDS = 0.5
+WARNING_INTERVAL_SECONDS = 60.0
 
 
 def storage_uri(configured: str) -> str:
-    """The `limits` storage URI of a setting: `memory://` or `redis://…`, for its async
+    """The `limits` storage URI of a setting (`memory://`, `redis://…`), for its async
     implementations (`async+…`)."""
     return configured if configured.startswith("async+") else f"async+{configured}"
 
 
 @dataclass(frozen=True)
 class SignInLimits:
+    per_account_and_address: limits.RateLimitItem
     per_account: limits.RateLimitItem
     per_address: limits.RateLimitItem
 
     @classmethod
-    def parse(cls, *, per_account: str, per_address: str) -> SignInLimits:
-        """From strings such as "10/15 minutes" (ValueError if not one)."""
-        return cls(per_account=limits.parse(per_account), per_address=limits.parse(per_address))
+    def parse(
+        cls, *, per_account_and_address: str, per_account: str, per_address: str
+    ) -> SignInLimits:
+        return cls(
+            per_account_and_address=parse_rate(per_account_and_address),
+            per_account=parse_rate(per_account),
+            per_address=parse_rate(per_address),
+        )
+
+
+def account_key(*, user_id: str | None, login: str) -> str:
+    """What an account's attempts are counted under (see the module's docstring)."""
+    return f"id:{user_id}" if user_id is not None else f"login:{login.strip().lower()}"
+
+
+def address_key(address: str | None) -> str | None:
+    """IPv6 by its /64, IPv4-mapped IPv6 as IPv4; anything unparsable as it is."""
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class SignInThrottle:
     def __init__(self, storage: str, rules: SignInLimits) -> None:
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri(storage)))
         self._rules = rules
+        self._warned_at = -math.inf
 
-    async def admit(self, *, login: str, address: str | None) -> None:
-        """Let this attempt be checked, counting it against its account; or
-        TooManySignInAttempts if the account or the address is over its limit."""
-        try:
-            if address and not await self._limiter.test(
-                self._rules.per_address, "signin", "address", address
-            ):
-                await self._refuse(self._rules.per_address, "address", address)
-            account = _account(login)
-            if not await self._limiter.hit(self._rules.per_account, "signin", "account", account):
-                await self._refuse(self._rules.per_account, "account", account)
-        except TooManySignInAttempts:
-            raise
-        except Exception as exc:  # the storage, not the rule: see the module's docstring
-            logger.warning("sign-in throttle storage failed (%s); not throttling", exc)
+    async def admit(self, *, account: str, address: str | None) -> None:
+        """Count this attempt under each of its keys; TooManySignInAttempts (and nothing
+        more counted) at the first key over its limit."""
+        where = address_key(address)
+        keys: list[tuple[limits.RateLimitItem, tuple[str, ...], str]] = []
+        if where is not None:
+            keys.append((self._rules.per_address, ("address", where), "address"))
+            keys.append(
+                (self._rules.per_account_and_address, ("account", account, where), "account")
+            )
+        keys.append((self._rules.per_account, ("account", account), "account"))
+        for rule, identifiers, kind in keys:
+            allowed = await self._storage(self._limiter.hit(rule, "signin", *identifiers))
+            if allowed is False:
+                await self._refuse(rule, identifiers, kind)
 
-    async def failed(self, *, address: str | None) -> None:
-        """The password was wrong: the address's count of failures goes up."""
-        if not address:
-            return
-        try:
-            await self._limiter.hit(self._rules.per_address, "signin", "address", address)
-        except Exception as exc:
-            logger.warning("sign-in throttle storage failed (%s); failure not counted", exc)
+    async def succeeded(self, *, account: str, address: str | None) -> None:
+        """The account's password was right: its counts start again."""
+        where = address_key(address)
+        if where is not None:
+            await self._storage(
+                self._limiter.clear(
+                    self._rules.per_account_and_address, "signin", "account", account, where
+                )
+            )
+        await self._storage(
+            self._limiter.clear(self._rules.per_account, "signin", "account", account)
+        )
 
-    async def succeeded(self, *, login: str) -> None:
-        """The account's password was right: its count starts again."""
-        try:
-            await self._limiter.clear(self._rules.per_account, "signin", "account", _account(login))
-        except Exception as exc:
-            logger.warning("sign-in throttle storage failed (%s); count not cleared", exc)
-
-    async def _refuse(self, rule: limits.RateLimitItem, kind: str, key: str) -> NoReturn:
-        stats = await self._limiter.get_window_stats(rule, "signin", kind, key)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    async def _refuse(
+        self, rule: limits.RateLimitItem, identifiers: tuple[str, ...], kind: str
+    ) -> NoReturn:
+        stats = await self._storage(self._limiter.get_window_stats(rule, "signin", *identifiers))
+        # Until the oldest attempt in the window leaves it; the whole window if unknown.
+        reset_at = stats.reset_time if stats is not None else time.time() + rule.get_expiry()
+        retry_after = max(1, math.ceil(reset_at - time.time()))
         raise TooManySignInAttempts(
             f"too many sign-in attempts for this {kind}; try again in {retry_after} seconds",
             extra={"retryAfter": retry_after},
             headers={"Retry-After": str(retry_after)},
         )
 
-
-def _account(login: str) -> str:
-    return login.strip().lower()
+    async def _storage(self, call: Coroutine[Any, Any, T]) -> T | None:
+        """The storage's answer, or None if it failed or took too long (then unthrottled)."""
+        try:
+            async with asyncio.timeout(STORAGE_TIMEOUT_SECONDS):
+                return await call
+        except Exception as exc:  # the storage's own errors, whatever its client library
+            now = time.monotonic()
+            if now - self._warned_at >= WARNING_INTERVAL_SECONDS:
+                self._warned_at = now
+                logger.warning(
+                    "sign-in throttle storage failed (%s); signing in unthrottled",
+                    exc or type(exc).__name__,
+                )
+            return None

@@ -19,13 +19,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import limits
 import limits.errors
 from limits.storage import storage_from_string
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coursehub.core.errors import ConfigurationError
+from coursehub.core.rates import parse_rate
 
 # A secret shorter than this is refused in production.
 MIN_SECRET_LENGTH = 32
@@ -63,20 +63,26 @@ class Settings(BaseSettings):
     # (then run `coursehub orders expire` from cron).
     order_expiry_interval_seconds: float = Field(default=60, ge=0)
 
-    # Sign-in throttling (auth/throttle.py): attempts per account, failed ones per address,
-    # in a moving window ("10/15 minutes"), counted in memory (per process) or in Redis
-    # ("redis://host:6379", shared by every worker and host; the `redis` extra).
-    signin_limit_per_account: str = "10/15 minutes"
-    signin_limit_per_address: str = "100/15 minutes"
+    # Sign-in throttling (auth/throttle.py): attempts in moving windows ("10/15 minutes")
+    # per account from one address, per account, and per address; counted in memory (per
+    # process) or in Redis ("redis://host:6379", shared by every worker and host; the
+    # `redis` extra).
+    signin_limit_per_account_and_address: str = "10/15 minutes"
+    signin_limit_per_account: str = "100/15 minutes"
+    signin_limit_per_address: str = "200/15 minutes"
     rate_limit_storage: str = "memory://"
 
     admin_email: str | None = Field(default=None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, validation_alias="ADMIN_PASSWORD")
 
-    @field_validator("signin_limit_per_account", "signin_limit_per_address")
+    @field_validator(
+        "signin_limit_per_account_and_address",
+        "signin_limit_per_account",
+        "signin_limit_per_address",
+    )
     @classmethod
     def _a_rate(cls, value: str) -> str:
-        limits.parse(value)  # ValueError, reported as a bad setting, if it is not a rate
+        parse_rate(value)  # ValueError, reported as a bad setting, if it is not one rate
         return value
 
     @field_validator("rate_limit_storage")

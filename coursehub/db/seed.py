@@ -52,7 +52,6 @@ class SeedReport:
     admin_created: bool = False
     # Set only when the admin was created here with a password we made up; shown once.
     generated_admin_password: str | None = None
-    # Set when the admin's email belongs to an account that is not an admin.
 
     @property
     def changed(self) -> bool:

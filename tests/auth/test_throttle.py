@@ -1,21 +1,23 @@
-"""Sign-in throttling (auth/throttle.py): per account and per address, counted before the
-password is checked, 429 with Retry-After beyond, cleared for the account by a success;
-exact under concurrent guesses; shared between processes through Redis."""
+"""Sign-in throttling (auth/throttle.py): per account from one address, per account, per
+address; counted before the password is checked, 429 with Retry-After beyond, cleared for
+the account by a success; exact under concurrent guesses; shared between processes
+through Redis; never hanging or refusing everyone when the storage fails."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.app import create_app
 from coursehub.auth.errors import TooManySignInAttempts
-from coursehub.auth.throttle import SignInLimits, SignInThrottle
+from coursehub.auth.throttle import SignInLimits, SignInThrottle, address_key
 from coursehub.core.database import Database
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings, get_settings
@@ -23,32 +25,41 @@ from tests.conftest import share_test_session
 from tests.factories import DEFAULT_PASSWORD, make_user
 
 LOGIN = "/api/v1/auth/login"
+LOOSE = "1000/hour"
+ClientFor = Callable[[str], httpx.AsyncClient]
+
+
+def limited_app(settings: Settings, database: Database, **limits: str) -> FastAPI:
+    update = {f"signin_limit_{name}": rate for name, rate in limits.items()}
+    defaults = {
+        "signin_limit_per_account_and_address": LOOSE,
+        "signin_limit_per_account": LOOSE,
+        "signin_limit_per_address": LOOSE,
+    }
+    return create_app(settings.model_copy(update={**defaults, **update}), database=database)
 
 
 @pytest.fixture
 async def throttled(
     session: AsyncSession, settings: Settings, database: Database
-) -> AsyncIterator[Callable[..., httpx.AsyncClient]]:
-    """A client on an app with the given sign-in limits (and addresses of our choosing)."""
+) -> AsyncIterator[Callable[..., ClientFor]]:
+    """`throttled(per_account="3/15 minutes", …)`: one app with those limits (the others
+    loose), and a function giving a client of it at a given address."""
     clients: list[httpx.AsyncClient] = []
 
-    def make(
-        *, per_account: str = "1000/hour", per_address: str = "1000/hour", address: str = "10.0.0.1"
-    ) -> httpx.AsyncClient:
-        limited = settings.model_copy(
-            update={
-                "signin_limit_per_account": per_account,
-                "signin_limit_per_address": per_address,
-            }
-        )
-        app = create_app(limited, database=database)
+    def make(**limits: str) -> ClientFor:
+        app = limited_app(settings, database, **limits)
         share_test_session(app, session)
-        transport = httpx.ASGITransport(
-            app=app, raise_app_exceptions=False, client=(address, 40000)
-        )
-        client = httpx.AsyncClient(transport=transport, base_url="http://test")
-        clients.append(client)
-        return client
+
+        def client_for(address: str) -> httpx.AsyncClient:
+            transport = httpx.ASGITransport(
+                app=app, raise_app_exceptions=False, client=(address, 40000)
+            )
+            client = httpx.AsyncClient(transport=transport, base_url="http://test")
+            clients.append(client)
+            return client
+
+        return client_for
 
     yield make
     for client in clients:
@@ -59,17 +70,21 @@ async def sign_in(client: httpx.AsyncClient, login: str, password: str) -> httpx
     return await client.post(LOGIN, json={"login": login, "password": password})
 
 
-async def test_an_account_gets_its_limit_of_guesses_then_429_even_with_the_right_password(
-    throttled: Callable[..., httpx.AsyncClient], session: AsyncSession
+async def codes(attempts: list[Awaitable[httpx.Response]]) -> list[int]:
+    return [(await attempt).status_code for attempt in attempts]
+
+
+async def test_an_account_from_one_address_gets_its_guesses_then_429_even_when_right(
+    throttled: Callable[..., ClientFor], session: AsyncSession
 ) -> None:
     email = (await make_user(session)).email
     other = (await make_user(session)).username
     await session.commit()  # kept when a failed request rolls the shared session back
-    client = throttled(per_account="3/15 minutes")
+    at = throttled(per_account_and_address="3/15 minutes")("10.0.0.1")
 
-    guesses = [(await sign_in(client, email, "wrong-guess")).status_code for _ in range(3)]
-    blocked = await sign_in(client, email.upper(), DEFAULT_PASSWORD)  # any case: same account
-    others = await sign_in(client, other, DEFAULT_PASSWORD)
+    guesses = await codes([sign_in(at, email, "wrong-guess") for _ in range(3)])
+    blocked = await sign_in(at, email.upper(), DEFAULT_PASSWORD)  # any case: same account
+    others = await sign_in(at, other, DEFAULT_PASSWORD)
 
     assert guesses == [401, 401, 401]
     assert blocked.status_code == 429
@@ -80,28 +95,71 @@ async def test_an_account_gets_its_limit_of_guesses_then_429_even_with_the_right
     assert others.status_code == 200  # another account is not affected
 
 
+async def test_the_email_and_the_username_share_one_count(
+    throttled: Callable[..., ClientFor], session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    email, username = user.email, user.username
+    await session.commit()
+    at = throttled(per_account_and_address="3/15 minutes")("10.0.0.1")
+
+    tried = await codes(
+        [sign_in(at, email, "x"), sign_in(at, username, "x"), sign_in(at, username.upper(), "x")]
+    )
+
+    assert tried == [401, 401, 401]
+    assert (await sign_in(at, email, DEFAULT_PASSWORD)).status_code == 429
+    assert (await sign_in(at, username, DEFAULT_PASSWORD)).status_code == 429
+
+
+async def test_guesses_from_elsewhere_do_not_lock_the_customer_out_at_home(
+    throttled: Callable[..., ClientFor], session: AsyncSession
+) -> None:
+    """Someone else's guesses exhaust their own address's count for the account, not the
+    customer's; only the looser account-wide count is shared."""
+    email = (await make_user(session)).email
+    await session.commit()
+    client_for = throttled(per_account_and_address="3/15 minutes", per_account="6/15 minutes")
+    attacker, customer = client_for("203.0.113.66"), client_for("198.51.100.20")
+
+    attacked = await codes([sign_in(attacker, email, "guess") for _ in range(4)])
+    home = await sign_in(customer, email, DEFAULT_PASSWORD)
+
+    assert attacked == [401, 401, 401, 429]
+    assert home.status_code == 200
+
+
+async def test_guesses_spread_over_addresses_meet_the_account_wide_limit(
+    throttled: Callable[..., ClientFor],
+) -> None:
+    client_for = throttled(per_account="4/15 minutes")
+    login = f"victim-{uuid.uuid4().hex}@example.com"
+
+    spread = await codes([sign_in(client_for(f"10.9.0.{n}"), login, "x") for n in range(5)])
+
+    assert spread == [401, 401, 401, 401, 429]
+
+
 async def test_a_login_without_an_account_is_throttled_alike(
-    throttled: Callable[..., httpx.AsyncClient],
+    throttled: Callable[..., ClientFor],
 ) -> None:
     """The answers must not tell which logins have accounts."""
-    client = throttled(per_account="2/15 minutes")
+    at = throttled(per_account_and_address="2/15 minutes")("10.0.0.1")
     nobody = f"nobody-{uuid.uuid4().hex}@example.com"
 
-    codes = [(await sign_in(client, nobody, "guess")).status_code for _ in range(3)]
-
-    assert codes == [401, 401, 429]
+    assert await codes([sign_in(at, nobody, "guess") for _ in range(3)]) == [401, 401, 429]
 
 
 async def test_a_success_clears_the_accounts_count(
-    throttled: Callable[..., httpx.AsyncClient], session: AsyncSession
+    throttled: Callable[..., ClientFor], session: AsyncSession
 ) -> None:
     username = (await make_user(session)).username
     await session.commit()
-    client = throttled(per_account="3/15 minutes")
+    at = throttled(per_account_and_address="3/15 minutes")("10.0.0.1")
 
-    before = [(await sign_in(client, username, "wrong")).status_code for _ in range(2)]
-    success = await sign_in(client, username, DEFAULT_PASSWORD)
-    after = [(await sign_in(client, username, "wrong")).status_code for _ in range(4)]
+    before = await codes([sign_in(at, username, "wrong") for _ in range(2)])
+    success = await sign_in(at, username, DEFAULT_PASSWORD)
+    after = await codes([sign_in(at, username, "wrong") for _ in range(4)])
 
     assert before == [401, 401]
     assert success.status_code == 200
@@ -109,52 +167,45 @@ async def test_a_success_clears_the_accounts_count(
 
 
 async def test_one_address_cannot_walk_through_many_accounts(
-    throttled: Callable[..., httpx.AsyncClient],
+    throttled: Callable[..., ClientFor],
 ) -> None:
-    guesser = throttled(per_address="4/15 minutes", address="203.0.113.9")
-    neighbour = throttled(per_address="4/15 minutes", address="203.0.113.10")
+    client_for = throttled(per_address="4/15 minutes")
+    guesser, neighbour = client_for("203.0.113.9"), client_for("203.0.113.10")
 
-    codes = [
-        (await sign_in(guesser, f"user{n}-{uuid.uuid4().hex}@example.com", "x")).status_code
-        for n in range(5)
-    ]
+    walked = await codes(
+        [sign_in(guesser, f"user{n}-{uuid.uuid4().hex}@example.com", "x") for n in range(5)]
+    )
 
-    assert codes == [401, 401, 401, 401, 429]
+    assert walked == [401, 401, 401, 401, 429]
     assert (await sign_in(neighbour, "someone@example.com", "x")).status_code == 401
 
 
-async def test_an_address_counts_only_its_failures(
-    throttled: Callable[..., httpx.AsyncClient], session: AsyncSession
-) -> None:
-    """Many customers behind one address (an office, a proxy) all sign in."""
-    usernames = [(await make_user(session)).username for _ in range(4)]
-    await session.commit()
-    office = throttled(per_address="2/15 minutes", address="198.51.100.7")
-
-    signed_in = [(await sign_in(office, name, DEFAULT_PASSWORD)).status_code for name in usernames]
-    wrong = [(await sign_in(office, name, "wrong")).status_code for name in usernames[:3]]
-
-    assert signed_in == [200, 200, 200, 200]
-    assert wrong == [401, 401, 429]
+def test_ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() -> None:
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("::ffff:198.51.100.7") == "198.51.100.7"
+    assert address_key("testclient") == "testclient"
+    assert address_key(None) is None
 
 
 @pytest.mark.committing
+@pytest.mark.parametrize("key", ["account", "address"])
 async def test_concurrent_guesses_get_exactly_the_limit(
-    committed_db: Database, settings: Settings
+    committed_db: Database, settings: Settings, key: str
 ) -> None:
     """Counted before the password is checked, atomically: 20 guesses at once against a
-    limit of 5 are 5 wrong-password answers and 15 refusals, never more checks. (Real
-    sessions, one per request, as the server runs them.)"""
+    limit of 5 (one account, or one address over 20 accounts) are 5 wrong-password answers
+    and 15 refusals, never more checks. Real sessions, one per request, as served."""
     async with committed_db.transaction() as setup:
         email = (await make_user(setup)).email
-    limited = settings.model_copy(update={"signin_limit_per_account": "5/15 minutes"})
-    app = create_app(limited, database=committed_db)
+    logins = [email] * 20 if key == "account" else [f"u{n}@example.com" for n in range(20)]
+    rate = {"per_account_and_address" if key == "account" else "per_address": "5/15 minutes"}
+    app = limited_app(settings, committed_db, **rate)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        responses = await asyncio.gather(*(sign_in(client, email, "wrong") for _ in range(20)))
+        responses = await asyncio.gather(*(sign_in(client, login, "wrong") for login in logins))
 
-    codes = sorted(r.status_code for r in responses)
-    assert codes == [401] * 5 + [429] * 15
+    assert sorted(r.status_code for r in responses) == [401] * 5 + [429] * 15
 
 
 def redis_is_reachable() -> bool:
@@ -165,31 +216,56 @@ def redis_is_reachable() -> bool:
         return False
 
 
+RULES = SignInLimits.parse(
+    per_account_and_address="3/15 minutes", per_account=LOOSE, per_address=LOOSE
+)
+
+
 @pytest.mark.skipif(not redis_is_reachable(), reason="no Redis at 127.0.0.1:6379")
 async def test_workers_share_the_count_through_redis() -> None:
     """Two throttles on one Redis (two worker processes, or hosts) count together."""
-    rules = SignInLimits.parse(per_account="3/15 minutes", per_address="1000/hour")
-    first = SignInThrottle("redis://127.0.0.1:6379", rules)
-    second = SignInThrottle("redis://127.0.0.1:6379", rules)
-    login = f"shared-{uuid.uuid4().hex}@example.com"
+    first = SignInThrottle("redis://127.0.0.1:6379", RULES)
+    second = SignInThrottle("redis://127.0.0.1:6379", RULES)
+    account = f"login:shared-{uuid.uuid4().hex}"
 
-    await first.admit(login=login, address="10.1.1.1")
-    await second.admit(login=login, address="10.1.1.2")
-    await first.admit(login=login, address="10.1.1.3")
+    await first.admit(account=account, address="10.1.1.1")
+    await second.admit(account=account, address="10.1.1.1")
+    await first.admit(account=account, address="10.1.1.1")
     with pytest.raises(TooManySignInAttempts):
-        await second.admit(login=login, address="10.1.1.4")
-    await first.succeeded(login=login)
-    await second.admit(login=login, address="10.1.1.5")  # cleared for both
+        await second.admit(account=account, address="10.1.1.1")
+    await first.succeeded(account=account, address="10.1.1.1")
+    await second.admit(account=account, address="10.1.1.1")  # cleared for both
 
 
-async def test_a_storage_that_fails_lets_sign_in_through() -> None:
-    """Redis down must not lock every customer out: unthrottled, with a warning."""
-    rules = SignInLimits.parse(per_account="1/hour", per_address="1/hour")
-    throttle = SignInThrottle("redis://127.0.0.1:1", rules)  # nothing listens there
+async def test_a_storage_that_refuses_connections_lets_sign_in_through() -> None:
+    throttle = SignInThrottle("redis://127.0.0.1:1", RULES)  # nothing listens there
 
-    for _ in range(3):
-        await throttle.admit(login="someone@example.com", address="10.2.2.2")
-    await throttle.succeeded(login="someone@example.com")
+    for _ in range(5):
+        await throttle.admit(account="login:someone", address="10.2.2.2")
+    await throttle.succeeded(account="login:someone", address="10.2.2.2")
+
+
+async def test_a_storage_that_never_answers_does_not_hang_sign_in() -> None:
+    """A Redis that accepts connections and then says nothing (stuck, or partitioned)."""
+    silent_connections: list[asyncio.StreamWriter] = []
+
+    async def say_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        silent_connections.append(writer)
+
+    server = await asyncio.start_server(say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        throttle = SignInThrottle(f"redis://127.0.0.1:{port}", RULES)
+        # A guard, not a speed test: without the storage timeout this would wait forever.
+        async with asyncio.timeout(30):
+            for _ in range(2):
+                await throttle.admit(account="login:someone", address="10.3.3.3")
+            await throttle.succeeded(account="login:someone", address="10.3.3.3")
+    finally:
+        for writer in silent_connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
 
 
 @pytest.mark.parametrize(
@@ -197,6 +273,9 @@ async def test_a_storage_that_fails_lets_sign_in_through() -> None:
     [
         ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT", "lots"),
         ("COURSEHUB_SIGNIN_LIMIT_PER_ADDRESS", "10 per fortnight"),
+        ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT_AND_ADDRESS", "0/minute"),
+        ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT_AND_ADDRESS", "10/0 minutes"),
+        ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT", "10/15 minutes;1/second"),
         ("COURSEHUB_RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
     ],
 )
