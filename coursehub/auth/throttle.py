@@ -25,8 +25,14 @@ host usually has a whole /64), IPv4-mapped addresses as IPv4.
 The counts live in the server process's memory unless COURSEHUB_RATE_LIMIT_STORAGE names
 a Redis server (the `redis` extra): in memory, each of N worker processes counts on its
 own. If the storage fails or does not answer within STORAGE_TIMEOUT_SECONDS (Redis down or
-unreachable), sign-in goes on unthrottled, with a warning at most once a minute: locking
-every customer out, or hanging every sign-in, is worse than a while without the limit.
+unreachable), sign-in goes on unthrottled for STORAGE_RETRY_SECONDS before the storage is
+tried again, with a warning at most once a minute: locking every customer out, or making
+every sign-in wait, is worse than a while without the limit.
+
+What it does not do: someone guessing from many addresses can still hold an account at
+its account-wide limit (a challenge, such as a CAPTCHA or an e-mailed link, would be the
+next step); and since the account is counted by id, exhausting it under a username and
+then trying an email shows whether the two belong to one account.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ logger = logging.getLogger("coursehub.auth")
 T = TypeVar("T")
 
 STORAGE_TIMEOUT_SECONDS = 0.5
+STORAGE_RETRY_SECONDS = 30
 WARNING_INTERVAL_SECONDS = 60.0
 
 
@@ -102,18 +109,22 @@ class SignInThrottle:
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri(storage)))
         self._rules = rules
         self._warned_at = -math.inf
+        self._skip_until = -math.inf
 
     async def admit(self, *, account: str, address: str | None) -> None:
         """Count this attempt under each of its keys; TooManySignInAttempts (and nothing
         more counted) at the first key over its limit."""
         where = address_key(address)
+        # The account's counts first: an attempt refused there does not use up the count its
+        # address shares with everyone behind it (a client retrying a stale password).
         keys: list[tuple[limits.RateLimitItem, tuple[str, ...], str]] = []
         if where is not None:
-            keys.append((self._rules.per_address, ("address", where), "address"))
             keys.append(
                 (self._rules.per_account_and_address, ("account", account, where), "account")
             )
         keys.append((self._rules.per_account, ("account", account), "account"))
+        if where is not None:
+            keys.append((self._rules.per_address, ("address", where), "address"))
         for rule, identifiers, kind in keys:
             allowed = await self._storage(self._limiter.hit(rule, "signin", *identifiers))
             if allowed is False:
@@ -146,16 +157,23 @@ class SignInThrottle:
         )
 
     async def _storage(self, call: Coroutine[Any, Any, T]) -> T | None:
-        """The storage's answer, or None if it failed or took too long (then unthrottled)."""
+        """The storage's answer, or None if it failed or took too long (then unthrottled).
+        After a failure the storage is left alone for STORAGE_RETRY_SECONDS, so that a
+        storage that does not answer does not add its timeout to every sign-in."""
+        if time.monotonic() < self._skip_until:
+            call.close()
+            return None
         try:
             async with asyncio.timeout(STORAGE_TIMEOUT_SECONDS):
                 return await call
         except Exception as exc:  # the storage's own errors, whatever its client library
             now = time.monotonic()
+            self._skip_until = now + STORAGE_RETRY_SECONDS
             if now - self._warned_at >= WARNING_INTERVAL_SECONDS:
                 self._warned_at = now
                 logger.warning(
-                    "sign-in throttle storage failed (%s); signing in unthrottled",
-                    exc or type(exc).__name__,
+                    "sign-in throttle storage failed (%s); signing in unthrottled for %d s",
+                    str(exc) or type(exc).__name__,
+                    STORAGE_RETRY_SECONDS,
                 )
             return None

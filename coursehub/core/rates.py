@@ -6,6 +6,7 @@ import re
 
 import limits
 
+MAX_WINDOW_SECONDS = 7 * 24 * 3600  # longer ones overflow storage expiries, and help nobody
 # limits reads a window of "0 minutes" as 1 minute; an explicit zero is a mistake.
 _ZERO_WINDOW = re.compile(r"(?:/|\bper)\s*0+\s*[a-z]", re.IGNORECASE)
 
@@ -21,4 +22,6 @@ def parse_rate(value: str) -> limits.RateLimitItem:
     rule = rules[0]
     if rule.amount < 1 or rule.multiples < 1:
         raise ValueError("must allow at least 1 in a window of at least 1 unit")
+    if rule.get_expiry() > MAX_WINDOW_SECONDS:
+        raise ValueError("the window must be at most 7 days")
     return rule

@@ -180,6 +180,24 @@ async def test_one_address_cannot_walk_through_many_accounts(
     assert (await sign_in(neighbour, "someone@example.com", "x")).status_code == 401
 
 
+async def test_attempts_refused_at_the_account_leave_the_address_count_alone(
+    throttled: Callable[..., ClientFor], session: AsyncSession
+) -> None:
+    """A client retrying a stale password must not use up the count shared by everyone
+    behind its address."""
+    stale = (await make_user(session)).email
+    colleague = (await make_user(session)).email
+    await session.commit()
+    office = throttled(per_account_and_address="2/15 minutes", per_address="4/15 minutes")
+    retrying, other_desk = office("192.0.2.50"), office("192.0.2.50")
+
+    retries = await codes([sign_in(retrying, stale, "old-password") for _ in range(8)])
+    colleague_signs_in = await sign_in(other_desk, colleague, DEFAULT_PASSWORD)
+
+    assert retries == [401, 401] + [429] * 6
+    assert colleague_signs_in.status_code == 200  # the address had counted 2, not 8
+
+
 def test_ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() -> None:
     assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
     assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
@@ -268,6 +286,26 @@ async def test_a_storage_that_never_answers_does_not_hang_sign_in() -> None:
         await server.wait_closed()
 
 
+async def test_after_a_storage_failure_the_storage_is_left_alone_for_a_while() -> None:
+    """A storage that does not answer costs its timeout once, not on every sign-in: the
+    calls after a failure do not reach it (its coroutine is never awaited)."""
+    throttle = SignInThrottle("memory://", RULES)
+    reached: list[str] = []
+
+    async def stuck() -> bool:
+        reached.append("stuck")
+        await asyncio.sleep(3600)
+        return True
+
+    async def answers() -> bool:
+        reached.append("answers")
+        return True
+
+    assert await throttle._storage(stuck()) is None  # times out
+    assert await throttle._storage(answers()) is None  # skipped: not reached
+    assert reached == ["stuck"]
+
+
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
@@ -276,6 +314,7 @@ async def test_a_storage_that_never_answers_does_not_hang_sign_in() -> None:
         ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT_AND_ADDRESS", "0/minute"),
         ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT_AND_ADDRESS", "10/0 minutes"),
         ("COURSEHUB_SIGNIN_LIMIT_PER_ACCOUNT", "10/15 minutes;1/second"),
+        ("COURSEHUB_SIGNIN_LIMIT_PER_ADDRESS", "10/1000 years"),
         ("COURSEHUB_RATE_LIMIT_STORAGE", "memcached://127.0.0.1:11211"),
     ],
 )
