@@ -95,14 +95,26 @@ async def refresh(session: SessionDep, policy: PolicyDep, body: RefreshRequest) 
 @router.post(
     "/me/password",
     response_model=TokenPairRead,
-    responses=responses(WrongPassword, Unauthorized),
+    responses=responses(WrongPassword, Unauthorized, TooManySignInAttempts),
 )
 async def change_password(
-    session: SessionDep, user: CurrentUser, policy: PolicyDep, body: PasswordChangeRequest
+    session: SessionDep,
+    user: CurrentUser,
+    policy: PolicyDep,
+    throttle: ThrottleDep,
+    address: ClientAddressDep,
+    body: PasswordChangeRequest,
 ) -> TokenPairRead:
     """Change the password. Every token issued before stops working; the answer is a
-    fresh pair for this client."""
+    fresh pair for this client. Guesses at the current password count as sign-in
+    attempts (429 beyond the limits)."""
     pair = await service.change_password(
-        session, user, current=body.current, new=body.new, policy=policy
+        session,
+        user,
+        current=body.current,
+        new=body.new,
+        policy=policy,
+        throttle=throttle,
+        address=address,
     )
     return TokenPairRead.model_validate(pair)

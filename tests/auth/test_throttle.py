@@ -22,7 +22,7 @@ from coursehub.core.database import Database
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings, get_settings
 from tests.conftest import share_test_session
-from tests.factories import DEFAULT_PASSWORD, make_user
+from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
 
 LOGIN = "/api/v1/auth/login"
 LOOSE = "1000/hour"
@@ -196,6 +196,30 @@ async def test_attempts_refused_at_the_account_leave_the_address_count_alone(
 
     assert retries == [401, 401] + [429] * 6
     assert colleague_signs_in.status_code == 200  # the address had counted 2, not 8
+
+
+async def test_guesses_at_the_current_password_count_as_sign_in_attempts(
+    throttled: Callable[..., ClientFor], session: AsyncSession
+) -> None:
+    """A stolen access token must not allow unlimited guesses through POST /me/password;
+    the counts are the account's, shared with sign-in."""
+    user = await make_user(session)
+    email, headers = user.email, auth_headers(user)
+    await session.commit()
+    at = throttled(per_account_and_address="2/15 minutes")("10.0.0.7")
+
+    def change(current: str) -> Awaitable[httpx.Response]:
+        body = {"current": current, "new": "a-brand-new-password"}
+        return at.post("/api/v1/me/password", json=body, headers=headers)
+
+    guesses = await codes([change("guess-1"), change("guess-2")])
+    right_but_late = await change(DEFAULT_PASSWORD)
+    sign_in_too = await sign_in(at, email, DEFAULT_PASSWORD)
+
+    assert guesses == [403, 403]
+    assert right_but_late.status_code == 429
+    assert right_but_late.json()["code"] == "too_many_attempts"
+    assert sign_in_too.status_code == 429
 
 
 def test_ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() -> None:
