@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
+from coursehub.auth.dependencies import (
+    AdminUser,
+    ClientAddressDep,
+    CodecDep,
+    CurrentUser,
+    ThrottleDep,
+)
+from coursehub.auth.errors import TooManySignInAttempts
 from coursehub.core.dependencies import SessionDep
 from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
 from coursehub.core.problems import responses
@@ -60,14 +67,21 @@ async def update_me(session: SessionDep, user: CurrentUser, body: UserUpdate) ->
 @router.delete(
     "/me",
     response_model=AccountRemovalRead,
-    responses=responses(WrongPassword, LastAdmin, Unauthorized),
+    responses=responses(WrongPassword, LastAdmin, Unauthorized, TooManySignInAttempts),
 )
 async def delete_me(
-    session: SessionDep, user: CurrentUser, body: AccountDelete
+    session: SessionDep,
+    user: CurrentUser,
+    throttle: ThrottleDep,
+    address: ClientAddressDep,
+    body: AccountDelete,
 ) -> AccountRemovalRead:
-    """Delete the account (confirmed with the password). With orders it is anonymised
-    instead and the orders kept. Either way, nobody can sign in to it again."""
-    outcome = await service.delete_own_account(session, user, password=body.password)
+    """Delete the account (confirmed with the password, which counts as a sign-in
+    attempt). With orders it is anonymised instead and the orders kept. Either way,
+    nobody can sign in to it again."""
+    outcome = await service.delete_own_account(
+        session, user, password=body.password, throttle=throttle, address=address
+    )
     return AccountRemovalRead(outcome=outcome)
 
 

@@ -12,6 +12,7 @@ from enum import StrEnum
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.database import violated_constraint
 from coursehub.core.errors import FieldError, StoreError
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
@@ -198,9 +199,20 @@ async def remove_account(session: AsyncSession, user_id: str) -> Removal:
     return Removal.deleted
 
 
-async def delete_own_account(session: AsyncSession, user: User, *, password: str) -> Removal:
-    """DELETE /me: confirmed with the password."""
+async def delete_own_account(
+    session: AsyncSession,
+    user: User,
+    *,
+    password: str,
+    throttle: SignInThrottle,
+    address: str | None,
+) -> Removal:
+    """DELETE /me: confirmed with the password, checked under the account's sign-in counts
+    (auth/throttle.py), as a stolen access token must not allow unlimited guesses."""
+    account = account_key(user_id=user.id, login=user.email)
+    await throttle.admit(account=account, address=address)
     await check_password(user, password)
+    await throttle.succeeded(account=account, address=address)
     return await remove_account(session, user.id)
 
 

@@ -21,6 +21,7 @@ from coursehub.auth.throttle import SignInLimits, SignInThrottle, address_key
 from coursehub.core.database import Database
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings, get_settings
+from coursehub.models import User
 from tests.conftest import share_test_session
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
 
@@ -220,6 +221,25 @@ async def test_guesses_at_the_current_password_count_as_sign_in_attempts(
     assert right_but_late.status_code == 429
     assert right_but_late.json()["code"] == "too_many_attempts"
     assert sign_in_too.status_code == 429
+
+
+async def test_guesses_at_the_password_to_delete_the_account_count_too(
+    throttled: Callable[..., ClientFor], session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    user_id, headers = user.id, auth_headers(user)
+    await session.commit()
+    at = throttled(per_account_and_address="2/15 minutes")("10.0.0.8")
+
+    def delete(password: str) -> Awaitable[httpx.Response]:
+        return at.request("DELETE", "/api/v1/me", json={"password": password}, headers=headers)
+
+    guesses = await codes([delete("guess-1"), delete("guess-2")])
+    refused = await delete(DEFAULT_PASSWORD)
+
+    assert guesses == [403, 403]
+    assert refused.status_code == 429
+    assert await session.get(User, user_id) is not None  # not deleted
 
 
 def test_ipv6_clients_are_counted_by_their_64_and_mapped_ipv4_as_ipv4() -> None:
