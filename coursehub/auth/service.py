@@ -131,12 +131,8 @@ async def change_password(
     address: str | None,
 ) -> TokenPair:
     """POST /me/password: every token issued before stops working; the caller gets a
-    fresh pair so this client stays signed in. The current password is checked under the
-    account's sign-in counts: a stolen access token must not allow unlimited guesses."""
-    account = account_key(user_id=user.id, login=user.email)
-    await throttle.admit(account=account, address=address)
-    await users.check_password(user, current, field="current")
-    await throttle.succeeded(account=account, address=address)
+    fresh pair so this client stays signed in."""
+    await users.check_password(user, current, throttle=throttle, address=address, field="current")
     new_hash = await hash_password_off_loop(new)
     if not await repository.replace_password_hash(session, user, new_hash):
         # Changed by a concurrent request: the `current` given here is stale.

@@ -162,13 +162,26 @@ async def update_account(session: AsyncSession, user: User, data: UserUpdate) ->
     return user
 
 
-async def check_password(user: User, password: str, *, field: str = "password") -> None:
+async def check_password(
+    user: User,
+    password: str,
+    *,
+    throttle: SignInThrottle,
+    address: str | None,
+    field: str = "password",
+) -> None:
+    """The signed-in user's password, confirming a sensitive change. Checked under the
+    account's sign-in counts (auth/throttle.py): a stolen access token must not allow
+    unlimited guesses."""
+    account = account_key(user_id=user.id, login=user.email)
+    await throttle.admit(account=account, address=address)
     matches, _ = await verify_password_off_loop(password, user.password)
     if not matches:
         raise WrongPassword(
             "the password is wrong",
             errors=[FieldError(field, "does not match the account's password", "wrong_password")],
         )
+    await throttle.succeeded(account=account, address=address)
 
 
 # --- removing accounts -------------------------------------------------------------------
@@ -207,12 +220,8 @@ async def delete_own_account(
     throttle: SignInThrottle,
     address: str | None,
 ) -> Removal:
-    """DELETE /me: confirmed with the password, checked under the account's sign-in counts
-    (auth/throttle.py), as a stolen access token must not allow unlimited guesses."""
-    account = account_key(user_id=user.id, login=user.email)
-    await throttle.admit(account=account, address=address)
-    await check_password(user, password)
-    await throttle.succeeded(account=account, address=address)
+    """DELETE /me: confirmed with the password."""
+    await check_password(user, password, throttle=throttle, address=address)
     return await remove_account(session, user.id)
 
 
