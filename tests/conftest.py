@@ -67,6 +67,15 @@ def db_config(server: DatabaseConfig) -> Iterator[DatabaseConfig]:
     asyncio.run(drop_database(config))
 
 
+@pytest.fixture
+async def scratch_db(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    """A fresh, empty database of its own, dropped afterwards."""
+    config = server.with_database(scratch_database_name("scratch"))
+    await ensure_database_exists(config)
+    yield config
+    await drop_database(config)
+
+
 @pytest.fixture(scope="session")
 def settings() -> Settings:
     return Settings(

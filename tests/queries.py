@@ -3,13 +3,16 @@ plans."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coursehub.core.database import Database
 
 
 class StatementLog:
@@ -60,14 +63,24 @@ async def explain_generic(engine: AsyncEngine, statement: str, parameters: Any) 
     """The generic plan of a captured statement: the one a prepared statement settles on
     after a few executions, made without the parameters' values. A partial or expression
     index that only a value could prove (a bound JSON key, say) is missing from it."""
-    literals = ", ".join("'" + str(value).replace("'", "''") + "'" for value in parameters)
     async with engine.connect() as conn, conn.begin():
-        await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-        await conn.exec_driver_sql(f"PREPARE explained_statement AS {statement}")
+        return await explain_generic_in(conn, statement, parameters)
+
+
+async def explain_generic_in(
+    conn: AsyncConnection, statement: str, parameters: Any
+) -> dict[str, Any]:
+    """`explain_generic` inside a transaction already open on `conn` (it sees that
+    transaction's rows and statistics; the plan mode is set for it alone)."""
+    literals = ", ".join("'" + str(value).replace("'", "''") + "'" for value in parameters)
+    await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+    await conn.exec_driver_sql(f"PREPARE explained_statement AS {statement}")
+    try:
         result = await conn.exec_driver_sql(
             f"EXPLAIN (FORMAT JSON) EXECUTE explained_statement({literals})"
         )
         document = result.scalar_one()
+    finally:
         await conn.exec_driver_sql("DEALLOCATE explained_statement")
     explained = json.loads(document) if isinstance(document, str) else document
     plan: dict[str, Any] = explained[0]["Plan"]
@@ -87,3 +100,17 @@ def sequential_scans(plan: dict[str, Any], table: str) -> list[dict[str, Any]]:
         for node in plan_nodes(plan)
         if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == table
     ]
+
+
+async def waiting_for_locks(database: Database, count: int, *, what: str) -> None:
+    """Return once `count` backends of this database wait on a lock (10 s at most)."""
+    statement = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    for _ in range(1000):
+        async with database.transaction() as session:
+            if (await session.scalar(statement) or 0) >= count:
+                return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} {what} never queued on a lock")

@@ -3,15 +3,10 @@ below them removes it all."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 
-from coursehub.core.database import drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.db import migrations
-from tests.conftest import scratch_database_name
 
 CATALOGUE_INDEXES = {
     "Course_search_idx",
@@ -22,14 +17,6 @@ CATALOGUE_INDEXES = {
     "Course_featured_createdAt_id_idx",
     "Course_published_category_idx",  # 0007
 }
-
-
-@pytest.fixture
-async def scratch(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
-    config = server.with_database(scratch_database_name("catalog"))
-    await ensure_database_exists(config)
-    yield config
-    await drop_database(config)
 
 
 async def catalogue_objects(config: DatabaseConfig) -> tuple[set[str], set[str]]:
@@ -53,21 +40,21 @@ async def catalogue_objects(config: DatabaseConfig) -> tuple[set[str], set[str]]
 
 
 async def test_upgrade_leaves_no_drift_and_downgrade_removes_everything(
-    scratch: DatabaseConfig,
+    scratch_db: DatabaseConfig,
 ) -> None:
-    await migrations.migrate(scratch)
-    indexes, functions = await catalogue_objects(scratch)
-    state = await migrations.status(scratch)
+    await migrations.migrate(scratch_db)
+    indexes, functions = await catalogue_objects(scratch_db)
+    state = await migrations.status(scratch_db)
 
     assert indexes >= CATALOGUE_INDEXES
     assert functions == {"course_search_document"}
     assert "0003_catalogue_indexes" in state.applied
     assert state.drift == []
 
-    await migrations.downgrade(scratch, "0002_added_indexes")
-    indexes_after, functions_after = await catalogue_objects(scratch)
+    await migrations.downgrade(scratch_db, "0002_added_indexes")
+    indexes_after, functions_after = await catalogue_objects(scratch_db)
 
     assert indexes_after == indexes - CATALOGUE_INDEXES
     assert functions_after == set()
-    await migrations.migrate(scratch)
-    assert await catalogue_objects(scratch) == (indexes, functions)
+    await migrations.migrate(scratch_db)
+    assert await catalogue_objects(scratch_db) == (indexes, functions)

@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.models import Order, OrderStatus, PaymentStatus, User
 from tests.factories import auth_headers, make_admin, make_course, make_order, make_user
-from tests.orders.test_admin_orders import URL, fresh
-from tests.payments.helpers import commit_setup, deliver, event
+from tests.orders.test_admin_orders import URL
+from tests.payments.helpers import commit_setup, deliver, event, fresh
 
 
 async def cancelled_order(session: AsyncSession, *, minute: int = 0) -> Order:

@@ -3,15 +3,10 @@ removes them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
-import pytest
 
-from coursehub.core.database import drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.db import migrations
-from tests.conftest import scratch_database_name
 
 MIGRATION_0004_INDEXES = {
     "Order_createdAt_id_idx",
@@ -19,14 +14,6 @@ MIGRATION_0004_INDEXES = {
     "Order_paymentStatus_createdAt_id_idx",
     "CourseEnrollment_userId_createdAt_id_idx",
 }
-
-
-@pytest.fixture
-async def scratch(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
-    config = server.with_database(scratch_database_name("orders"))
-    await ensure_database_exists(config)
-    yield config
-    await drop_database(config)
 
 
 async def indexes_of_0004(config: DatabaseConfig) -> set[str]:
@@ -42,36 +29,36 @@ async def indexes_of_0004(config: DatabaseConfig) -> set[str]:
 
 
 async def test_upgrade_leaves_no_drift_and_downgrade_removes_the_indexes(
-    scratch: DatabaseConfig,
+    scratch_db: DatabaseConfig,
 ) -> None:
-    await migrations.migrate(scratch)
-    state = await migrations.status(scratch)
+    await migrations.migrate(scratch_db)
+    state = await migrations.status(scratch_db)
 
-    assert await indexes_of_0004(scratch) == MIGRATION_0004_INDEXES
+    assert await indexes_of_0004(scratch_db) == MIGRATION_0004_INDEXES
     assert "0004_admin_order_indexes" in state.applied
     assert state.drift == []
 
-    await migrations.downgrade(scratch, "0003_catalogue_indexes")
-    assert await indexes_of_0004(scratch) == set()
+    await migrations.downgrade(scratch_db, "0003_catalogue_indexes")
+    assert await indexes_of_0004(scratch_db) == set()
 
-    await migrations.migrate(scratch)
-    assert await indexes_of_0004(scratch) == MIGRATION_0004_INDEXES
+    await migrations.migrate(scratch_db)
+    assert await indexes_of_0004(scratch_db) == MIGRATION_0004_INDEXES
 
 
 async def test_0008_adds_the_refund_due_index_and_its_downgrade_removes_it(
-    scratch: DatabaseConfig,
+    scratch_db: DatabaseConfig,
 ) -> None:
-    await migrations.migrate(scratch)
-    connection = await asyncpg.connect(**scratch.asyncpg_connect_kwargs())
+    await migrations.migrate(scratch_db)
+    connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
     try:
         definition = await connection.fetchval(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'Order_refundDue_createdAt_id_idx'"
         )
         assert definition is not None
         assert "WHERE ((metadata ->> 'refundDue'::text) = 'true'::text)" in definition
-        assert (await migrations.status(scratch)).drift == []
+        assert (await migrations.status(scratch_db)).drift == []
 
-        await migrations.downgrade(scratch, "0007_published_category_index")
+        await migrations.downgrade(scratch_db, "0007_published_category_index")
         gone = await connection.fetchval(
             "SELECT count(*) FROM pg_indexes WHERE indexname = 'Order_refundDue_createdAt_id_idx'"
         )

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from coursehub.core.database import Database
 from coursehub.coupons import repository as coupons_repository
@@ -21,6 +21,7 @@ from tests.factories import (
     make_user,
 )
 from tests.orders.invariants import assert_order_invariants, count_rows
+from tests.queries import waiting_for_locks
 
 URL = "/api/v1/orders"
 BUYERS = 60
@@ -79,20 +80,6 @@ async def test_a_limited_coupon_gives_exactly_max_uses_among_many_concurrent_che
         await assert_order_invariants(session)
 
 
-async def waiting_for_locks(database: Database, count: int) -> None:
-    """Return once `count` backends of this database wait on a lock (10 s at most)."""
-    statement = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    for _ in range(1000):
-        async with database.transaction() as session:
-            if (await session.scalar(statement) or 0) >= count:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} checkouts never queued on the coupon's lock")
-
-
 async def test_a_use_given_back_by_a_cancel_goes_to_exactly_one_of_two_racing_checkouts(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
@@ -132,7 +119,7 @@ async def test_a_use_given_back_by_a_cancel_goes_to_exactly_one_of_two_racing_ch
         checkouts = [
             asyncio.create_task(committed_client.post(URL, json=body, headers=h)) for h in buyers
         ]
-        await waiting_for_locks(committed_db, 2)
+        await waiting_for_locks(committed_db, 2, what="checkouts")
         cancelled = await committed_client.post(
             f"{URL}/{held_number}/cancel", headers=holder_headers
         )

@@ -9,7 +9,6 @@ the value is known, but not in the generic plan a prepared statement switches to
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,7 +18,7 @@ from coursehub.orders.repository import (
     ORDER_BY_IDEMPOTENCY_KEY,
     find_order_id_by_idempotency_key,
 )
-from tests.queries import plan_nodes
+from tests.queries import explain_generic_in, plan_nodes
 
 ORDERS = 5_000
 BUYERS = 50
@@ -56,20 +55,7 @@ async def test_the_idempotency_lookup_uses_its_index_in_a_generic_plan(
     # prepared, and explained in the generic plan a prepared statement ends up using.
     statement = DriverStatement(ORDER_BY_IDEMPOTENCY_KEY)
     arguments = statement.arguments({"user_id": "buyer-7", "key": "key-1006"})
-    literals = ", ".join("'" + str(value).replace("'", "''") + "'" for value in arguments)
-    await connection.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
-    await connection.exec_driver_sql(f"PREPARE idempotency_lookup AS {statement.sql}")
-    try:
-        result = await connection.exec_driver_sql(
-            f"EXPLAIN (FORMAT JSON) EXECUTE idempotency_lookup({literals})"
-        )
-        document = result.scalar_one()
-    finally:
-        await connection.exec_driver_sql("DEALLOCATE idempotency_lookup")
-    explained: list[dict[str, Any]] = (
-        json.loads(document) if isinstance(document, str) else document
-    )
-    plan = explained[0]["Plan"]
+    plan = await explain_generic_in(connection, statement.sql, arguments)
 
     used = [node.get("Index Name") for node in plan_nodes(plan)]
     assert "Order_userId_idempotencyKey_key" in used, json.dumps(plan, indent=1)

@@ -7,10 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.money import to_paise
-from coursehub.models import Order
+from coursehub.models import CourseEnrollment, Order
 from coursehub.payments.signature import SIGNATURE_HEADER, sign
 from tests.conftest import TEST_WEBHOOK_SECRET
 
@@ -46,6 +47,22 @@ def signed(
 async def deliver(client: httpx.AsyncClient, payload: dict[str, Any] | bytes) -> httpx.Response:
     body, headers = signed(payload)
     return await client.post(WEBHOOK, content=body, headers=headers)
+
+
+async def fresh(session: AsyncSession, order: Order) -> Order:
+    """The order as stored now (re-read, not the session's copy)."""
+    statement = select(Order).where(Order.id == order.id).execution_options(populate_existing=True)
+    return (await session.execute(statement)).scalar_one()
+
+
+async def enrollments_of(session: AsyncSession, user_id: str) -> dict[str, CourseEnrollment]:
+    """The user's enrollments as stored now, by course id."""
+    statement = (
+        select(CourseEnrollment)
+        .where(CourseEnrollment.user_id == user_id)
+        .execution_options(populate_existing=True)
+    )
+    return {e.course_id: e for e in (await session.execute(statement)).scalars()}
 
 
 async def commit_setup(session: AsyncSession) -> None:

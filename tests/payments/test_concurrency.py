@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from coursehub.core.database import Database
 from coursehub.core.models import utcnow
@@ -38,6 +38,7 @@ from tests.factories import (
 )
 from tests.orders.invariants import assert_order_invariants
 from tests.payments.helpers import deliver, event
+from tests.queries import waiting_for_locks
 
 pytestmark = pytest.mark.committing
 
@@ -200,20 +201,6 @@ async def test_concurrent_refunds_revoke_once(
 RACES = 4
 
 
-async def waiting_for_locks(database: Database, count: int) -> None:
-    """Return once `count` backends of this database wait on a lock (10 s at most)."""
-    statement = text(
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    )
-    for _ in range(1000):
-        async with database.transaction() as session:
-            if (await session.scalar(statement) or 0) >= count:
-                return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{count} requests never queued on the orders' locks")
-
-
 async def check_invariants(database: Database) -> None:
     async with database.transaction() as session:
         await assert_order_invariants(session)
@@ -270,7 +257,7 @@ async def test_a_capture_racing_the_buyers_cancel_has_exactly_one_winner(
             tasks = []
             for racer in racers:
                 tasks.append(asyncio.ensure_future(racer(order)))
-                await waiting_for_locks(committed_db, 2 * len(pairs) + len(tasks))
+                await waiting_for_locks(committed_db, 2 * len(pairs) + len(tasks), what="requests")
             pairs.append((tasks[0], tasks[1]) if first else (tasks[1], tasks[0]))
     results = [(await captured, await cancelled) for captured, cancelled in pairs]
 
@@ -322,7 +309,7 @@ async def test_a_capture_racing_expiry_has_exactly_one_winner(
             select(Order.id).where(Order.id.in_([o.id for o in held])).with_for_update()
         )
         held_captures = [asyncio.ensure_future(capture(o)) for o in held]
-        await waiting_for_locks(committed_db, len(held))
+        await waiting_for_locks(committed_db, len(held), what="requests")
         free_captures = asyncio.gather(*(capture(o) for o in free))
         expired = await expire_stale_orders(committed_db, ttl=timedelta(minutes=30))
         free_responses = await free_captures

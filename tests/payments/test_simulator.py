@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,19 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.app import create_app
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
-from coursehub.core.dependencies import get_session
 from coursehub.core.settings import Settings
 from coursehub.models import CourseEnrollment, Order, OrderStatus, PaymentStatus
-from tests.conftest import TEST_WEBHOOK_SECRET
+from tests.conftest import TEST_WEBHOOK_SECRET, share_test_session
+from tests.db.helpers import run_cli
 from tests.factories import auth_headers, make_admin, make_course, make_order, make_user
-from tests.payments.helpers import commit_setup
+from tests.payments.helpers import commit_setup, fresh
 
 URL = "/api/v1/dev/payments/simulate"
-
-
-async def fresh(session: AsyncSession, order_id: str) -> Order:
-    statement = select(Order).where(Order.id == order_id).execution_options(populate_existing=True)
-    return (await session.execute(statement)).scalar_one()
 
 
 async def test_a_buyer_simulates_paying_their_own_order(
@@ -44,7 +37,7 @@ async def test_a_buyer_simulates_paying_their_own_order(
 
     assert response.status_code == 200, response.text
     assert response.json()["outcome"] == "captured"
-    stored = await fresh(session, order.id)
+    stored = await fresh(session, order)
     assert stored.status == OrderStatus.completed
     assert stored.metadata_ is not None and stored.metadata_["paymentId"].startswith("pay_sim_")
 
@@ -63,7 +56,7 @@ async def test_a_simulated_failure_cancels(
     )
 
     assert response.json()["outcome"] == "failed"
-    assert (await fresh(session, order.id)).payment_status == PaymentStatus.failed
+    assert (await fresh(session, order)).payment_status == PaymentStatus.failed
 
 
 async def test_someone_elses_order_is_404_but_an_admin_may(
@@ -78,7 +71,7 @@ async def test_someone_elses_order_is_404_but_an_admin_may(
 
     by_stranger = await client.post(URL, json=body, headers=auth_headers(stranger))
     assert by_stranger.status_code == 404
-    assert (await fresh(session, order.id)).status == OrderStatus.pending
+    assert (await fresh(session, order)).status == OrderStatus.pending
 
     by_admin = await client.post(URL, json=body, headers=auth_headers(admin))
     assert by_admin.status_code == 200
@@ -100,7 +93,7 @@ async def test_a_wrong_simulated_amount_is_refused_as_the_webhook_would(
 
     assert response.status_code == 422
     assert response.json()["code"] == "payment_amount_mismatch"
-    assert (await fresh(session, order.id)).status == OrderStatus.pending
+    assert (await fresh(session, order)).status == OrderStatus.pending
 
 
 async def test_the_simulator_needs_sign_in(client: httpx.AsyncClient) -> None:
@@ -112,11 +105,7 @@ async def simulator_off_client(
     session: AsyncSession, settings: Settings, database: Database
 ) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings.model_copy(update={"payment_simulator": False}), database=database)
-
-    async def shared_session() -> AsyncIterator[AsyncSession]:
-        yield session
-
-    app.dependency_overrides[get_session] = shared_session
+    share_test_session(app, session)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
@@ -135,25 +124,21 @@ async def test_with_the_simulator_off_the_route_does_not_exist(
 
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
-    assert (await fresh(session, order.id)).status == OrderStatus.pending
+    assert (await fresh(session, order)).status == OrderStatus.pending
 
 
 # --- the CLI ---------------------------------------------------------------------------
 
 
-def run_cli(*args: str, config: DatabaseConfig) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": config.to_url(),
-        "COURSEHUB_PAYMENT_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "coursehub", "payments", "simulate", *args],
-        env=env,
-        capture_output=True,
-        text=True,
+def simulate(*args: str, config: DatabaseConfig) -> subprocess.CompletedProcess[str]:
+    """`coursehub payments simulate ARGS`, signing with the test server's webhook secret."""
+    return run_cli(
+        "payments",
+        "simulate",
+        *args,
+        config=config,
+        env={"COURSEHUB_PAYMENT_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET},
         timeout=120,
-        stdin=subprocess.DEVNULL,
     )
 
 
@@ -166,11 +151,11 @@ async def test_cli_simulates_capture_and_failure(
         to_pay = await make_order(session, user=buyer, courses=[await make_course(session)])
         to_fail = await make_order(session, user=buyer, courses=[await make_course(session)])
 
-    paid = run_cli(to_pay.order_number, config=db_config)
-    failed = run_cli(to_fail.order_number, "--fail", config=db_config)
-    replay = run_cli(to_pay.order_number, config=db_config)
-    wrong = run_cli(to_fail.order_number, "--amount", "1.00", config=db_config)
-    missing = run_cli("CH-NOPE", config=db_config)
+    paid = simulate(to_pay.order_number, config=db_config)
+    failed = simulate(to_fail.order_number, "--fail", config=db_config)
+    replay = simulate(to_pay.order_number, config=db_config)
+    wrong = simulate(to_fail.order_number, "--amount", "1.00", config=db_config)
+    missing = simulate("CH-NOPE", config=db_config)
 
     assert paid.returncode == 0, paid.stderr
     assert "captured: order" in paid.stdout and "completed" in paid.stdout

@@ -35,12 +35,15 @@ from tests.factories import (
     make_order,
     make_user,
 )
-from tests.payments.helpers import WEBHOOK, commit_setup, deliver, event, signed
-
-
-async def fresh(session: AsyncSession, order: Order) -> Order:
-    statement = select(Order).where(Order.id == order.id).execution_options(populate_existing=True)
-    return (await session.execute(statement)).scalar_one()
+from tests.payments.helpers import (
+    WEBHOOK,
+    commit_setup,
+    deliver,
+    enrollments_of,
+    event,
+    fresh,
+    signed,
+)
 
 
 async def snapshot(session: AsyncSession, order: Order) -> tuple[Any, ...]:
@@ -65,15 +68,6 @@ async def snapshot(session: AsyncSession, order: Order) -> tuple[Any, ...]:
         usage,
         enrollments,
     )
-
-
-async def enrollments_of(session: AsyncSession, user_id: str) -> dict[str, CourseEnrollment]:
-    statement = (
-        select(CourseEnrollment)
-        .where(CourseEnrollment.user_id == user_id)
-        .execution_options(populate_existing=True)
-    )
-    return {e.course_id: e for e in (await session.execute(statement)).scalars()}
 
 
 @pytest.fixture
@@ -526,14 +520,7 @@ async def test_a_non_canonical_body_signed_over_its_raw_bytes_is_accepted(
     assert body != json.dumps(payload).encode()
     assert json.loads(body) == payload  # the same event
 
-    response = await client.post(
-        WEBHOOK,
-        content=body,
-        headers={
-            "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(body, TEST_WEBHOOK_SECRET),
-        },
-    )
+    response = await deliver(client, body)  # signed over exactly these bytes
 
     assert response.status_code == 200, response.text
     assert response.json()["outcome"] == "captured"

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from sqlalchemy import select
 
@@ -12,20 +10,12 @@ from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.security import verify_password
 from coursehub.models import Role, User
+from tests.db.helpers import run_cli
 from tests.factories import make_user
 
 
 def create_admin(db_config: DatabaseConfig, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DATABASE_URL": db_config.to_url()}
-    env.pop("ADMIN_PASSWORD", None)
-    return subprocess.run(
-        [sys.executable, "-m", "coursehub", "users", "create-admin", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli("users", "create-admin", *args, config=db_config, timeout=120)
 
 
 async def stored(database: Database, email: str) -> User | None:
