@@ -12,13 +12,13 @@ cancelled, so their uses count.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, as_loaded, aware
 from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
 
@@ -55,7 +55,7 @@ def _with_stats() -> Select[Coupon, int, Decimal]:
 
 
 async def list_coupons(
-    session: AsyncSession, *, after: tuple[datetime, str] | None, limit: int
+    session: AsyncSession, *, after: TimeKeyset | None, limit: int
 ) -> list[CouponWithStats]:
     """Newest first, keyset on (createdAt, id) over `Coupon_createdAt_id_idx`; one query."""
     statement = _with_stats()

@@ -11,16 +11,14 @@ coupon and its amounts still add up (amount = originalAmount − the usage's dis
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import violated_constraint
-from coursehub.core.errors import BadCursor, FieldError
+from coursehub.core.errors import FieldError
 from coursehub.core.models import utcnow
 from coursehub.core.money import ZERO, to_paise
-from coursehub.core.pagination import CursorCodec, Page
+from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.coupons import repository, rules
 from coursehub.coupons.errors import CouponCodeTaken, CouponInUse, CouponNotFound, InvalidCoupon
 from coursehub.coupons.models import Coupon, CouponType
@@ -125,25 +123,15 @@ async def delete_coupon(session: AsyncSession, coupon_id: str) -> None:
 async def list_coupons(
     session: AsyncSession, query: CouponListQuery, *, codec: CursorCodec
 ) -> Page[CouponWithStats]:
-    after = None
-    if query.cursor:
-        values = codec.decode(LIST_CONTEXT, query.cursor)
-        try:
-            created_at, coupon_id = values
-            if not isinstance(created_at, str) or not isinstance(coupon_id, str):
-                raise ValueError
-            after = (datetime.fromisoformat(created_at), coupon_id)
-        except ValueError:
-            raise BadCursor(
-                "the cursor is not valid for this list; start again without one"
-            ) from None
+    after = decode_time_keyset(codec, LIST_CONTEXT, query.cursor) if query.cursor else None
     rows = await repository.list_coupons(session, after=after, limit=query.limit + 1)
-    items = rows[: query.limit]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = items[-1].coupon
-        next_cursor = codec.encode(LIST_CONTEXT, [last.created_at.isoformat(), last.id])
-    return Page(items=items, next_cursor=next_cursor)
+    return time_keyset_page(
+        rows,
+        limit=query.limit,
+        keyset=lambda row: (row.coupon.created_at, row.coupon.id),
+        codec=codec,
+        context=LIST_CONTEXT,
+    )
 
 
 # --- buyers: preview -------------------------------------------------------------------

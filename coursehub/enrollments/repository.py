@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from sqlalchemy import and_, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
@@ -11,13 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from coursehub.core.models import new_id, utcnow
+from coursehub.core.pagination import TimeKeyset
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller imports only this module.
 from coursehub.models import CourseEnrollment, EnrollmentStatus
-
-# The keyset of an enrollment list: createdAt, then id.
-Keyset = tuple[datetime, str]
 
 
 async def upsert_active_enrollments(
@@ -89,7 +86,7 @@ async def list_enrollments(
     *,
     user_id: str,
     status: EnrollmentStatus | None,
-    after: Keyset | None,
+    after: TimeKeyset | None,
     limit: int,
 ) -> list[CourseEnrollment]:
     """One page of a user's enrollments with their courses, newest first, in one query

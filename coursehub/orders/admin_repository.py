@@ -18,12 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
+from coursehub.core.pagination import TimeKeyset
+
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller imports only this module.
 from coursehub.models import Coupon, CouponUsage, Order, OrderItem, OrderStatus, PaymentStatus
-
-# The keyset of the order list: createdAt, then id.
-Keyset = tuple[datetime, str]
 
 # What an admin's order shape reads, in three queries whatever the page size: the
 # orders with their buyers, their items with courses, their coupon uses with coupons.
@@ -87,7 +86,7 @@ def _conditions(filters: OrderFilters) -> list[ColumnElement[bool]]:
 
 
 async def list_orders(
-    session: AsyncSession, *, filters: OrderFilters, after: Keyset | None, limit: int
+    session: AsyncSession, *, filters: OrderFilters, after: TimeKeyset | None, limit: int
 ) -> list[Order]:
     statement = select(Order).options(*ADMIN_ORDER_OPTIONS).where(*_conditions(filters))
     if after is not None:

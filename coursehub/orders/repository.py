@@ -37,6 +37,7 @@ from sqlalchemy.orm import load_only, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from coursehub.core.locks import CHECKOUT_LOCK_CLASS
+from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, as_loaded
 from coursehub.models import (
     Coupon,
@@ -330,7 +331,7 @@ async def lock_user_order(
 
 
 async def list_user_orders(
-    session: AsyncSession, *, user_id: str, after: tuple[datetime, str] | None, limit: int
+    session: AsyncSession, *, user_id: str, after: TimeKeyset | None, limit: int
 ) -> list[Order]:
     """The user's orders newest first, keyset on (createdAt, id) over
     `Order_userId_createdAt_idx`; three queries whatever the page size."""

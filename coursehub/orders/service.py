@@ -9,9 +9,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.core.errors import BadCursor
 from coursehub.core.models import utcnow
-from coursehub.core.pagination import CursorCodec, Page
+from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.orders import repository
 from coursehub.orders.errors import OrderNotFound, OrderNotPending
 from coursehub.orders.models import Order, OrderStatus
@@ -42,26 +41,17 @@ async def list_orders(
 ) -> Page[Order]:
     """The user's orders, newest first; three queries per page."""
     context = f"{LIST_CONTEXT}:{user.id}"
-    after = None
-    if query.cursor:
-        values = codec.decode(context, query.cursor)
-        bad = BadCursor("the cursor is not valid for this list; start again without one")
-        if len(values) != 2 or not all(isinstance(v, str) for v in values):
-            raise bad
-        try:
-            created_at = datetime.fromisoformat(str(values[0]))
-        except ValueError:
-            raise bad from None
-        after = (created_at, str(values[1]))
+    after = decode_time_keyset(codec, context, query.cursor) if query.cursor else None
     rows = await repository.list_user_orders(
         session, user_id=user.id, after=after, limit=query.limit + 1
     )
-    items = rows[: query.limit]
-    next_cursor = None
-    if len(rows) > query.limit:
-        last = items[-1]
-        next_cursor = codec.encode(context, [last.created_at.isoformat(), last.id])
-    return Page(items=items, next_cursor=next_cursor)
+    return time_keyset_page(
+        rows,
+        limit=query.limit,
+        keyset=lambda order: (order.created_at, order.id),
+        codec=codec,
+        context=context,
+    )
 
 
 async def cancel_order(session: AsyncSession, *, user: User, order_number: str) -> Order:

@@ -40,6 +40,7 @@ from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
+from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, as_loaded, aware
 
 # Through coursehub.models, which imports every model: the mappers' relationships
@@ -52,9 +53,6 @@ from coursehub.models import (
     UserPreference,
     UserProfile,
 )
-
-# A keyset of the admins' user list: the last row's createdAt, then its id.
-UserKeyset = tuple[datetime, str]
 
 
 def _lower(column: Any) -> ColumnElement[str]:
@@ -589,7 +587,7 @@ class UserSummary:
     created_at: datetime
 
     @property
-    def keyset(self) -> UserKeyset:
+    def keyset(self) -> TimeKeyset:
         return (self.created_at, self.id)
 
 
@@ -602,7 +600,7 @@ async def list_users(
     *,
     prefix: str | None = None,
     role: Role | None = None,
-    after: UserKeyset | None = None,
+    after: TimeKeyset | None = None,
     limit: int = 20,
 ) -> Sequence[UserSummary]:
     """A page of users, newest first, in one query. `prefix` matches the start of the
