@@ -126,4 +126,6 @@ async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
 AdminUser = Annotated[User, Depends(require_admin)]
+# What a route behind AdminUser can answer with before it runs.
+ADMIN_ERRORS = (Unauthorized, Forbidden)
 OptionalViewer = Annotated[User | None, Depends(optional_viewer)]

@@ -51,7 +51,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from coursehub.auth.errors import TooManySignInAttempts
-from coursehub.core.rates import parse_rate
+from coursehub.core.rates import parse_rate, storage_uri
 
 logger = logging.getLogger("coursehub.auth")
 T = TypeVar("T")
@@ -59,12 +59,6 @@ T = TypeVar("T")
 STORAGE_TIMEOUT_SECONDS = 0.5
 STORAGE_RETRY_SECONDS = 30
 WARNING_INTERVAL_SECONDS = 60.0
-
-
-def storage_uri(configured: str) -> str:
-    """The `limits` storage URI of a setting (`memory://`, `redis://…`), for its async
-    implementations (`async+…`)."""
-    return configured if configured.startswith("async+") else f"async+{configured}"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from coursehub.auth.dependencies import AdminUser, CodecDep, OptionalViewer, Public
+from coursehub.auth.dependencies import ADMIN_ERRORS, AdminUser, CodecDep, OptionalViewer, Public
 from coursehub.catalog import service
 from coursehub.catalog.errors import CourseInUse, CourseNotFound, SlugTaken
 from coursehub.catalog.etag import ETagRoute
@@ -28,7 +28,7 @@ from coursehub.catalog.schemas import (
     CourseUpdate,
 )
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep
-from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 
 router = APIRouter(tags=["catalogue"], route_class=ETagRoute)
@@ -67,9 +67,6 @@ async def list_categories(reader: ReadConnectionDep) -> CategoryListRead:
     return CategoryListRead.model_validate(
         {"items": [{"category": category, "count": count} for category, count in counts]}
     )
-
-
-ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.get(

@@ -1,4 +1,5 @@
-"""Rates as settings spell them ("10/15 minutes"), for the `limits` library."""
+"""Rates and their storage as settings spell them ("10/15 minutes", "redis://…"), for the
+`limits` library."""
 
 from __future__ import annotations
 
@@ -25,3 +26,9 @@ def parse_rate(value: str) -> limits.RateLimitItem:
     if rule.get_expiry() > MAX_WINDOW_SECONDS:
         raise ValueError("the window must be at most 7 days")
     return rule
+
+
+def storage_uri(configured: str) -> str:
+    """The `limits` storage URI of a setting (`memory://`, `redis://…`), for its async
+    implementations (`async+…`)."""
+    return configured if configured.startswith("async+") else f"async+{configured}"

@@ -25,7 +25,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from coursehub.core.errors import ConfigurationError
-from coursehub.core.rates import parse_rate
+from coursehub.core.rates import parse_rate, storage_uri
 
 # A secret shorter than this is refused in production.
 MIN_SECRET_LENGTH = 32
@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         if scheme not in ("memory", "redis", "rediss", "redis+sentinel", "redis+cluster"):
             raise ValueError("must be memory:// or a redis:// URL")
         try:  # a client is made, not connected: the extra's library must be installed
-            storage_from_string(value if value.startswith("async+") else f"async+{value}")
+            storage_from_string(storage_uri(value))
         except limits.errors.ConfigurationError as exc:
             raise ValueError(
                 f"{exc} (for Redis, install CourseHub with its `redis` extra)"

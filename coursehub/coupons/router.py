@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
+from coursehub.auth.dependencies import ADMIN_ERRORS, AdminUser, CodecDep, CurrentUser
 from coursehub.core.dependencies import SessionDep
-from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.money import ZERO
 from coursehub.core.problems import responses
 from coursehub.coupons import service
@@ -37,8 +37,6 @@ from coursehub.coupons.schemas import (
 from coursehub.orders.errors import CourseUnavailable
 
 router = APIRouter(tags=["coupons"])
-
-ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 
 def coupon_read(found: CouponWithStats) -> CouponRead:

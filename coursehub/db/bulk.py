@@ -29,7 +29,7 @@ from coursehub.core.console import console
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError
 from coursehub.core.money import to_paise
-from coursehub.core.security import hash_password
+from coursehub.core.security import hash_password_off_loop
 from coursehub.db import bulk_rows
 from coursehub.db.bulk_rows import (
     BulkCoupon,
@@ -164,7 +164,7 @@ async def seed_bulk(config: DatabaseConfig, plan: BulkPlan) -> BulkReport:
     if plan.orders and not users:
         users = max(1, math.ceil(plan.orders / BUYERS_PER_ORDER))
     # One hash for every bulk user, off the event loop (argon2 is slow on purpose).
-    password_hash = await asyncio.to_thread(hash_password, BULK_PASSWORD)
+    password_hash = await hash_password_off_loop(BULK_PASSWORD)
 
     connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
     try:

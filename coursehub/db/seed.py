@@ -8,7 +8,6 @@ anything an admin edited since.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError, ValidationFailed
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
-from coursehub.core.security import hash_password
+from coursehub.core.security import hash_password_off_loop
 from coursehub.core.settings import get_settings
 from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURSES
 
@@ -179,8 +178,7 @@ async def _seed_admin(session: AsyncSession, report: SeedReport, wanted: AdminSe
             password, generated = wanted.password, False
         else:
             password, generated = secrets.token_urlsafe(GENERATED_PASSWORD_BYTES), True
-        # argon2 is deliberately slow: off the event loop.
-        hashed = await asyncio.to_thread(hash_password, password)
+        hashed = await hash_password_off_loop(password)
         for _ in range(ADMIN_INSERT_ATTEMPTS):
             admin_id = await _insert_admin(
                 session,

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from coursehub.auth.dependencies import AdminUser, CodecDep, CurrentUser
+from coursehub.auth.dependencies import ADMIN_ERRORS, AdminUser, CodecDep, CurrentUser
 from coursehub.catalog.errors import CourseNotFound
 from coursehub.core.dependencies import SessionDep
-from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 from coursehub.enrollments import service
 from coursehub.enrollments.errors import AlreadyEnrolled, EnrollmentNotActive, EnrollmentNotFound
@@ -24,9 +24,6 @@ from coursehub.enrollments.schemas import (
 from coursehub.users.errors import UserNotFound
 
 router = APIRouter(tags=["enrollments"])
-
-
-ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.get(

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from coursehub.auth.dependencies import AdminUser, CodecDep
+from coursehub.auth.dependencies import ADMIN_ERRORS, AdminUser, CodecDep
 from coursehub.core.dependencies import SessionDep
-from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.errors import BadCursor
 from coursehub.core.problems import responses
 from coursehub.orders import admin_service
 from coursehub.orders.admin_schemas import (
@@ -24,8 +24,6 @@ from coursehub.orders.errors import InvalidOrderTransition, OrderNotFound
 from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
 
 router = APIRouter(tags=["orders (admin)"])
-
-ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.get(

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from coursehub.auth.dependencies import (
+    ADMIN_ERRORS,
     AdminUser,
     ClientAddressDep,
     CodecDep,
@@ -16,7 +17,7 @@ from coursehub.auth.dependencies import (
 )
 from coursehub.auth.errors import TooManySignInAttempts
 from coursehub.core.dependencies import SessionDep
-from coursehub.core.errors import BadCursor, Forbidden, Unauthorized
+from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service
 from coursehub.users.errors import (
@@ -116,8 +117,6 @@ async def patch_preferences(
 
 
 # --- administration -------------------------------------------------------------------------
-
-ADMIN_ERRORS = (Unauthorized, Forbidden)
 
 
 @router.get(
