@@ -6,9 +6,6 @@ does (`Database.read_connection`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.bench.fixture import BENCH_PASSWORD_HASH, Fixture
@@ -16,16 +13,12 @@ from coursehub.catalog import service as catalog_service
 from coursehub.catalog.schemas import CourseListQuery
 from coursehub.core.database import Database
 from coursehub.core.pagination import CursorCodec
+from coursehub.orders.checkout import place_order
+from coursehub.users import repository as users_repository
+from coursehub.users import service as users_service
 from coursehub.users.models import Role, User
 
 OPERATIONS = ("user_crud", "tx_user_profile", "catalog_page", "course_by_slug", "checkout")
-
-
-@dataclass(frozen=True)
-class Unavailable:
-    """An operation whose code is not in this checkout (yet): reported, not measured."""
-
-    reason: str
 
 
 class OurOps:
@@ -45,28 +38,24 @@ class OurOps:
 
     async def user_crud(self, index: int) -> None:
         """Create, read with profile, make admin, delete: four transactions, as four requests."""
-        from coursehub.users import repository
-
         email, username = self._identity("u", index)
         async with self.database.transaction() as session:
-            user = await repository.create_user(
+            user = await users_repository.create_user(
                 session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
             )
             user_id = user.id
         async with self.database.transaction() as session:
-            found = await repository.get_user_with_profile(session, user_id)
+            found = await users_repository.get_user_with_profile(session, user_id)
             assert found is not None
         async with self.database.transaction() as session:
-            await repository.update_user_role(session, user_id=user_id, role=Role.admin)
+            await users_repository.update_user_role(session, user_id=user_id, role=Role.admin)
         async with self.database.transaction() as session:
-            await repository.delete_user(session, user_id=user_id)
+            await users_repository.delete_user(session, user_id=user_id)
 
     async def tx_user_profile(self, index: int) -> None:
-        from coursehub.users import service
-
         email, username = self._identity("p", index)
         async with self.database.transaction() as session:
-            await service.create_user_with_profile(
+            await users_service.create_user_with_profile(
                 session,
                 email=email,
                 username=username,
@@ -91,17 +80,13 @@ class OurOps:
     # --- checkout -------------------------------------------------------------------
 
     async def _new_user(self, session: AsyncSession, index: int) -> User:
-        from coursehub.users import repository
-
         email, username = self._identity("c", index)
-        return await repository.create_user(
+        return await users_repository.create_user(
             session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
         )
 
     async def checkout(self, index: int, *, coupon: bool = True) -> None:
         """A new user buys two published courses, with BENCH10 unless `coupon` is False."""
-        from coursehub.orders.checkout import place_order
-
         async with self.database.transaction() as session:
             user = await self._new_user(session, index)
             await place_order(
@@ -115,43 +100,3 @@ class OurOps:
 
     async def checkout_no_coupon(self, index: int) -> None:
         await self.checkout(index, coupon=False)
-
-
-def availability() -> dict[str, Unavailable | None]:
-    """Which operations' code is present: accounts and checkout land separately."""
-    found: dict[str, Unavailable | None] = {name: None for name in OPERATIONS}
-    probes: dict[str, Callable[[], object]] = {
-        "user_crud": _probe_users_repository,
-        "tx_user_profile": _probe_users_service,
-        "checkout": _probe_checkout,
-    }
-    for name, probe in probes.items():
-        try:
-            probe()
-        except (ImportError, AttributeError) as exc:
-            found[name] = Unavailable(f"not in this checkout yet ({exc})")
-    return found
-
-
-def _probe_users_repository() -> object:
-    from coursehub.users import repository
-
-    return (
-        repository.create_user,
-        repository.get_user_with_profile,
-        repository.update_user_role,
-        repository.delete_user,
-    )
-
-
-def _probe_users_service() -> object:
-    from coursehub.users import service
-
-    return service.create_user_with_profile
-
-
-def _probe_checkout() -> object:
-    from coursehub.orders.checkout import place_order
-    from coursehub.users import repository
-
-    return place_order, repository.create_user

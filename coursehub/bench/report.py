@@ -110,8 +110,6 @@ def print_report(report: dict[str, Any], console: Console) -> None:
         f"total {report['total_seconds']} s"
     )
     console.print(operations_table(report))
-    for name, reason in report["skipped"].items():
-        console.print(f"[yellow]{name} skipped:[/yellow] {reason}")
     if report["coupon_contention"]:
         console.print(contention_table(report["coupon_contention"]))
     if report["http"]:

@@ -30,7 +30,7 @@ from coursehub.bench.fixture import (
     prepare_fixture,
 )
 from coursehub.bench.harness import Op, Stats, compare, run_indexes
-from coursehub.bench.ops import OPERATIONS, OurOps, availability
+from coursehub.bench.ops import OPERATIONS, OurOps
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
 
@@ -126,7 +126,7 @@ async def machine_info(config: DatabaseConfig) -> dict[str, Any]:
 
 async def _measure_in_process(
     fixture: Fixture, options: SuiteOptions, progress: Callable[[str], None]
-) -> tuple[list[dict[str, Any]], dict[str, Any] | None, dict[str, str]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     floor_module = load_floor()
     tag = secrets.token_hex(3)
     database = Database(fixture.config, pool_size=POOL_SIZE)
@@ -145,15 +145,8 @@ async def _measure_in_process(
         # Open all of our pool's connections now, as the floor's pool does at creation.
         await asyncio.gather(*(_touch(database) for _ in range(POOL_SIZE)))
         indexes = run_indexes()
-        skipped: dict[str, str] = {}
-        available = availability()
         rows = []
         for name in options.operations:
-            missing = available[name]
-            if missing is not None:
-                skipped[name] = missing.reason
-                progress(f"{name}: skipped, {missing.reason}")
-                continue
             for concurrency in options.concurrencies:
                 progress(f"{name} at concurrency {concurrency}")
                 ours_stats, floor_stats = await compare(
@@ -166,10 +159,10 @@ async def _measure_in_process(
                 )
                 rows.append(operation_row(name, concurrency, ours_stats, floor_stats))
         contention = None
-        if options.coupon_contention and available["checkout"] is None:
+        if options.coupon_contention:
             progress("checkout on one coupon against none, at concurrency 16")
             contention = await _coupon_contention(ours, floor, options, indexes)
-        return rows, contention, skipped
+        return rows, contention
     finally:
         await pool.close()
         await database.dispose()
@@ -242,7 +235,7 @@ def run_suite(
     machine, fixture = runner(_machine_and_fixture(server, options))
     try:
         prepared = time.monotonic()
-        rows, contention, skipped = runner(_measure_in_process(fixture, options, progress))
+        rows, contention = runner(_measure_in_process(fixture, options, progress))
         http = None
         if options.http:
             from coursehub.bench.http import run_http
@@ -273,7 +266,6 @@ def run_suite(
             "coupon_ratio_min": COUPON_TARGET,
         },
         "operations": rows,
-        "skipped": skipped,
         "coupon_contention": contention,
         "http": http,
     }

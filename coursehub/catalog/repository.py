@@ -241,38 +241,6 @@ async def list_courses(
     return [CourseSummary(*row) for row in rows]
 
 
-async def list_published_courses(
-    reader: Reader,
-    *,
-    category: str | None = None,
-    level: str | None = None,
-    featured: bool | None = None,
-    free: bool | None = None,
-    min_price: Decimal | None = None,
-    max_price: Decimal | None = None,
-    q: str | None = None,
-    sort: CourseSort = CourseSort.newest,
-    after: Keyset | None = None,
-    limit: int = 20,
-) -> list[CourseSummary]:
-    """The public catalogue, newest first by default: one query, listing columns only.
-
-    `list_courses` with `published=True`, by keyword: for callers that know their filters
-    (the service passes its `CourseFilters` to `list_courses` directly).
-    """
-    filters = CourseFilters(
-        published=True,
-        category=category,
-        level=level,
-        featured=featured,
-        free=free,
-        min_price=min_price,
-        max_price=max_price,
-        q=q,
-    )
-    return await list_courses(reader, filters=filters, sort=sort, after=after, limit=limit)
-
-
 @dataclass(frozen=True)
 class CourseDetail:
     """A course, every column, as read for its page (not an ORM object: nothing to track)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import time
 import warnings
@@ -89,11 +88,3 @@ def embedded_bin_directory() -> Path:
         return Path(utils.POSTGRES_VERSIONS[utils.TARGET_POSTGRES_VERSION])
     except (ImportError, AttributeError, KeyError):  # an older wheel: one version only
         return Path(pgserver.__file__).parent / "pginstall" / "bin"
-
-
-def server_tool(name: str) -> str | None:
-    """Path of a PostgreSQL client tool from the wheel, or None."""
-    candidate = embedded_bin_directory() / name
-    if candidate.exists():
-        return str(candidate)
-    return shutil.which(name)

@@ -130,11 +130,6 @@ _OPEN_ORDER = (
     .limit(1)
     .scalar_subquery()
 )
-CHECKOUT_COURSES = (
-    select(Course, _ENROLLED.label("enrolled"), _OPEN_ORDER.label("open_order"))
-    .options(load_only(*COURSE_COLUMNS))
-    .where(Course.id == any_(_COURSE_IDS), Course.is_published.is_(True))
-)
 # Checkout's statements run on the request's asyncpg connection inside its transaction
 # (core/sql.py `fetch_in_transaction`): ~250 µs of SQLAlchemy less per statement after
 # the first, and no ORM loading (checkout builds its few objects itself).
@@ -351,7 +346,6 @@ async def expire_pending_orders(
     created_before: datetime,
     now: datetime,
     limit: int,
-    user_id: str | None = None,
 ) -> list[str]:
     """Cancel up to `limit` pending orders created before `created_before`, in one
     statement. Their order numbers. Their coupon usages stay: a cancelled order's use
@@ -367,8 +361,6 @@ async def expire_pending_orders(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    if user_id is not None:
-        stale = stale.where(Order.user_id == user_id)
     stale_cte = stale.cte("stale")
     empty = cast(literal({}, JSONB), JSONB)
     table = ORDER_TABLE

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from coursehub.catalog.repository import list_published_courses
+from coursehub.catalog.repository import CourseFilters, list_courses
 from coursehub.catalog.service import list_categories
 from coursehub.core.database import Database
 from tests.factories import auth_headers, make_admin, make_course
@@ -156,7 +156,9 @@ async def test_one_categorys_first_page_is_read_straight_off_an_index(
     engine = big_catalogue.engine
     async with big_catalogue.read_connection() as reader:
         with captured(engine) as log:
-            rows = await list_published_courses(reader, category="category-7", limit=20)
+            rows = await list_courses(
+                reader, filters=CourseFilters(published=True, category="category-7"), limit=20
+            )
     assert len(rows) == 20
     assert all(r.category == "category-7" and r.is_published for r in rows)
     assert [r.created_at for r in rows] == sorted((r.created_at for r in rows), reverse=True)
