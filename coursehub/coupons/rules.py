@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 
 from coursehub.core.money import ZERO, to_paise
 from coursehub.coupons.errors import (
@@ -20,7 +21,18 @@ from coursehub.coupons.errors import (
 from coursehub.coupons.models import Coupon, CouponType
 
 
-def discount_for(coupon: Coupon, original_amount: Decimal) -> Decimal:
+class DiscountTerms(Protocol):
+    """What a discount is computed from: a Coupon, or the bulk seeder's coupon rows."""
+
+    @property
+    def type(self) -> CouponType: ...
+    @property
+    def value(self) -> Decimal: ...
+    @property
+    def max_discount(self) -> Decimal | None: ...
+
+
+def discount_for(coupon: DiscountTerms, original_amount: Decimal) -> Decimal:
     """What the coupon takes off `original_amount`, half-up to the paisa.
 
     Percentage: original × value / 100, capped at maxDiscount. Fixed: min(value,

@@ -31,6 +31,8 @@ from typing import Any
 
 from coursehub.core.models import new_id
 from coursehub.core.money import ZERO, to_paise
+from coursehub.coupons.models import CouponType
+from coursehub.coupons.rules import discount_for
 
 Row = tuple[Any, ...]
 
@@ -229,7 +231,7 @@ class PoolCourse:
 @dataclass
 class BulkCoupon:
     id: str
-    type: str
+    type: CouponType
     value: Decimal
     max_discount: Decimal | None
     min_purchase: Decimal | None
@@ -237,16 +239,6 @@ class BulkCoupon:
     start: datetime
     end: datetime
     uses: int = 0  # by orders that are not cancelled
-
-    def discount(self, original: Decimal) -> Decimal:
-        """The checkout rule: percentage capped at maxDiscount, fixed at most the original."""
-        if self.type == "percentage":
-            discount = to_paise(original * self.value / 100)
-            if self.max_discount is not None:
-                discount = min(discount, to_paise(self.max_discount))
-        else:
-            discount = min(to_paise(self.value), original)
-        return max(ZERO, min(discount, original))
 
 
 @dataclass
@@ -399,7 +391,7 @@ class BulkGenerator:
             limit = max(5, orders // 50) if n % 5 == 3 else None
             coupon = BulkCoupon(
                 id=new_id(),
-                type="percentage" if percentage else "fixed",
+                type=CouponType.percentage if percentage else CouponType.fixed,
                 value=value,
                 max_discount=cap,
                 min_purchase=minimum,
@@ -417,7 +409,7 @@ class BulkGenerator:
                 (
                     coupon.id,
                     f"BULK{self.tag.upper()}{n:02d}",
-                    coupon.type,
+                    coupon.type.value,
                     value,
                     cap,
                     minimum,
@@ -502,7 +494,7 @@ class BulkGenerator:
             if candidate.id not in user.coupons and (
                 candidate.min_purchase is None or original >= candidate.min_purchase
             ):
-                candidate_discount = candidate.discount(original)
+                candidate_discount = discount_for(candidate, original)
                 # A coupon that makes the order free completes it, whatever was drawn.
                 final = "completed" if candidate_discount == original else status
                 counts = final != "cancelled"  # maxUses counts orders not cancelled

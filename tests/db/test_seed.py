@@ -18,6 +18,7 @@ from coursehub.catalog.schemas import CourseCreate
 from coursehub.catalog.service import slug_from_title
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.security import verify_password
+from coursehub.coupons.models import CouponType
 from coursehub.db import seed as seed_module
 from coursehub.db.bulk import BULK_PASSWORD, BulkSeedError
 from coursehub.db.bulk_rows import BulkCoupon, BulkGenerator, PoolCourse
@@ -465,7 +466,7 @@ def test_a_coupon_that_makes_orders_free_still_keeps_its_use_limit() -> None:
     pool = [PoolCourse(f"course-{n}", Decimal("100.00"), long_ago) for n in range(20)]
     everything_off = BulkCoupon(
         id="c1",
-        type="fixed",
+        type=CouponType.fixed,
         value=Decimal("1000.00"),
         max_discount=None,
         min_purchase=None,
