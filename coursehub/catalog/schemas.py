@@ -19,11 +19,11 @@ from pydantic import (
     ValidationInfo,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from coursehub.catalog.enums import CourseLevel, CourseSort
 from coursehub.core.money import Money
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.schemas import ApiModel, blank_as_none, reject_null
 
 SLUG_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
 SLUG_MAX_LENGTH = 200
@@ -60,10 +60,8 @@ Category = Annotated[
 SearchText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
 
 
-class CatalogModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
-    )
+class CatalogModel(ApiModel):
+    """The catalogue's API shapes."""
 
 
 class CourseCreate(CatalogModel):
@@ -114,9 +112,7 @@ class CourseUpdate(CatalogModel):
     @field_validator(*_REQUIRED_ON_UPDATE, mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may be left out, but not set to null")
-        return value
+        return reject_null(value)
 
 
 class CourseSummaryRead(CatalogModel):
@@ -174,24 +170,18 @@ CoursePageRead = PageRead[CourseSummaryRead]
 AdminCoursePageRead = PageRead[AdminCourseSummaryRead]
 
 
-def _blank_as_none(value: Any) -> Any:
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
 class CourseListQuery(BaseModel):
     """GET /courses' query parameters. `sort` defaults to relevance with `q`, else newest."""
 
     model_config = ConfigDict(extra="ignore")
 
-    category: Annotated[Category | None, BeforeValidator(_blank_as_none)] = None
+    category: Annotated[Category | None, BeforeValidator(blank_as_none)] = None
     level: CourseLevel | None = None
     featured: bool | None = None
     free: bool | None = Field(default=None, description="true: price 0; false: priced courses.")
     min_price: Price | None = None
     max_price: Price | None = None
-    q: Annotated[SearchText | None, BeforeValidator(_blank_as_none)] = Field(
+    q: Annotated[SearchText | None, BeforeValidator(blank_as_none)] = Field(
         default=None, description="Full-text search over title, description and features."
     )
     sort: CourseSort | None = None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from coursehub.core.errors import BadCursor
 
@@ -113,6 +113,15 @@ def time_keyset_page(
         created_at, row_id = keyset(items[-1])
         next_cursor = codec.encode(context, [created_at.isoformat(), row_id])
     return Page(items=items, next_cursor=next_cursor)
+
+
+class PageQuery(BaseModel):
+    """`limit` and `cursor`, the query of a plain list (other parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
+    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
 
 
 class PageRead(BaseModel, Generic[T]):

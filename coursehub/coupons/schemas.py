@@ -7,21 +7,18 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     StringConstraints,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from coursehub.core.money import Money
-from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.pagination import PageQuery, PageRead
+from coursehub.core.schemas import ApiModel, reject_null
 from coursehub.core.timestamps import ApiDateTime
 from coursehub.coupons.models import CouponType
-from coursehub.orders.schemas import MAX_ITEMS, CourseId, distinct_course_ids
+from coursehub.orders.schemas import MAX_ITEMS, CouponCode, CourseId, distinct_course_ids
 
 CODE_PATTERN = r"^[A-Za-z0-9_-]{3,32}$"  # checked before upper-casing
 
@@ -33,9 +30,6 @@ Code = Annotated[
 ]
 # A code as a buyer types it: matched case-insensitively, never rejected for its form
 # (an ill-formed code is simply unknown).
-LookupCode = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=64)
-]
 Amount = Annotated[
     Decimal,
     Field(ge=0, max_digits=12, decimal_places=2, description="Rupees, at most two decimals."),
@@ -53,10 +47,8 @@ MaxUses = Annotated[int, Field(ge=1, le=1_000_000_000, description="Null: unlimi
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 
 
-class CouponsModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
-    )
+class CouponsModel(ApiModel):
+    """The coupons' API shapes."""
 
 
 def check_percentage(type_: CouponType | None, value: Decimal | None) -> None:
@@ -106,10 +98,8 @@ class CouponUpdate(CouponsModel):
 
     @field_validator(*_REQUIRED_ON_UPDATE, mode="before")
     @classmethod
-    def _not_null(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            raise ValueError("may be left out, but not set to null")
-        return value
+    def _not_null(cls, value: Any) -> Any:
+        return reject_null(value)
 
 
 class CouponRead(CouponsModel):
@@ -136,15 +126,11 @@ class CouponRead(CouponsModel):
 CouponPageRead = PageRead[CouponRead]
 
 
-class CouponListQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
+CouponListQuery = PageQuery
 
 
 class CouponValidate(CouponsModel):
-    code: LookupCode
+    code: CouponCode
     course_ids: Annotated[list[CourseId], Field(min_length=1, max_length=MAX_ITEMS)]
 
     _distinct = field_validator("course_ids")(distinct_course_ids)

@@ -5,17 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.pagination import PageQuery, PageRead
+from coursehub.core.schemas import ApiModel
 from coursehub.enrollments.models import EnrollmentStatus
 
 
-class EnrollmentsModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
-    )
+class EnrollmentsModel(ApiModel):
+    """The enrollments' API shapes."""
 
 
 class EnrolledCourseRead(EnrollmentsModel):
@@ -56,11 +54,7 @@ class EnrollmentGrant(EnrollmentsModel):
     course_id: str = Field(min_length=1, max_length=64)
 
 
-class EnrollmentListQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
+EnrollmentListQuery = PageQuery
 
 
 class AdminEnrollmentListQuery(EnrollmentListQuery):

@@ -20,7 +20,8 @@ from pydantic import (
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from coursehub.core.timestamps import MAX_YEAR, MIN_YEAR, ApiDate, ApiDateTimeOrNaive
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
-from coursehub.orders.schemas import OrderRead, OrdersModel
+from coursehub.orders.schemas import CouponCode, OrderRead, OrdersModel
+from coursehub.payments.schemas import PaymentId
 
 OFFLINE_PAYMENT_METHOD = "offline"
 
@@ -114,11 +115,6 @@ class DateRangeQuery(BaseModel):
         return end_of(self.to) if self.to is not None else None
 
 
-CouponCodeFilter = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=1, max_length=64)
-]
-
-
 class AdminOrderListQuery(DateRangeQuery):
     status: OrderStatus | None = None
     payment_status: PaymentStatus | None = None
@@ -129,9 +125,7 @@ class AdminOrderListQuery(DateRangeQuery):
     )
     user_id: str | None = Field(default=None, max_length=64)
     coupon_id: str | None = Field(default=None, max_length=64)
-    coupon_code: CouponCodeFilter | None = Field(
-        default=None, description="Matched case-insensitively."
-    )
+    coupon_code: CouponCode | None = Field(default=None, description="Matched case-insensitively.")
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
     cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
 
@@ -146,9 +140,6 @@ class MarkPaid(OrdersModel):
     reference: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] | None = (
         Field(default=None, description="The payment's reference (a UTR, a receipt number).")
     )
-
-
-PaymentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
 
 class LateCaptureRefunded(OrdersModel):

@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, StringConstraints, field_validator
 
 from coursehub.core.money import Money
-from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.pagination import PageQuery, PageRead
+from coursehub.core.schemas import ApiModel
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 
 MAX_ITEMS = 20
@@ -33,10 +33,8 @@ PaymentMethod = Annotated[
 ]
 
 
-class OrdersModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
-    )
+class OrdersModel(ApiModel):
+    """The orders' API shapes."""
 
 
 def distinct_course_ids(value: list[str]) -> list[str]:
@@ -134,8 +132,4 @@ def _coupon_of(order: Order) -> dict[str, Any] | None:
 OrderPageRead = PageRead[OrderRead]
 
 
-class OrderListQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
-    cursor: str | None = Field(default=None, description="`next_cursor` of the previous page.")
+OrderListQuery = PageQuery

@@ -18,9 +18,9 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
+from coursehub.core.schemas import ApiModel, blank_as_none, reject_null
 from coursehub.users.models import Role
 
 if TYPE_CHECKING:
@@ -70,12 +70,6 @@ def _strip_lower(value: Any) -> Any:
     return value.strip().lower() if isinstance(value, str) else value
 
 
-def _blank_as_none(value: Any) -> Any:
-    if isinstance(value, str) and not value.strip():
-        return None
-    return value
-
-
 def _e164(value: str) -> str:
     """A phone number in international form, stored as E.164 (`+919876543210`)."""
     try:
@@ -110,28 +104,20 @@ GivenPassword = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 # constraint on `str | None` itself would be applied to None and fail with a 500.
 Name = Annotated[
     Annotated[str, StringConstraints(strip_whitespace=True, max_length=100)] | None,
-    BeforeValidator(_blank_as_none),
+    BeforeValidator(blank_as_none),
 ]
 Bio = Annotated[
-    Annotated[str, StringConstraints(max_length=2000)] | None, BeforeValidator(_blank_as_none)
+    Annotated[str, StringConstraints(max_length=2000)] | None, BeforeValidator(blank_as_none)
 ]
 PhoneNumber = Annotated[
     Annotated[str, StringConstraints(strip_whitespace=True, max_length=32), AfterValidator(_e164)]
     | None,
-    BeforeValidator(_blank_as_none),
+    BeforeValidator(blank_as_none),
 ]
 
 
-class AccountModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, from_attributes=True, extra="forbid"
-    )
-
-
-def _not_null(value: Any) -> Any:
-    if value is None:
-        raise ValueError("may be left out, but not set to null")
-    return value
+class AccountModel(ApiModel):
+    """The accounts' API shapes."""
 
 
 # --- the account -----------------------------------------------------------------------
@@ -161,7 +147,7 @@ class UserUpdate(AccountModel):
     @field_validator("email", "username", mode="before")
     @classmethod
     def _present(cls, value: Any) -> Any:
-        return _not_null(value)
+        return reject_null(value)
 
 
 class AccountDelete(AccountModel):
@@ -210,7 +196,7 @@ class PreferencesUpdate(AccountModel):
     @field_validator("theme", "language", "notifications", mode="before")
     @classmethod
     def _present(cls, value: Any) -> Any:
-        return _not_null(value)
+        return reject_null(value)
 
 
 # --- administration ---------------------------------------------------------------------
@@ -221,7 +207,7 @@ class AdminUserListQuery(BaseModel):
 
     q: Annotated[
         Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)] | None,
-        BeforeValidator(_blank_as_none),
+        BeforeValidator(blank_as_none),
     ] = Field(default=None, description="Prefix of the email or the username, any case.")
     role: Role | None = None
     limit: int = Field(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT)
