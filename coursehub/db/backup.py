@@ -332,7 +332,7 @@ async def tables_with_rows(config: DatabaseConfig) -> list[str]:
             name = row["relname"]
             if name in BOOKKEEPING_TABLES:
                 continue
-            quoted = '"' + config.schema.replace('"', '""') + '"."' + name.replace('"', '""') + '"'
+            quoted = f"{_identifier(config.schema)}.{_identifier(name)}"
             if await connection.fetchval(f"SELECT EXISTS (SELECT 1 FROM {quoted})"):
                 holding.append(name)
         return holding

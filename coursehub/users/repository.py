@@ -95,7 +95,7 @@ async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
 
 
 def _user_fields(user_id: str, row: Record) -> dict[str, Any]:
-    """A `_USER_ROW` row as User's attributes."""
+    """A row starting with `_USER_COLUMNS` as User's attributes."""
     return {
         "id": user_id,
         "email": row[0],
@@ -107,15 +107,17 @@ def _user_fields(user_id: str, row: Record) -> dict[str, Any]:
     }
 
 
+# The user's columns as `_user_fields` reads them, first in every row it maps.
+_USER_COLUMNS = (
+    USERS.c.email,
+    USERS.c.username,
+    USERS.c.password,
+    USERS.c.role,
+    USERS.c.createdAt,
+    USERS.c.updatedAt,
+)
 _USER_ROW = DriverStatement(
-    select(
-        USERS.c.email,
-        USERS.c.username,
-        USERS.c.password,
-        USERS.c.role,
-        USERS.c.createdAt,
-        USERS.c.updatedAt,
-    ).where(USERS.c.id == bindparam("user_id", type_=Text()))
+    select(*_USER_COLUMNS).where(USERS.c.id == bindparam("user_id", type_=Text()))
 )
 
 
@@ -278,12 +280,7 @@ async def insert_user_with_profile(
 # no BEGIN/COMMIT for a request that only reads.
 _USER_WITH_PROFILE_ROW = DriverStatement(
     select(
-        USERS.c.email,
-        USERS.c.username,
-        USERS.c.password,
-        USERS.c.role,
-        USERS.c.createdAt,
-        USERS.c.updatedAt,
+        *_USER_COLUMNS,
         PROFILES.c.id,
         PROFILES.c.firstName,
         PROFILES.c.lastName,
@@ -315,15 +312,7 @@ async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | N
     row = await _USER_WITH_PROFILE_ROW.fetchrow(session, user_id=user_id)
     if row is None:
         return None
-    user = User(
-        id=user_id,
-        email=row[0],
-        username=row[1],
-        password=row[2],
-        role=Role(row[3]),
-        created_at=aware(row[4]),
-        updated_at=aware(row[5]),
-    )
+    user = User(**_user_fields(user_id, row))
     _attach(session, user)
     profile = None
     if row[6] is not None:

@@ -7,8 +7,6 @@ flushes at most: a failure anywhere leaves the database as it was.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -246,10 +244,7 @@ async def patch_preferences(
 ) -> UserPreference:
     """Change the fields sent; created on first write with the schema's defaults for the
     rest."""
-    changes = {
-        name: value.value if isinstance(value, StrEnum) else value
-        for name, value in data.model_dump(exclude_unset=True).items()
-    }
+    changes = data.model_dump(exclude_unset=True, mode="json")  # enums as their values
     return await repository.patch_preferences(session, user_id=user.id, changes=changes)
 
 
