@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from coursehub.core.database import Database
 from coursehub.core.models import utcnow
@@ -24,14 +24,14 @@ async def expire_stale_orders(
     database: Database,
     *,
     ttl: timedelta,
-    now: datetime | None = None,
     batch_size: int = EXPIRY_BATCH,
 ) -> list[str]:
     """Cancel every pending order created more than `ttl` ago, `batch_size` at a time, each
     batch committed in its own transaction: a backlog never holds thousands of row locks,
     and a batch that fails (it raises) leaves the batches before it committed. The
-    numbers of the orders expired."""
-    now = now or utcnow()
+    numbers of the orders expired. "Now" is fixed for the whole run: orders placed during
+    it are not its to expire."""
+    now = utcnow()
     expired: list[str] = []
     while True:
         async with database.transaction() as session:

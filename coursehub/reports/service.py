@@ -21,8 +21,8 @@ from coursehub.reports.errors import InvalidReportWindow
 from coursehub.reports.schemas import DEFAULT_WINDOW_DAYS, SalesReportQuery, SalesReportRead
 
 
-def window(query: SalesReportQuery, *, now: datetime | None = None) -> tuple[datetime, datetime]:
-    ends_at = query.ends_at or (now or utcnow())
+def window(query: SalesReportQuery) -> tuple[datetime, datetime]:
+    ends_at = query.ends_at or utcnow()
     starts_at = query.starts_at or ends_at - timedelta(days=DEFAULT_WINDOW_DAYS)
     return starts_at, ends_at
 
