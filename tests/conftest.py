@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from coursehub.app import create_app
 from coursehub.core.database import Database, drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
-from coursehub.core.dependencies import get_read_connection, get_session
+from coursehub.core.dependencies import get_read_connection, get_session, get_write_connection
 from coursehub.core.settings import Settings
 from coursehub.db.migrations import PRISMA_TABLES, migrate
 
@@ -142,8 +142,25 @@ def share_test_session(app: FastAPI, session: AsyncSession) -> None:
             await session.rollback()
             raise
 
+    async def write_transaction_in_test_transaction() -> AsyncIterator[asyncpg.Connection]:
+        # A savepoint on the test session's connection (asyncpg nests a `transaction()`
+        # begun inside another as a savepoint), inside the session's own savepoint: then
+        # ended as the session's requests end theirs (committed, or rolled back on error),
+        # so a later failing request of the session cannot roll this one's writes back.
+        raw = await (await session.connection()).get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection
+        assert driver.is_in_transaction(), "the test's outer transaction has begun"
+        try:
+            async with driver.transaction():
+                yield driver
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
     app.dependency_overrides[get_session] = session_in_test_transaction
     app.dependency_overrides[get_read_connection] = read_connection_in_test_transaction
+    app.dependency_overrides[get_write_connection] = write_transaction_in_test_transaction
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Who is calling, and the access policy every route declares.
 
 Every route carries exactly one of three policies in its dependencies:
-`Public` (anyone), `CurrentUser` (signed in) or `AdminUser` (signed-in admin).
+`Public` (anyone), `CurrentUser` (signed in; `WritingUser` is the same for a route
+whose unit of work is a write transaction) or `AdminUser` (signed-in admin).
 tests/auth/test_access_policy.py walks the route table and fails on a route
 that declares none, so a new route cannot escape the rule by omission.
 
@@ -18,13 +19,13 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coursehub.auth.throttle import SignInThrottle
-from coursehub.core.dependencies import ReadConnectionDep, SessionDep
+from coursehub.core.dependencies import ReadConnectionDep, SessionDep, WriteConnectionDep
 from coursehub.core.errors import Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
 from coursehub.core.security import TokenClaims, decode_token, password_fingerprint
 from coursehub.core.settings import Settings
 from coursehub.users.models import Role, User
-from coursehub.users.repository import get_user_by_id, read_user_by_id
+from coursehub.users.repository import get_user_by_id
 
 bearer = HTTPBearer(auto_error=False, description="An access token from POST /auth/login")
 
@@ -108,13 +109,31 @@ async def optional_viewer(
     if credentials is None:
         return None
     secret, claims = _token_claims(settings, credentials)
-    return _still_valid(secret, claims, await read_user_by_id(reader, claims.user_id))
+    return _still_valid(secret, claims, await get_user_by_id(reader, claims.user_id))
 
 
-async def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+def _signed_in(user: User | None) -> User:
     if user is None:
         raise Unauthorized("sign in first: this needs an access token")
     return user
+
+
+async def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
+    return _signed_in(user)
+
+
+async def require_user_writing(
+    writer: WriteConnectionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> User:
+    """`require_user` for routes whose unit of work is a write transaction (checkout): the
+    caller is read on that transaction's connection, so the request needs no session.
+    The user belongs to no session."""
+    if credentials is None:
+        return _signed_in(None)
+    secret, claims = _token_claims(settings, credentials)
+    return _still_valid(secret, claims, await get_user_by_id(writer, claims.user_id))
 
 
 async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
@@ -125,6 +144,8 @@ async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
 
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
+# CurrentUser for a route that writes in a write transaction (WriteConnectionDep).
+WritingUser = Annotated[User, Depends(require_user_writing)]
 AdminUser = Annotated[User, Depends(require_admin)]
 # What a route behind AdminUser can answer with before it runs.
 ADMIN_ERRORS = (Unauthorized, Forbidden)

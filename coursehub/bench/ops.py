@@ -6,13 +6,12 @@ does (`Database.read_connection`)."""
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from coursehub.bench.fixture import BENCH_PASSWORD_HASH, Fixture
 from coursehub.catalog import service as catalog_service
 from coursehub.catalog.schemas import CourseListQuery
 from coursehub.core.database import Database
 from coursehub.core.pagination import CursorCodec
+from coursehub.core.sql import Writer
 from coursehub.orders.checkout import place_order
 from coursehub.users import repository as users_repository
 from coursehub.users import service as users_service
@@ -54,9 +53,9 @@ class OurOps:
 
     async def tx_user_profile(self, index: int) -> None:
         email, username = self._identity("p", index)
-        async with self.database.transaction() as session:
+        async with self.database.write_transaction() as writer:
             await users_service.create_user_with_profile(
-                session,
+                writer,
                 email=email,
                 username=username,
                 password_hash=BENCH_PASSWORD_HASH,
@@ -79,18 +78,19 @@ class OurOps:
 
     # --- checkout -------------------------------------------------------------------
 
-    async def _new_user(self, session: AsyncSession, index: int) -> User:
+    async def _new_user(self, writer: Writer, index: int) -> User:
         email, username = self._identity("c", index)
         return await users_repository.create_user(
-            session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
+            writer, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
         )
 
     async def checkout(self, index: int, *, coupon: bool = True) -> None:
-        """A new user buys two published courses, with BENCH10 unless `coupon` is False."""
-        async with self.database.transaction() as session:
-            user = await self._new_user(session, index)
+        """A new user buys two published courses, with BENCH10 unless `coupon` is False:
+        in a write transaction, as POST /orders runs."""
+        async with self.database.write_transaction() as writer:
+            user = await self._new_user(writer, index)
             await place_order(
-                session,
+                writer,
                 user=user,
                 course_ids=self.fixture.course_pair(index),
                 coupon_code=self.fixture.coupon_code if coupon else None,

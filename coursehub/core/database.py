@@ -1,7 +1,9 @@
 """Engines, sessions and the request's unit of work.
 
-Only the request's session dependency commits (and rolls back on error);
-services and repositories `flush()` at most. CLI commands open their own
+Only the request's unit of work commits (and rolls back on error): its session
+dependency, or for the few routes that write without a session, its write
+transaction dependency (`Database.write_transaction`, core/sql.py says why).
+Services and repositories `flush()` at most. CLI commands open their own
 `session.begin()`.
 """
 
@@ -188,6 +190,25 @@ class Database:
         transaction (each statement is its own, one round trip). The pool and its limits
         are the engine's, as for sessions. Returned to the pool afterwards; a connection
         that broke meanwhile is discarded instead."""
+        async with self._pooled_driver_connection() as connection:
+            yield connection
+
+    @asynccontextmanager
+    async def write_transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection's asyncpg connection inside one transaction of its own
+        (asyncpg's `Connection.transaction()`, read committed as the sessions'): committed
+        when the block ends, rolled back if it raises. The unit of work of the requests
+        the benchmark holds to the floor (checkout, sign-up): what a session would do for
+        them, without its cost (core/sql.py). Statements run on it with
+        `DriverStatement.fetch_in_transaction`."""
+        async with self._pooled_driver_connection() as connection, connection.transaction():
+            yield connection
+
+    @asynccontextmanager
+    async def _pooled_driver_connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """The asyncpg connection of a connection checked out of the engine's pool (the
+        same pool, size and limits as the sessions'); returned afterwards, or discarded
+        if it broke meanwhile."""
         pooled = await self.engine.raw_connection()
         broken: BaseException | None = None
         try:

@@ -1,4 +1,5 @@
-"""FastAPI dependencies shared by every router: the request's session, or a read connection."""
+"""FastAPI dependencies shared by every router: the request's unit of work (its session, or
+a write transaction), or a read connection."""
 
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connect
         yield reader
 
 
+async def get_write_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    """The request's unit of work for the routes that write without a session
+    (`Database.write_transaction`): an asyncpg connection inside a transaction, committed
+    when the endpoint returns, rolled back if it raises."""
+    async with get_database(request).write_transaction() as writer:
+        yield writer
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 DatabaseDep = Annotated[Database, Depends(get_database)]
 # `scope="function"`: the connection goes back to the pool before the response is sent.
 ReadConnectionDep = Annotated[asyncpg.Connection, Depends(get_read_connection, scope="function")]
+# `scope="function"`, as for the session: committed before the response is sent.
+WriteConnectionDep = Annotated[asyncpg.Connection, Depends(get_write_connection, scope="function")]

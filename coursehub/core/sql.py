@@ -25,6 +25,15 @@ What it is for, and what not:
   asyncpg reports publicly (`Connection.is_in_transaction()`); before that, through
   SQLAlchemy (`AsyncConnection.exec_driver_sql`), which begins it. Never a write or
   a lock outside the unit of work.
+- **Write transactions without a session** (`Database.write_transaction`): the routes
+  whose speed the benchmark holds to the floor (checkout, sign-up) run their unit of
+  work as asyncpg's own `Connection.transaction()` on a connection of SQLAlchemy's
+  pool: the same statements, run with `fetch_in_transaction` on that connection, which
+  refuses to run outside its transaction. A session's cost (~115 µs) and the first
+  statement's trip through SQLAlchemy (~300 µs of CPU, docs/BENCHMARKS.md) are gone.
+  Repository functions take a `Writer` (either unit of work) and build their objects
+  with `as_loaded`, so the session's callers (CLI, admin routes, tests) and the
+  driver's share one implementation.
 
 asyncpg's integrity errors (unique, foreign key, check) are raised as SQLAlchemy's
 `IntegrityError` with asyncpg's error as `orig`, as through the session; its other
@@ -54,7 +63,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 
@@ -62,6 +71,9 @@ T = TypeVar("T")
 # What a read runs on: the request's session (its connection, its transaction once begun)
 # or a pooled connection checked out for plain autocommit reads.
 Reader: TypeAlias = AsyncSession | asyncpg.Connection
+# What a write runs in: the request's session, or the asyncpg connection of a write
+# transaction (`Database.write_transaction`), always inside that transaction.
+Writer: TypeAlias = AsyncSession | asyncpg.Connection
 # The engine each pooled driver connection belongs to (see `remember_driver_connections`).
 _ENGINES: WeakKeyDictionary[asyncpg.Connection, Engine] = WeakKeyDictionary()
 # A dialect of its own, not the engine's: statements are compiled at import, before any
@@ -143,17 +155,25 @@ class DriverStatement:
         return rows[0] if rows else None
 
     async def fetch_in_transaction(
-        self, session: AsyncSession, **parameters: Any
+        self, writer: Writer, **parameters: Any
     ) -> Sequence[Record | Row[*tuple[Any, ...]]]:
-        """Run the statement inside the session's transaction, whatever it does (a write, a
-        lock, a read that must see the transaction's writes), and return its rows.
+        """Run the statement inside the unit of work's transaction, whatever it does (a
+        write, a lock, a read that must see the transaction's writes), and return its rows.
 
-        On the driver when the connection is already inside a transaction (asyncpg's
-        public `is_in_transaction()`: SQLAlchemy has begun the session's); otherwise
-        through SQLAlchemy (`exec_driver_sql`, the same SQL and arguments), which begins
-        the session's transaction first, exactly as `session.execute` would. Rows are
-        indexable by position either way."""
-        connection = await session.connection()
+        On a write transaction's connection: on the driver, and refused (RuntimeError, a
+        bug) if the connection is not inside a transaction, where a write would commit on
+        its own. On a session: on the driver when the connection is already inside a
+        transaction (asyncpg's public `is_in_transaction()`: SQLAlchemy has begun the
+        session's); otherwise through SQLAlchemy (`exec_driver_sql`, the same SQL and
+        arguments), which begins the session's transaction first, exactly as
+        `session.execute` would. Rows are indexable by position either way."""
+        if isinstance(writer, asyncpg.Connection):
+            if not writer.is_in_transaction():
+                raise RuntimeError("a write on a connection outside its transaction")
+            engine = _ENGINES.get(writer)
+            dispatch = engine.dispatch if engine is not None else None
+            return await self._on_driver(None, dispatch, writer, self.arguments(parameters))
+        connection = await writer.connection()
         arguments = self.arguments(parameters)
         sync_connection = connection.sync_connection
         assert sync_connection is not None
@@ -218,16 +238,22 @@ def _integrity_error(
     return IntegrityError(sql, tuple(arguments), exc)
 
 
-def as_loaded(session: AsyncSession, model: type[T], **values: Any) -> T:
+def as_loaded(owner: Reader, model: type[T], **values: Any) -> T:
     """An ORM object made from a row read here, as an ORM query would have given it.
 
-    The session's own object of that identity (`values["id"]`) if it holds one, as
+    Read on a bare connection (a read connection, a write transaction's): a new object
+    with the row's values, belonging to no session (nothing about it is ever saved by
+    itself; its relationships can be set with `set_committed_value`). Read through a
+    session: the session's own object of that identity (`values["id"]`) if it holds one, as
     the query would return it (not overwritten), with any of these attributes it has
     unloaded (expired by a rollback or commit) filled in from the row, as the ORM's
     loader does. Otherwise a new object with the row's values, given its identity as
     if loaded and added to the session: persistent and unchanged (never an INSERT), so
     changes made to it later are flushed as UPDATEs, as for a loaded object. Attributes
     not in `values` stay unloaded (as with `load_only`)."""
+    if isinstance(owner, asyncpg.Connection):
+        return loaded_object(model, **values)
+    session = owner
     existing = session.identity_map.get(identity_key(model, values["id"]))
     if existing is not None:
         unloaded = inspect(existing).unloaded
@@ -236,10 +262,35 @@ def as_loaded(session: AsyncSession, model: type[T], **values: Any) -> T:
                 set_committed_value(existing, name, value)
         held: T = existing
         return held
-    obj = model(**values)
+    obj = loaded_object(model, **values)
     make_transient_to_detached(obj)
     session.add(obj)
     return obj
+
+
+def loaded_object(model: type[T], **values: Any) -> T:
+    """A new ORM object holding `values` (attribute names) as if loaded from its row:
+    committed, with no change history, made as the ORM's loader makes a query's objects
+    (the class manager's `new_instance`, the values put in the instance's dict) instead of
+    through the mapped constructor, whose per-attribute events cost ~16 µs an object
+    against ~1 µs: a checkout makes eight. Transient (no session, no identity) until
+    attached (`attach_written`, `as_loaded`); changes made to it later are tracked as
+    usual. Unlike the constructor it does not check the names: callers pass columns'
+    attributes only, and relationships with `set_committed_value`."""
+    obj: T = inspect(model).class_manager.new_instance()
+    instance_dict(obj).update(values)
+    return obj
+
+
+def attach_written(writer: Writer, *objects: Any) -> None:
+    """Objects whose rows were just written by Core: in a session, made its persistent
+    objects, as if read back (so later changes to them are flushed as UPDATEs). In a write
+    transaction there is no session: they stay the caller's plain objects."""
+    if isinstance(writer, asyncpg.Connection):
+        return
+    for obj in objects:
+        make_transient_to_detached(obj)
+        writer.add(obj)
 
 
 def aware(value: datetime) -> datetime:

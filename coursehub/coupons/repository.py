@@ -19,7 +19,7 @@ from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, s
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.pagination import TimeKeyset
-from coursehub.core.sql import DriverStatement, as_loaded, aware
+from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
 from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
 
 # A usage counts (towards maxUses, "already used by you", the admins' figures) while its
@@ -120,20 +120,22 @@ LOCK_COUPON = (
 COUNT_USES = select(func.count()).where(
     CouponUsage.coupon_id == bindparam("coupon_id", type_=Text), COUNTING
 )
+_LOCK_COUPON_SQL = DriverStatement(LOCK_COUPON)
+_COUNT_USES_SQL = DriverStatement(COUNT_USES)
 
 
 async def find_coupon_for_user(
-    session: AsyncSession, *, code: str, user_id: str
+    writer: Writer, *, code: str, user_id: str
 ) -> tuple[Coupon, bool] | None:
     """The coupon with this (upper-case) code and whether the user holds a use of it that
     counts (an order with it that is not cancelled), in one query. None if there is no such
     coupon. Race-free only after checkout's per-user lock."""
-    rows = await _COUPON_FOR_USER_SQL.fetch_in_transaction(session, code=code, user_id=user_id)
+    rows = await _COUPON_FOR_USER_SQL.fetch_in_transaction(writer, code=code, user_id=user_id)
     if not rows:
         return None
     row = rows[0]
     coupon = as_loaded(
-        session,
+        writer,
         Coupon,
         id=row[0],
         code=row[1],
@@ -152,23 +154,24 @@ async def find_coupon_for_user(
     return coupon, bool(row[13])
 
 
-async def lock_coupon_for_use(session: AsyncSession, coupon_id: str) -> tuple[bool, int | None]:
+async def lock_coupon_for_use(writer: Writer, coupon_id: str) -> tuple[bool, int | None]:
     """Lock the coupon's row until the transaction ends and read its current maxUses.
 
     (found, maxUses). `FOR NO KEY UPDATE`: it queues checkouts of the same limited
     coupon (and admin edits) behind one another, yet not the foreign-key checks of
     usage inserts, which take only KEY SHARE.
     """
-    row = (await session.execute(LOCK_COUPON, {"coupon_id": coupon_id})).one_or_none()
-    return (False, None) if row is None else (True, row[0])
+    rows = await _LOCK_COUPON_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    return (True, rows[0][0]) if rows else (False, None)
 
 
-async def count_uses(session: AsyncSession, coupon_id: str) -> int:
+async def count_uses(writer: Writer, coupon_id: str) -> int:
     """The coupon's uses by orders that are not cancelled. Race-free only under
     `lock_coupon_for_use`: a use can start counting only by a checkout holding that lock
     (a cancelled order never becomes anything else), so a count taken under the lock can
     only be too high (an order cancelled meanwhile), never too low."""
-    return int((await session.execute(COUNT_USES, {"coupon_id": coupon_id})).scalar_one())
+    rows = await _COUNT_USES_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    return int(rows[0][0])
 
 
 async def is_coupon_used(session: AsyncSession, coupon_id: str) -> bool:

@@ -3,22 +3,65 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Table, Text, and_, bindparam, func, literal, or_, select, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
 
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.pagination import TimeKeyset
+from coursehub.core.sql import DriverStatement, Writer
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller imports only this module.
 from coursehub.models import CourseEnrollment, EnrollmentStatus
 
 
+def _upsert_active_enrollments() -> Any:
+    """The upsert below, built once: the new rows are one `unnest` of arrays, so the
+    statement is the same (and prepared once) for any number of courses."""
+    table = cast(Table, CourseEnrollment.__table__)
+    now = bindparam("now", type_=table.c.createdAt.type)
+    rows = (
+        func.unnest(bindparam("ids", type_=ARRAY(Text)), bindparam("course_ids", type_=ARRAY(Text)))
+        .table_valued("id", "course_id")
+        .render_derived(name="new_rows")
+    )
+    statement = insert(table).from_select(
+        ["id", "userId", "courseId", "orderId", "status", "progress", "createdAt", "updatedAt"],
+        select(
+            rows.c.id,
+            bindparam("user_id", type_=Text),
+            rows.c.course_id,
+            bindparam("order_id", type_=Text),
+            literal(EnrollmentStatus.active, table.c.status.type),
+            literal(0, table.c.progress.type),
+            now,
+            now,
+        ),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.userId, table.c.courseId],
+        set_={
+            "status": literal(EnrollmentStatus.active, table.c.status.type),
+            "orderId": statement.excluded["orderId"],
+            # ON CONFLICT DO UPDATE bypasses `onupdate`: Prisma's @updatedAt by hand.
+            "updatedAt": now,
+        },
+        where=or_(
+            table.c.status == EnrollmentStatus.revoked,
+            and_(table.c.status == EnrollmentStatus.active, table.c.orderId.is_(None)),
+        ),
+    )
+
+
+_UPSERT_ACTIVE_ENROLLMENTS_SQL = DriverStatement(_upsert_active_enrollments())
+
+
 async def upsert_active_enrollments(
-    session: AsyncSession, *, user_id: str, course_ids: Sequence[str], order_id: str | None
+    writer: Writer, *, user_id: str, course_ids: Sequence[str], order_id: str | None
 ) -> None:
     """Make the user actively enrolled in each course, in one statement.
 
@@ -30,41 +73,14 @@ async def upsert_active_enrollments(
     """
     if not course_ids:
         return
-    now = utcnow()
-    statement = insert(CourseEnrollment).values(
-        [
-            {
-                "id": new_id(),
-                "user_id": user_id,
-                "course_id": course_id,
-                "order_id": order_id,
-                "status": EnrollmentStatus.active,
-                "progress": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for course_id in course_ids
-        ]
+    await _UPSERT_ACTIVE_ENROLLMENTS_SQL.fetch_in_transaction(
+        writer,
+        ids=[new_id() for _ in course_ids],
+        course_ids=list(course_ids),
+        user_id=user_id,
+        order_id=order_id,
+        now=utcnow(),
     )
-    statement = statement.on_conflict_do_update(
-        index_elements=[CourseEnrollment.user_id, CourseEnrollment.course_id],
-        # Keyed by the mapped attributes: a plain string key would have to be the
-        # physical column name ("orderId"), and `excluded` is indexed by that too.
-        set_={
-            CourseEnrollment.status: EnrollmentStatus.active,
-            CourseEnrollment.order_id: statement.excluded["orderId"],
-            # ON CONFLICT DO UPDATE bypasses `onupdate`: Prisma's @updatedAt by hand.
-            CourseEnrollment.updated_at: now,
-        },
-        where=or_(
-            CourseEnrollment.status == EnrollmentStatus.revoked,
-            and_(
-                CourseEnrollment.status == EnrollmentStatus.active,
-                CourseEnrollment.order_id.is_(None),
-            ),
-        ),
-    )
-    await session.execute(statement)
 
 
 async def revoke_enrollments_of_order(session: AsyncSession, *, order_id: str) -> int:

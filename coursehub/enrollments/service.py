@@ -9,6 +9,7 @@ from coursehub.catalog.errors import CourseNotFound
 from coursehub.catalog.repository import get_course_by_id
 from coursehub.core.models import utcnow
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
+from coursehub.core.sql import Writer
 from coursehub.enrollments import repository
 from coursehub.enrollments.errors import AlreadyEnrolled, EnrollmentNotActive, EnrollmentNotFound
 from coursehub.enrollments.models import CourseEnrollment, EnrollmentStatus
@@ -21,11 +22,11 @@ COMPLETE = 100  # percent
 
 
 async def grant_enrollments_for_order(
-    session: AsyncSession, *, user_id: str, order_id: str, course_ids: list[str]
+    writer: Writer, *, user_id: str, order_id: str, course_ids: list[str]
 ) -> None:
     """Enroll the buyer in every course of a completed order (reactivating revoked ones)."""
     await repository.upsert_active_enrollments(
-        session, user_id=user_id, course_ids=course_ids, order_id=order_id
+        writer, user_id=user_id, course_ids=course_ids, order_id=order_id
     )
 
 

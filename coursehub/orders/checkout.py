@@ -37,7 +37,6 @@ from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.catalog.models import Course
@@ -45,6 +44,7 @@ from coursehub.core.database import violated_constraint
 from coursehub.core.errors import ValidationFailed
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.money import CURRENCY, ZERO, to_paise
+from coursehub.core.sql import Writer, attach_written, loaded_object
 from coursehub.coupons import repository as coupons_repository
 from coursehub.coupons import rules as coupon_rules
 from coursehub.coupons.errors import CouponNotFound
@@ -78,7 +78,7 @@ class CheckoutResult:
 
 
 async def place_order(
-    session: AsyncSession,
+    writer: Writer,
     *,
     user: User,
     course_ids: list[str],
@@ -89,7 +89,7 @@ async def place_order(
     """Place an order for `course_ids` (see the module's docstring). The order returned has
     its items (with their courses) and coupon usage loaded, ready for `OrderRead`."""
     result = await checkout(
-        session,
+        writer,
         user=user,
         course_ids=course_ids,
         coupon_code=coupon_code,
@@ -158,7 +158,7 @@ def _check_all_found(course_ids: Sequence[str], found: set[str]) -> None:
 
 
 async def checkout(
-    session: AsyncSession,
+    writer: Writer,
     *,
     user: User,
     course_ids: Sequence[str],
@@ -171,11 +171,11 @@ async def checkout(
     fingerprint = request_fingerprint(course_ids, code, payment_method)
     now = utcnow()
 
-    await repository.lock_user_checkouts(session, user.id)
+    await repository.lock_user_checkouts(writer, user.id)
 
     if idempotency_key is not None:
         earlier = await repository.find_order_id_by_idempotency_key(
-            session, user_id=user.id, key=idempotency_key
+            writer, user_id=user.id, key=idempotency_key
         )
         if earlier is not None:
             order_id, metadata = earlier
@@ -184,12 +184,12 @@ async def checkout(
                     "this Idempotency-Key was already used for an order of other courses, "
                     "coupon or payment method; use a new key for a new order"
                 )
-            order = await repository.get_order_for_read(session, order_id)
+            order = await repository.get_order_for_read(writer, order_id)
             assert order is not None, "the order was found a moment ago, under the lock"
             return CheckoutResult(order=order, replayed=True)
 
     rows = await repository.load_courses_for_checkout(
-        session, user_id=user.id, course_ids=course_ids
+        writer, user_id=user.id, course_ids=course_ids
     )
     _check_all_found(course_ids, {row.course.id for row in rows})
     by_id = {row.course.id: row for row in rows}
@@ -215,7 +215,7 @@ async def checkout(
     discount = ZERO
     coupon: Coupon | None = None
     if code is not None:
-        found = await coupons_repository.find_coupon_for_user(session, code=code, user_id=user.id)
+        found = await coupons_repository.find_coupon_for_user(writer, code=code, user_id=user.id)
         if found is None:
             raise CouponNotFound(f"there is no coupon {code}")
         coupon, used_by_user = found
@@ -224,10 +224,11 @@ async def checkout(
         )
         discount = coupon_rules.discount_for(coupon, original)
         if coupon.max_uses is not None:
-            await _claim_limited_use(session, coupon)
+            await _claim_limited_use(writer, coupon)
     amount = max(ZERO, to_paise(original - discount))
 
-    order = Order(
+    order = loaded_object(
+        Order,
         id=new_id(),
         user_id=user.id,
         status=OrderStatus.pending,
@@ -249,11 +250,14 @@ async def checkout(
         order.payment_status = PaymentStatus.paid
         order.payment_method = FREE_PAYMENT_METHOD
     items = [
-        OrderItem(id=new_id(), order_id=order.id, course_id=c.id, price=price, created_at=now)
+        loaded_object(
+            OrderItem, id=new_id(), order_id=order.id, course_id=c.id, price=price, created_at=now
+        )
         for c, price in zip(courses, prices, strict=True)
     ]
     usage = (
-        CouponUsage(
+        loaded_object(
+            CouponUsage,
             id=new_id(),
             coupon_id=coupon.id,
             user_id=user.id,
@@ -265,27 +269,27 @@ async def checkout(
         else None
     )
 
-    await _insert(session, order, items, usage, code=code)
+    await _insert(writer, order, items, usage, code=code)
     if order.status == OrderStatus.completed:
         await grant_enrollments_for_order(
-            session, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
+            writer, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
         )
-    _attach(session, order, items, courses, usage, coupon)
+    _attach(writer, order, items, courses, usage, coupon)
     return CheckoutResult(order=order, replayed=False)
 
 
-async def _claim_limited_use(session: AsyncSession, coupon: Coupon) -> None:
+async def _claim_limited_use(writer: Writer, coupon: Coupon) -> None:
     """Lock the limited coupon and check it has a use left; held until the commit, so of M
     remaining uses exactly M concurrent checkouts get one."""
-    found, max_uses = await coupons_repository.lock_coupon_for_use(session, coupon.id)
+    found, max_uses = await coupons_repository.lock_coupon_for_use(writer, coupon.id)
     if not found:
         raise CouponNotFound(f"there is no coupon {coupon.code}")
-    uses = await coupons_repository.count_uses(session, coupon.id)
+    uses = await coupons_repository.count_uses(writer, coupon.id)
     coupon_rules.check_not_used_up(coupon, max_uses=max_uses, uses=uses)
 
 
 async def _insert(
-    session: AsyncSession,
+    writer: Writer,
     order: Order,
     items: list[OrderItem],
     usage: CouponUsage | None,
@@ -295,7 +299,7 @@ async def _insert(
     try:
         for _ in range(NUMBER_ATTEMPTS):
             order.order_number = new_order_number(order.created_at)
-            if await repository.insert_order(session, order=order, items=items, usage=usage):
+            if await repository.insert_order(writer, order=order, items=items, usage=usage):
                 return
     except IntegrityError as exc:
         # A course or the coupon deleted by an admin between our read and our insert.
@@ -309,22 +313,20 @@ async def _insert(
 
 
 def _attach(
-    session: AsyncSession,
+    writer: Writer,
     order: Order,
     items: list[OrderItem],
     courses: list[Course],
     usage: CouponUsage | None,
     coupon: Coupon | None,
 ) -> None:
-    """Make the rows just written by Core into the session's persistent objects, with their
-    relationships loaded, without a query: as if they had been read back."""
+    """Give the objects just written by Core their relationships as loaded, without a query,
+    as if they had been read back (and in a session, make them its objects)."""
     for item, course in zip(items, courses, strict=True):
         set_committed_value(item, "course", course)
-        make_transient_to_detached(item)
     if usage is not None:
         set_committed_value(usage, "coupon", coupon)
-        make_transient_to_detached(usage)
     set_committed_value(order, "items", items)
     set_committed_value(order, "coupon_usage", usage)
-    make_transient_to_detached(order)
-    session.add(order)
+    # The order last: adding it cascades to its items and usage, already persistent.
+    attach_written(writer, *items, *([usage] if usage is not None else []), order)

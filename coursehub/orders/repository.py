@@ -34,11 +34,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import load_only, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from coursehub.core.locks import CHECKOUT_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
-from coursehub.core.sql import DriverStatement, as_loaded
+from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
 from coursehub.models import (
     Coupon,
     CouponUsage,
@@ -48,6 +49,7 @@ from coursehub.models import (
     Order,
     OrderItem,
     OrderStatus,
+    PaymentStatus,
 )
 
 # What `OrderRead.from_order` reads: items with their courses' listing columns, and the
@@ -214,25 +216,66 @@ INSERT_ORDER = _insert_order_statement(with_usage=False)
 INSERT_ORDER_WITH_USAGE = _insert_order_statement(with_usage=True)
 _INSERT_ORDER_SQL = DriverStatement(INSERT_ORDER)
 _INSERT_ORDER_WITH_USAGE_SQL = DriverStatement(INSERT_ORDER_WITH_USAGE)
+_ORDER_BY_IDEMPOTENCY_KEY_SQL = DriverStatement(ORDER_BY_IDEMPOTENCY_KEY)
+_ORDER_ID = bindparam("order_id", type_=Text)
+# An order with its coupon usage and the coupon's code, then its items with their
+# courses' listing columns: what `OrderRead` shows.
+_ORDER_FOR_READ_SQL = DriverStatement(
+    select(
+        Order.order_number,
+        Order.user_id,
+        Order.status,
+        Order.amount,
+        Order.original_amount,
+        Order.payment_method,
+        Order.payment_status,
+        Order.currency,
+        Order.metadata_,
+        Order.created_at,
+        Order.updated_at,
+        CouponUsage.id,
+        CouponUsage.coupon_id,
+        CouponUsage.discount,
+        CouponUsage.created_at,
+        Coupon.code,
+    )
+    .outerjoin(CouponUsage, CouponUsage.order_id == Order.id)
+    .outerjoin(Coupon, Coupon.id == CouponUsage.coupon_id)
+    .where(Order.id == _ORDER_ID)
+)
+_ORDER_ITEMS_FOR_READ_SQL = DriverStatement(
+    select(
+        OrderItem.id,
+        OrderItem.course_id,
+        OrderItem.price,
+        OrderItem.created_at,
+        Course.title,
+        Course.slug,
+        Course.thumbnail,
+    )
+    .join(Course, Course.id == OrderItem.course_id)
+    .where(OrderItem.order_id == _ORDER_ID)
+)
 
 
-async def lock_user_checkouts(session: AsyncSession, user_id: str) -> None:
+async def lock_user_checkouts(writer: Writer, user_id: str) -> None:
     """Serialize this user's checkouts until the transaction ends.
 
     Every per-user rule (one open order per course, one use per coupon, one order per
     Idempotency-Key) is checked after this and so cannot race with itself. Other
     users are not held up (a hash collision merely queues two users together).
     """
-    await _LOCK_USER_CHECKOUTS_SQL.fetch_in_transaction(session, user_id=user_id)
+    await _LOCK_USER_CHECKOUTS_SQL.fetch_in_transaction(writer, user_id=user_id)
 
 
 async def find_order_id_by_idempotency_key(
-    session: AsyncSession, *, user_id: str, key: str
+    writer: Writer, *, user_id: str, key: str
 ) -> tuple[str, dict[str, Any] | None] | None:
     """(order id, metadata) of the user's order placed with this key, via its unique index."""
-    result = await session.execute(ORDER_BY_IDEMPOTENCY_KEY, {"user_id": user_id, "key": key})
-    row = result.one_or_none()
-    return None if row is None else (row[0], row[1])
+    rows = await _ORDER_BY_IDEMPOTENCY_KEY_SQL.fetch_in_transaction(
+        writer, user_id=user_id, key=key
+    )
+    return (rows[0][0], rows[0][1]) if rows else None
 
 
 async def load_courses(session: AsyncSession, course_ids: Sequence[str]) -> list[Course]:
@@ -242,25 +285,25 @@ async def load_courses(session: AsyncSession, course_ids: Sequence[str]) -> list
 
 
 async def load_courses_for_checkout(
-    session: AsyncSession, *, user_id: str, course_ids: Sequence[str]
+    writer: Writer, *, user_id: str, course_ids: Sequence[str]
 ) -> list[CheckoutCourse]:
     """The published courses among `course_ids`, each with whether the user is actively
     enrolled and the number of an open order of theirs holding it; one query."""
     rows = await _CHECKOUT_COURSES_SQL.fetch_in_transaction(
-        session, user_id=user_id, course_ids=list(course_ids)
+        writer, user_id=user_id, course_ids=list(course_ids)
     )
     found: list[CheckoutCourse] = []
     for row in rows:
         # The listing columns and the price, as the ORM's load_only would have loaded them.
         course = as_loaded(
-            session, Course, id=row[0], title=row[1], slug=row[2], thumbnail=row[3], price=row[4]
+            writer, Course, id=row[0], title=row[1], slug=row[2], thumbnail=row[3], price=row[4]
         )
         found.append(CheckoutCourse(course, bool(row[5]), row[6]))
     return found
 
 
 async def insert_order(
-    session: AsyncSession,
+    writer: Writer,
     *,
     order: Order,
     items: Sequence[OrderItem],
@@ -288,16 +331,74 @@ async def insert_order(
     if usage is not None:
         statement = _INSERT_ORDER_WITH_USAGE_SQL
         params.update(usage_id=usage.id, coupon_id=usage.coupon_id, discount=usage.discount)
-    rows = await statement.fetch_in_transaction(session, **params)
+    rows = await statement.fetch_in_transaction(writer, **params)
     return bool(rows[0][0])
 
 
 # --- the buyer's orders ----------------------------------------------------------------
 
 
-async def get_order_for_read(session: AsyncSession, order_id: str) -> Order | None:
-    statement = select(Order).options(*ORDER_READ_OPTIONS).where(Order.id == order_id)
-    return (await session.execute(statement)).scalar_one_or_none()
+async def get_order_for_read(writer: Writer, order_id: str) -> Order | None:
+    """The order with what `OrderRead.from_order` reads (its items with their courses, its
+    coupon usage with its coupon), in two statements on the driver: checkout's answer to
+    a replayed Idempotency-Key, in either kind of unit of work."""
+    rows = await _ORDER_FOR_READ_SQL.fetch_in_transaction(writer, order_id=order_id)
+    if not rows:
+        return None
+    row = rows[0]
+    order = as_loaded(
+        writer,
+        Order,
+        id=order_id,
+        order_number=row[0],
+        user_id=row[1],
+        status=OrderStatus(row[2]),
+        amount=row[3],
+        original_amount=row[4],
+        payment_method=row[5],
+        payment_status=PaymentStatus(row[6]),
+        currency=row[7],
+        metadata_=row[8],
+        created_at=aware(row[9]),
+        updated_at=aware(row[10]),
+    )
+    usage = None
+    if row[11] is not None:
+        usage = as_loaded(
+            writer,
+            CouponUsage,
+            id=row[11],
+            coupon_id=row[12],
+            user_id=row[1],
+            order_id=order_id,
+            discount=row[13],
+            created_at=aware(row[14]),
+        )
+        set_committed_value(usage, "coupon", as_loaded(writer, Coupon, id=row[12], code=row[15]))
+    items = []
+    for item_row in await _ORDER_ITEMS_FOR_READ_SQL.fetch_in_transaction(writer, order_id=order_id):
+        item = as_loaded(
+            writer,
+            OrderItem,
+            id=item_row[0],
+            order_id=order_id,
+            course_id=item_row[1],
+            price=item_row[2],
+            created_at=aware(item_row[3]),
+        )
+        course = as_loaded(
+            writer,
+            Course,
+            id=item_row[1],
+            title=item_row[4],
+            slug=item_row[5],
+            thumbnail=item_row[6],
+        )
+        set_committed_value(item, "course", course)
+        items.append(item)
+    set_committed_value(order, "items", items)
+    set_committed_value(order, "coupon_usage", usage)
+    return order
 
 
 async def get_user_order(session: AsyncSession, *, user_id: str, order_number: str) -> Order | None:

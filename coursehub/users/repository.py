@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-import asyncpg
 from asyncpg import Record
 from sqlalchemy import (
     ColumnElement,
@@ -34,14 +33,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, joinedload, make_transient_to_detached
+from sqlalchemy.orm import aliased, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.pagination import TimeKeyset
-from coursehub.core.sql import DriverStatement, as_loaded, aware
+from coursehub.core.sql import (
+    DriverStatement,
+    Reader,
+    Writer,
+    as_loaded,
+    attach_written,
+    aware,
+    loaded_object,
+)
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -72,26 +79,21 @@ PREFERENCES = cast(Table, UserPreference.__table__)
 ENROLLMENTS = cast(Table, CourseEnrollment.__table__)
 
 
-def _attach(session: AsyncSession, obj: Any) -> None:
-    """Put an object whose row was just inserted into the session as persistent and
-    loaded, as if read back."""
-    make_transient_to_detached(obj)
-    session.add(obj)
-
-
 def _in_session(session: AsyncSession, user_id: str) -> User | None:
     obj = session.identity_map.get(identity_key(User, user_id))
     return obj if isinstance(obj, User) else None
 
 
-async def get_user_by_id(session: AsyncSession, user_id: str) -> User | None:
-    """The user, on the request's asyncpg connection (core/sql.py): every signed-in
-    request reads its caller here, so no ORM loading, and a request that only reads
-    sends no BEGIN/COMMIT. The object is the session's, as an ORM query's would be."""
-    row = await _USER_ROW.fetchrow(session, user_id=user_id)
+async def get_user_by_id(reader: Reader, user_id: str) -> User | None:
+    """The user, on the driver (core/sql.py): every signed-in request reads its caller here,
+    so no ORM loading, and a request that only reads sends no BEGIN/COMMIT. Through a
+    session, the object is the session's, as an ORM query's would be; on a bare connection
+    (a read connection, a write transaction's) it belongs to no session (changes to it are
+    never saved)."""
+    row = await _USER_ROW.fetchrow(reader, user_id=user_id)
     if row is None:
         return None
-    return as_loaded(session, User, **_user_fields(user_id, row))
+    return as_loaded(reader, User, **_user_fields(user_id, row))
 
 
 def _user_fields(user_id: str, row: Record) -> dict[str, Any]:
@@ -121,16 +123,6 @@ _USER_ROW = DriverStatement(
 )
 
 
-async def read_user_by_id(reader: asyncpg.Connection, user_id: str) -> User | None:
-    """The user, on a read connection (core/database.py `read_connection`), for routes
-    that only read and hold no session: an ORM object of no session (changes to it are
-    never saved)."""
-    row = await _USER_ROW.fetchrow(reader, user_id=user_id)
-    if row is None:
-        return None
-    return User(**_user_fields(user_id, row))
-
-
 # The hot statements are built once, with named parameters: SQLAlchemy then neither
 # rebuilds them nor recomputes their cache keys on every call.
 _INSERT_USER = insert(USERS).values(
@@ -156,6 +148,8 @@ _INSERT_USER_WITH_PROFILE = _INSERT_USER.add_cte(
     )
     .cte("new_profile")
 )
+_INSERT_USER_SQL = DriverStatement(_INSERT_USER)
+_INSERT_USER_WITH_PROFILE_SQL = DriverStatement(_INSERT_USER_WITH_PROFILE)
 _SELECT_USER_WITH_PROFILE = (
     select(User)
     .options(joinedload(User.profile))
@@ -185,7 +179,8 @@ _DELETE_USER = (
 
 
 def _new_user(*, email: str, username: str, password_hash: str, role: Role, now: datetime) -> User:
-    return User(
+    return loaded_object(
+        User,
         id=new_id(),
         email=email,
         username=username,
@@ -208,7 +203,7 @@ def _user_parameters(user: User) -> dict[str, Any]:
 
 
 async def create_user(
-    session: AsyncSession,
+    writer: Writer,
     *,
     email: str,
     username: str,
@@ -222,8 +217,8 @@ async def create_user(
     user = _new_user(
         email=email, username=username, password_hash=password_hash, role=role, now=utcnow()
     )
-    await session.execute(_INSERT_USER, _user_parameters(user))
-    _attach(session, user)
+    await _INSERT_USER_SQL.fetch_in_transaction(writer, **_user_parameters(user))
+    attach_written(writer, user)
     # A new user has neither: saying so spares a query should a caller look.
     set_committed_value(user, "profile", None)
     set_committed_value(user, "preferences", None)
@@ -231,7 +226,7 @@ async def create_user(
 
 
 async def insert_user_with_profile(
-    session: AsyncSession,
+    writer: Writer,
     *,
     email: str,
     username: str,
@@ -249,7 +244,8 @@ async def insert_user_with_profile(
     user = _new_user(
         email=email, username=username, password_hash=password_hash, role=role, now=now
     )
-    profile = UserProfile(
+    profile = loaded_object(
+        UserProfile,
         id=new_id(),
         user_id=user.id,
         first_name=first_name,
@@ -267,9 +263,8 @@ async def insert_user_with_profile(
         bio=bio,
         phone_number=phone_number,
     )
-    await session.execute(_INSERT_USER_WITH_PROFILE, parameters)
-    _attach(session, user)
-    _attach(session, profile)
+    await _INSERT_USER_WITH_PROFILE_SQL.fetch_in_transaction(writer, **parameters)
+    attach_written(writer, user, profile)
     set_committed_value(profile, "user", user)
     set_committed_value(user, "profile", profile)
     set_committed_value(user, "preferences", None)
@@ -312,11 +307,12 @@ async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | N
     row = await _USER_WITH_PROFILE_ROW.fetchrow(session, user_id=user_id)
     if row is None:
         return None
-    user = User(**_user_fields(user_id, row))
-    _attach(session, user)
+    user = as_loaded(session, User, **_user_fields(user_id, row))
     profile = None
     if row[6] is not None:
-        profile = UserProfile(
+        profile = as_loaded(
+            session,
+            UserProfile,
             id=row[6],
             user_id=user_id,
             first_name=row[7],
@@ -326,7 +322,6 @@ async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | N
             created_at=aware(row[11]),
             updated_at=aware(row[12]),
         )
-        _attach(session, profile)
         set_committed_value(profile, "user", user)
     set_committed_value(user, "profile", profile)
     return user

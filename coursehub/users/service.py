@@ -19,6 +19,7 @@ from coursehub.core.security import (
     hash_password_off_loop,
     verify_password_off_loop,
 )
+from coursehub.core.sql import Writer
 from coursehub.users import repository
 from coursehub.users.errors import (
     EmailTaken,
@@ -88,7 +89,7 @@ async def _check_free(
 
 
 async def create_user_with_profile(
-    session: AsyncSession,
+    writer: Writer,
     *,
     email: str,
     username: str,
@@ -104,7 +105,7 @@ async def create_user_with_profile(
     stored lower-case; a taken one raises EmailTaken / UsernameTaken (409)."""
     try:
         return await repository.insert_user_with_profile(
-            session,
+            writer,
             email=email.lower(),
             username=username.lower(),
             password_hash=password_hash,

@@ -2,7 +2,8 @@
 
 The test walks the app's route table — whatever routes exist when it runs, so a route
 added later is checked without touching this file — and for each:
-- fails if the route declares no policy (`Public`, `CurrentUser` or `AdminUser`);
+- fails if the route declares no policy (`Public`, `CurrentUser` (or `WritingUser`, the same
+  on a write transaction) or `AdminUser`);
 - for a non-public route: 401 without a token, with an expired token, a forged one, an
   unsigned one, a refresh token in place of an access token, and a token of a deleted
   user; 403 for a plain user on an admin route; the right token gets past the policy.
@@ -34,6 +35,7 @@ from coursehub.auth.dependencies import (
     public,
     require_admin,
     require_user,
+    require_user_writing,
 )
 from coursehub.core.security import create_token
 from coursehub.core.settings import Settings
@@ -68,7 +70,7 @@ def policy_of(dependant: Dependant) -> str | None:
     calls = set(_calls(dependant))
     if require_admin in calls:
         return "admin"
-    if require_user in calls:
+    if require_user in calls or require_user_writing in calls:
         return "user"
     if public in calls:
         return "public"
