@@ -72,7 +72,10 @@ async def explain_generic_in(
 ) -> dict[str, Any]:
     """`explain_generic` inside a transaction already open on `conn` (it sees that
     transaction's rows and statistics; the plan mode is set for it alone)."""
-    literals = ", ".join("'" + str(value).replace("'", "''") + "'" for value in parameters)
+    literals = ", ".join(
+        "NULL" if value is None else "'" + str(value).replace("'", "''") + "'"
+        for value in parameters
+    )
     await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
     await conn.exec_driver_sql(f"PREPARE explained_statement AS {statement}")
     try:

@@ -1,8 +1,9 @@
 """Who is calling, and the access policy every route declares.
 
 Every route carries exactly one of three policies in its dependencies:
-`Public` (anyone), `CurrentUser` (signed in; `WritingUser` is the same for a route
-whose unit of work is a write transaction) or `AdminUser` (signed-in admin).
+`Public` (anyone), `CurrentUser` (signed in) or `AdminUser` (signed-in admin);
+`WritingUser` and `WritingAdmin` are the same two for a route whose unit of work is a
+write transaction.
 tests/auth/test_access_policy.py walks the route table and fails on a route
 that declares none, so a new route cannot escape the rule by omission.
 
@@ -136,16 +137,27 @@ async def require_user_writing(
     return _still_valid(secret, claims, await get_user_by_id(writer, claims.user_id))
 
 
-async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+def _admin(user: User) -> User:
     if user.role != Role.admin:
         raise Forbidden("this needs the admin role")
     return user
 
 
+async def require_admin(user: Annotated[User, Depends(require_user)]) -> User:
+    return _admin(user)
+
+
+async def require_admin_writing(user: Annotated[User, Depends(require_user_writing)]) -> User:
+    """`require_admin` for routes whose unit of work is a write transaction."""
+    return _admin(user)
+
+
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
-# CurrentUser for a route that writes in a write transaction (WriteConnectionDep).
+# CurrentUser and AdminUser for a route that writes in a write transaction
+# (WriteConnectionDep): the caller is read on that transaction's connection.
 WritingUser = Annotated[User, Depends(require_user_writing)]
+WritingAdmin = Annotated[User, Depends(require_admin_writing)]
 AdminUser = Annotated[User, Depends(require_admin)]
 # What a route behind AdminUser can answer with before it runs.
 ADMIN_ERRORS = (Unauthorized, Forbidden)

@@ -22,7 +22,7 @@ from coursehub.auth.schemas import (
     TokenPairRead,
 )
 from coursehub.auth.service import TokenPolicy
-from coursehub.core.dependencies import SessionDep
+from coursehub.core.dependencies import SessionDep, WriteConnectionDep
 from coursehub.core.errors import Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service as users
@@ -46,10 +46,10 @@ PolicyDep = Annotated[TokenPolicy, Depends(token_policy)]
     response_model=UserRead,
     responses=responses(EmailTaken, UsernameTaken),
 )
-async def register(session: SessionDep, body: UserCreate) -> UserRead:
+async def register(writer: WriteConnectionDep, body: UserCreate) -> UserRead:
     """Create an account. Email and username are stored lower-case; either one taken (in
     any case) is a 409 naming the field."""
-    user = await users.register(session, body)
+    user = await users.register(writer, body)
     return UserRead.model_validate(user)
 
 

@@ -1,8 +1,9 @@
 """WORKLOAD.md's operations through the store's own code: the service and repository
-functions the API's routes call, each inside a session transaction opened and
-committed as the request's session dependency does (`Database.transaction`), or, for
-the public catalogue reads, on a read connection checked out as the routes' dependency
-does (`Database.read_connection`)."""
+functions the API's routes call, each in the unit of work its route runs it in: a write
+transaction opened and committed as the routes' dependency does
+(`Database.write_transaction`: checkout, sign-up, the admins' role changes and
+deletions), or a read connection checked out as the read-only routes' dependency does
+(`Database.read_connection`: the public catalogue)."""
 
 from __future__ import annotations
 
@@ -36,20 +37,25 @@ class OurOps:
     # --- accounts -------------------------------------------------------------------
 
     async def user_crud(self, index: int) -> None:
-        """Create, read with profile, make admin, delete: four transactions, as four requests."""
+        """Create, read with profile, make admin, delete: four units of work, as four
+        requests. The writes in write transactions, as the routes that make them run them
+        (POST /auth/register, the admin's PATCH and DELETE /admin/users/{id}); the read,
+        DATABASE.md's `findUnique` with its profile (a repository function no route serves
+        alone: GET /admin/users/{id} adds preferences and counts), on a read connection, as
+        the store's read-only requests run."""
         email, username = self._identity("u", index)
-        async with self.database.transaction() as session:
+        async with self.database.write_transaction() as writer:
             user = await users_repository.create_user(
-                session, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
+                writer, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
             )
             user_id = user.id
-        async with self.database.transaction() as session:
-            found = await users_repository.get_user_with_profile(session, user_id)
+        async with self.database.read_connection() as reader:
+            found = await users_repository.get_user_with_profile(reader, user_id)
             assert found is not None
-        async with self.database.transaction() as session:
-            await users_repository.update_user_role(session, user_id=user_id, role=Role.admin)
-        async with self.database.transaction() as session:
-            await users_repository.delete_user(session, user_id=user_id)
+        async with self.database.write_transaction() as writer:
+            await users_repository.update_user_role(writer, user_id=user_id, role=Role.admin)
+        async with self.database.write_transaction() as writer:
+            await users_repository.delete_user(writer, user_id=user_id)
 
     async def tx_user_profile(self, index: int) -> None:
         email, username = self._identity("p", index)

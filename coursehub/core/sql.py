@@ -251,6 +251,17 @@ def as_loaded(owner: Reader, model: type[T], **values: Any) -> T:
     if loaded and added to the session: persistent and unchanged (never an INSERT), so
     changes made to it later are flushed as UPDATEs, as for a loaded object. Attributes
     not in `values` stay unloaded (as with `load_only`)."""
+    return _from_row(owner, model, values, refresh=False)
+
+
+def as_refreshed(owner: Reader, model: type[T], **values: Any) -> T:
+    """`as_loaded`, except that an object the session already holds gets every one of
+    these attributes from the row, loaded or not (the ORM's `populate_existing`): for
+    reads that must show the row as it is now, after writes made beside the session."""
+    return _from_row(owner, model, values, refresh=True)
+
+
+def _from_row(owner: Reader, model: type[T], values: dict[str, Any], *, refresh: bool) -> T:
     if isinstance(owner, asyncpg.Connection):
         return loaded_object(model, **values)
     session = owner
@@ -258,7 +269,7 @@ def as_loaded(owner: Reader, model: type[T], **values: Any) -> T:
     if existing is not None:
         unloaded = inspect(existing).unloaded
         for name, value in values.items():
-            if name in unloaded:
+            if refresh or name in unloaded:
                 set_committed_value(existing, name, value)
         held: T = existing
         return held
@@ -277,9 +288,16 @@ def loaded_object(model: type[T], **values: Any) -> T:
     attached (`attach_written`, `as_loaded`); changes made to it later are tracked as
     usual. Unlike the constructor it does not check the names: callers pass columns'
     attributes only, and relationships with `set_committed_value`."""
-    obj: T = inspect(model).class_manager.new_instance()
+    manager = _CLASS_MANAGERS.get(model)
+    if manager is None:
+        manager = _CLASS_MANAGERS[model] = inspect(model).class_manager
+    obj: T = manager.new_instance()
     instance_dict(obj).update(values)
     return obj
+
+
+# Each mapped class's ORM class manager, looked up once (`inspect` costs ~1 µs a call).
+_CLASS_MANAGERS: dict[type, Any] = {}
 
 
 def attach_written(writer: Writer, *objects: Any) -> None:

@@ -23,9 +23,9 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
+    exists,
     func,
     insert,
-    literal,
     or_,
     select,
     tuple_,
@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy.orm import aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
@@ -45,6 +45,7 @@ from coursehub.core.sql import (
     Reader,
     Writer,
     as_loaded,
+    as_refreshed,
     attach_written,
     aware,
     loaded_object,
@@ -118,6 +119,16 @@ _USER_COLUMNS = (
     USERS.c.createdAt,
     USERS.c.updatedAt,
 )
+# The profile's columns as `_profile_fields` reads them.
+_PROFILE_COLUMNS = (
+    PROFILES.c.id,
+    PROFILES.c.firstName,
+    PROFILES.c.lastName,
+    PROFILES.c.bio,
+    PROFILES.c.phoneNumber,
+    PROFILES.c.createdAt,
+    PROFILES.c.updatedAt,
+)
 _USER_ROW = DriverStatement(
     select(*_USER_COLUMNS).where(USERS.c.id == bindparam("user_id", type_=Text()))
 )
@@ -150,20 +161,16 @@ _INSERT_USER_WITH_PROFILE = _INSERT_USER.add_cte(
 )
 _INSERT_USER_SQL = DriverStatement(_INSERT_USER)
 _INSERT_USER_WITH_PROFILE_SQL = DriverStatement(_INSERT_USER_WITH_PROFILE)
-_SELECT_USER_WITH_PROFILE = (
-    select(User)
-    .options(joinedload(User.profile))
-    .where(User.id == bindparam("user_id"))
-    .execution_options(populate_existing=True)
-)
 _UPDATE_ROLE = (
     update(USERS)
     .where(USERS.c.id == bindparam("user_id"))
     .values(role=bindparam("new_role"), updatedAt=bindparam("now"))
+    .returning(USERS.c.id)
 )
 _DELETE_USER = (
     delete(USERS)
     .where(USERS.c.id == bindparam("user_id"))
+    .returning(USERS.c.id)
     .add_cte(delete(PROFILES).where(PROFILES.c.userId == bindparam("user_id")).cte("gone_profile"))
     .add_cte(
         delete(PREFERENCES)
@@ -175,6 +182,70 @@ _DELETE_USER = (
         .where(ENROLLMENTS.c.userId == bindparam("user_id"))
         .cte("gone_enrollments")
     )
+)
+_UPDATE_ROLE_SQL = DriverStatement(_UPDATE_ROLE)
+_DELETE_USER_SQL = DriverStatement(_DELETE_USER)
+
+# Sign-up's and the admins' account statements, compiled once for the driver (core/sql.py),
+# so they run alike in a session and in a write transaction.
+_USER_ID = bindparam("user_id", type_=Text)
+_EMAIL = bindparam("email", type_=Text)
+_USERNAME = bindparam("username", type_=Text)
+_TAKEN_FIELDS_SQL = DriverStatement(
+    select(
+        func.coalesce(func.bool_or(_lower(USERS.c.email) == _EMAIL), False),
+        func.coalesce(func.bool_or(_lower(USERS.c.username) == _USERNAME), False),
+    ).where(
+        or_(_lower(USERS.c.email) == _EMAIL, _lower(USERS.c.username) == _USERNAME),
+        USERS.c.id.is_distinct_from(bindparam("exclude_user_id", type_=Text)),
+    )
+)
+_HAS_ORDERS_SQL = DriverStatement(select(exists().where(Order.user_id == _USER_ID)))
+_ANONYMISE_USER_SQL = DriverStatement(
+    update(USERS)
+    .where(USERS.c.id == _USER_ID)
+    .values(
+        email=bindparam("email"),
+        username=bindparam("username"),
+        password=bindparam("password"),
+        updatedAt=bindparam("now"),
+    )
+    .returning(USERS.c.id)
+    .add_cte(delete(PROFILES).where(PROFILES.c.userId == _USER_ID).cte("gone_profile"))
+    .add_cte(delete(PREFERENCES).where(PREFERENCES.c.userId == _USER_ID).cte("gone_preferences"))
+)
+_LOCK_ADMIN_SET_SQL = DriverStatement(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+_admin = aliased(USERS)
+_LOCK_ACCOUNT_SQL = DriverStatement(
+    select(
+        USERS.c.role,
+        select(func.count())
+        .select_from(_admin)
+        .where(_admin.c.role == Role.admin)
+        .scalar_subquery(),
+    )
+    .where(USERS.c.id == _USER_ID)
+    .with_for_update(of=USERS)
+)
+_USER_DETAIL_SQL = DriverStatement(
+    select(
+        *_USER_COLUMNS,
+        *_PROFILE_COLUMNS,
+        PREFERENCES.c.id,
+        PREFERENCES.c.theme,
+        PREFERENCES.c.language,
+        PREFERENCES.c.notifications,
+        PREFERENCES.c.createdAt,
+        PREFERENCES.c.updatedAt,
+        select(func.count()).where(Order.user_id == USERS.c.id).scalar_subquery(),
+        select(func.count()).where(ENROLLMENTS.c.userId == USERS.c.id).scalar_subquery(),
+    )
+    .select_from(
+        USERS.outerjoin(PROFILES, PROFILES.c.userId == USERS.c.id).outerjoin(
+            PREFERENCES, PREFERENCES.c.userId == USERS.c.id
+        )
+    )
+    .where(USERS.c.id == _USER_ID)
 )
 
 
@@ -271,74 +342,59 @@ async def insert_user_with_profile(
     return user
 
 
-# The same read on the request's asyncpg connection (core/sql.py): no ORM loading, and
-# no BEGIN/COMMIT for a request that only reads.
+# A user and their profile: DATABASE.md's `findUnique` with `include: { profile: true }`.
 _USER_WITH_PROFILE_ROW = DriverStatement(
-    select(
-        *_USER_COLUMNS,
-        PROFILES.c.id,
-        PROFILES.c.firstName,
-        PROFILES.c.lastName,
-        PROFILES.c.bio,
-        PROFILES.c.phoneNumber,
-        PROFILES.c.createdAt,
-        PROFILES.c.updatedAt,
-    )
+    select(*_USER_COLUMNS, *_PROFILE_COLUMNS)
     .select_from(USERS.outerjoin(PROFILES, PROFILES.c.userId == USERS.c.id))
     .where(USERS.c.id == bindparam("user_id", type_=Text()))
 )
 
 
-async def get_user_with_profile(session: AsyncSession, user_id: str) -> User | None:
-    """A user with the profile loaded (None if they have none), in one query.
-
-    The row is read on the driver and made into objects attached to the session as
-    loaded (~60 µs against ~250 µs for the ORM's joined load). Should the session
-    already hold the user or their profile, the ORM statement refreshes those instead."""
-    if session.identity_map and (
-        _in_session(session, user_id) is not None
-        or any(
-            isinstance(obj, UserProfile) and obj.user_id == user_id
-            for obj in session.identity_map.values()
-        )
-    ):
-        result = await session.scalars(_SELECT_USER_WITH_PROFILE, {"user_id": user_id})
-        return result.one_or_none()
-    row = await _USER_WITH_PROFILE_ROW.fetchrow(session, user_id=user_id)
+async def get_user_with_profile(reader: Reader, user_id: str) -> User | None:
+    """A user with the profile loaded (None if they have none), in one query on the driver
+    (~60 µs against ~250 µs for the ORM's joined load). Through a session, objects it
+    already holds are refreshed from the row, as the ORM's `populate_existing` would."""
+    row = await _USER_WITH_PROFILE_ROW.fetchrow(reader, user_id=user_id)
     if row is None:
         return None
-    user = as_loaded(session, User, **_user_fields(user_id, row))
+    user = as_refreshed(reader, User, **_user_fields(user_id, row))
     profile = None
     if row[6] is not None:
-        profile = as_loaded(
-            session,
-            UserProfile,
-            id=row[6],
-            user_id=user_id,
-            first_name=row[7],
-            last_name=row[8],
-            bio=row[9],
-            phone_number=row[10],
-            created_at=aware(row[11]),
-            updated_at=aware(row[12]),
-        )
+        profile = as_refreshed(reader, UserProfile, **_profile_fields(user_id, row, 6))
         set_committed_value(profile, "user", user)
     set_committed_value(user, "profile", profile)
     return user
 
 
-async def update_user_role(session: AsyncSession, *, user_id: str, role: Role) -> bool:
+def _profile_fields(user_id: str, row: Record, at: int) -> dict[str, Any]:
+    """The profile's attributes from a row holding its columns from index `at` on: id,
+    firstName, lastName, bio, phoneNumber, createdAt, updatedAt."""
+    return {
+        "id": row[at],
+        "user_id": user_id,
+        "first_name": row[at + 1],
+        "last_name": row[at + 2],
+        "bio": row[at + 3],
+        "phone_number": row[at + 4],
+        "created_at": aware(row[at + 5]),
+        "updated_at": aware(row[at + 6]),
+    }
+
+
+async def update_user_role(writer: Writer, *, user_id: str, role: Role) -> bool:
     """Set a user's role in one UPDATE; True if the user exists. (The last-admin rule is
     the service's: `users.service.change_role`.)"""
     now = utcnow()
-    result = await session.execute(_UPDATE_ROLE, {"user_id": user_id, "new_role": role, "now": now})
-    if (user := _in_session(session, user_id)) is not None:
+    rows = await _UPDATE_ROLE_SQL.fetch_in_transaction(
+        writer, user_id=user_id, new_role=role, now=now
+    )
+    if isinstance(writer, AsyncSession) and (user := _in_session(writer, user_id)) is not None:
         set_committed_value(user, "role", role)
         set_committed_value(user, "updated_at", now)
-    return _rowcount(result) > 0
+    return bool(rows)
 
 
-async def delete_user(session: AsyncSession, *, user_id: str) -> bool:
+async def delete_user(writer: Writer, *, user_id: str) -> bool:
     """Delete a user with their profile, preferences and enrollments, in one statement;
     True if the user existed.
 
@@ -346,20 +402,18 @@ async def delete_user(session: AsyncSession, *, user_id: str) -> bool:
     CTEs, and the constraints are checked at the end of the statement, when they are
     gone. A user with orders (or coupon usages) is refused by the database
     (IntegrityError): such an account is anonymised instead (`anonymise_user`)."""
-    result = await session.execute(_DELETE_USER, {"user_id": user_id})
-    _forget(session, user_id)
-    return _rowcount(result) > 0
+    rows = await _DELETE_USER_SQL.fetch_in_transaction(writer, user_id=user_id)
+    _forget(writer, user_id)
+    return bool(rows)
 
 
-def _rowcount(result: Any) -> int:
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def _forget(session: AsyncSession, user_id: str) -> None:
+def _forget(writer: Writer, user_id: str) -> None:
     """Drop a deleted or rewritten user's objects from the session's identity map, so a
-    later read in the same session does not see stale rows."""
-    if not session.identity_map:
+    later read in the same session does not see stale rows. (A write transaction holds
+    no objects.)"""
+    if not isinstance(writer, AsyncSession) or not writer.identity_map:
         return
+    session = writer
     for obj in list(session.identity_map.values()):
         owner = obj.id if isinstance(obj, User) else getattr(obj, "user_id", None)
         if isinstance(obj, User | UserProfile | UserPreference) and owner == user_id:
@@ -390,30 +444,24 @@ class TakenFields:
 
 
 async def taken_fields(
-    session: AsyncSession,
+    reader: Reader,
     *,
     email: str | None,
     username: str | None,
     exclude_user_id: str | None = None,
 ) -> TakenFields:
     """Whether another account already has this email / username, case-insensitively,
-    in one query."""
-    conditions: list[ColumnElement[bool]] = []
-    email_match: ColumnElement[bool] = literal(False)
-    username_match: ColumnElement[bool] = literal(False)
-    if email is not None:
-        email_match = _lower(User.email) == email.lower()
-        conditions.append(email_match)
-    if username is not None:
-        username_match = _lower(User.username) == username.lower()
-        conditions.append(username_match)
-    if not conditions:
+    in one query (a None field is not looked for: `lower(x) = NULL` matches nothing)."""
+    if email is None and username is None:
         return TakenFields(email=False, username=False)
-    statement = select(email_match, username_match).where(or_(*conditions))
-    if exclude_user_id is not None:
-        statement = statement.where(User.id != exclude_user_id)
-    rows = (await session.execute(statement)).all()
-    return TakenFields(email=any(row[0] for row in rows), username=any(row[1] for row in rows))
+    row = await _TAKEN_FIELDS_SQL.fetchrow(
+        reader,
+        email=None if email is None else email.lower(),
+        username=None if username is None else username.lower(),
+        exclude_user_id=exclude_user_id,
+    )
+    assert row is not None  # an aggregate: always one row
+    return TakenFields(email=bool(row[0]), username=bool(row[1]))
 
 
 async def update_user_fields(session: AsyncSession, user: User, changes: dict[str, Any]) -> None:
@@ -442,29 +490,21 @@ async def replace_password_hash(session: AsyncSession, user: User, new_hash: str
     return True
 
 
-async def has_orders(session: AsyncSession, user_id: str) -> bool:
-    statement = select(select(Order.id).where(Order.user_id == user_id).exists())
-    return bool((await session.execute(statement)).scalar_one())
+async def has_orders(reader: Reader, user_id: str) -> bool:
+    row = await _HAS_ORDERS_SQL.fetchrow(reader, user_id=user_id)
+    return bool(row is not None and row[0])
 
 
 async def anonymise_user(
-    session: AsyncSession, *, user_id: str, email: str, username: str, password: str
+    writer: Writer, *, user_id: str, email: str, username: str, password: str
 ) -> bool:
     """Rewrite the user's identity and drop their profile and preferences, in one
     statement; orders, enrollments and coupon usages stay. True if the user existed."""
-    statement = (
-        update(User)
-        .where(User.id == user_id)
-        .values(email=email, username=username, password=password, updated_at=utcnow())
-        .returning(User.id)
-        .add_cte(delete(UserProfile).where(UserProfile.user_id == user_id).cte("gone_profile"))
-        .add_cte(
-            delete(UserPreference).where(UserPreference.user_id == user_id).cte("gone_preferences")
-        )
+    rows = await _ANONYMISE_USER_SQL.fetch_in_transaction(
+        writer, user_id=user_id, email=email, username=username, password=password, now=utcnow()
     )
-    done = (await session.execute(statement)).first() is not None
-    _forget(session, user_id)
-    return done
+    _forget(writer, user_id)
+    return bool(rows)
 
 
 @dataclass(frozen=True)
@@ -473,7 +513,7 @@ class LockedAccount:
     admins: int  # how many admins the store has, this one included if it is one
 
 
-async def lock_account(session: AsyncSession, user_id: str) -> LockedAccount | None:
+async def lock_account(writer: Writer, user_id: str) -> LockedAccount | None:
     """Prepare to demote or remove a user: lock the set of admins, then the user's row,
     until the transaction ends; None if there is no such user.
 
@@ -484,20 +524,11 @@ async def lock_account(session: AsyncSession, user_id: str) -> LockedAccount | N
     for the user meanwhile (its foreign-key check needs a KEY SHARE lock on the row),
     so "has orders?" stays true or false until we are done. One lock order everywhere
     (advisory, then row) means no deadlock between two of these."""
-    await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
-    admin = aliased(User)
-    admins = (
-        select(func.count())
-        .select_from(admin)
-        .where(admin.role == Role.admin)
-        .scalar_subquery()
-        .label("admins")
-    )
-    statement = select(User.role, admins).where(User.id == user_id).with_for_update(of=User)
-    row = (await session.execute(statement)).first()
-    if row is None:
+    await _LOCK_ADMIN_SET_SQL.fetch_in_transaction(writer)
+    rows = await _LOCK_ACCOUNT_SQL.fetch_in_transaction(writer, user_id=user_id)
+    if not rows:
         return None
-    return LockedAccount(role=row[0], admins=int(row[1]))
+    return LockedAccount(role=Role(rows[0][0]), admins=int(rows[0][1]))
 
 
 # --- profile and preferences ---------------------------------------------------------------
@@ -616,25 +647,32 @@ class UserDetail:
     enrollments_count: int
 
 
-async def get_user_detail(session: AsyncSession, user_id: str) -> UserDetail | None:
+async def get_user_detail(reader: Reader, user_id: str) -> UserDetail | None:
     """A user with profile, preferences and the counts of their orders and enrollments,
-    in one query (the counts are correlated subqueries on indexed user ids)."""
-    orders_count = (
-        select(func.count()).where(Order.user_id == User.id).correlate(User).scalar_subquery()
-    )
-    enrollments_count = (
-        select(func.count())
-        .where(CourseEnrollment.user_id == User.id)
-        .correlate(User)
-        .scalar_subquery()
-    )
-    statement = (
-        select(User, orders_count, enrollments_count)
-        .options(joinedload(User.profile), joinedload(User.preferences))
-        .where(User.id == user_id)
-        .execution_options(populate_existing=True)
-    )
-    row = (await session.execute(statement)).first()
+    in one query on the driver (the counts are correlated subqueries on indexed user ids).
+    Through a session, objects it already holds are refreshed from the row."""
+    row = await _USER_DETAIL_SQL.fetchrow(reader, user_id=user_id)
     if row is None:
         return None
-    return UserDetail(user=row[0], orders_count=int(row[1]), enrollments_count=int(row[2]))
+    user = as_refreshed(reader, User, **_user_fields(user_id, row))
+    profile = None
+    if row[6] is not None:
+        profile = as_refreshed(reader, UserProfile, **_profile_fields(user_id, row, 6))
+        set_committed_value(profile, "user", user)
+    preferences = None
+    if row[13] is not None:
+        preferences = as_refreshed(
+            reader,
+            UserPreference,
+            id=row[13],
+            user_id=user_id,
+            theme=row[14],
+            language=row[15],
+            notifications=row[16],
+            created_at=aware(row[17]),
+            updated_at=aware(row[18]),
+        )
+        set_committed_value(preferences, "user", user)
+    set_committed_value(user, "profile", profile)
+    set_committed_value(user, "preferences", preferences)
+    return UserDetail(user=user, orders_count=int(row[19]), enrollments_count=int(row[20]))

@@ -14,9 +14,10 @@ from coursehub.auth.dependencies import (
     CodecDep,
     CurrentUser,
     ThrottleDep,
+    WritingAdmin,
 )
 from coursehub.auth.errors import TooManySignInAttempts
-from coursehub.core.dependencies import SessionDep
+from coursehub.core.dependencies import SessionDep, WriteConnectionDep
 from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service
@@ -153,11 +154,11 @@ async def admin_get_user(session: SessionDep, admin: AdminUser, user_id: str) ->
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_change_role(
-    session: SessionDep, admin: AdminUser, user_id: str, body: RoleUpdate
+    writer: WriteConnectionDep, admin: WritingAdmin, user_id: str, body: RoleUpdate
 ) -> AdminUserRead:
     """Change a user's role; it takes effect on their next request. The last admin cannot
     be demoted."""
-    detail = await service.change_role(session, user_id, body.role)
+    detail = await service.change_role(writer, user_id, body.role)
     return AdminUserRead.from_detail(detail)
 
 
@@ -167,9 +168,9 @@ async def admin_change_role(
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_delete_user(
-    session: SessionDep, admin: AdminUser, user_id: str
+    writer: WriteConnectionDep, admin: WritingAdmin, user_id: str
 ) -> AccountRemovalRead:
     """Delete a user, or anonymise them if they have orders (as DELETE /me does). The last
     admin cannot be deleted."""
-    outcome = await service.remove_account(session, user_id)
+    outcome = await service.remove_account(writer, user_id)
     return AccountRemovalRead(outcome=outcome)

@@ -19,7 +19,7 @@ from coursehub.core.security import (
     hash_password_off_loop,
     verify_password_off_loop,
 )
-from coursehub.core.sql import Writer
+from coursehub.core.sql import Reader, Writer
 from coursehub.users import repository
 from coursehub.users.errors import (
     EmailTaken,
@@ -72,14 +72,14 @@ def _conflict_from(exc: IntegrityError) -> StoreError | None:
 
 
 async def _check_free(
-    session: AsyncSession,
+    reader: Reader,
     *,
     email: str | None,
     username: str | None,
     exclude_user_id: str | None = None,
 ) -> None:
     taken = await repository.taken_fields(
-        session, email=email, username=username, exclude_user_id=exclude_user_id
+        reader, email=email, username=username, exclude_user_id=exclude_user_id
     )
     if taken.email or taken.username:
         raise _taken_error(taken)
@@ -121,14 +121,14 @@ async def create_user_with_profile(
         raise
 
 
-async def register(session: AsyncSession, data: UserCreate, *, role: Role = Role.user) -> User:
+async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) -> User:
     """Sign-up: a new account (no profile or preferences until first written). A taken
     email or username, in any case, is a 409 naming the field."""
-    await _check_free(session, email=data.email, username=data.username)
+    await _check_free(writer, email=data.email, username=data.username)
     password_hash = await hash_password_off_loop(data.password)
     try:
         return await repository.create_user(
-            session,
+            writer,
             email=data.email,
             username=data.username,
             password_hash=password_hash,
@@ -186,28 +186,28 @@ async def check_password(
 # --- removing accounts -------------------------------------------------------------------
 
 
-async def remove_account(session: AsyncSession, user_id: str) -> Removal:
+async def remove_account(writer: Writer, user_id: str) -> Removal:
     """Delete the account, or anonymise it if it has orders (accounting keeps them): its
     email, username and password become unusable, its profile and preferences go. Either
     way nobody can sign in to it again and its tokens stop working. The last admin
     cannot be removed (409)."""
-    locked = await repository.lock_account(session, user_id)
+    locked = await repository.lock_account(writer, user_id)
     if locked is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     if locked.role == Role.admin and locked.admins <= 1:
         raise LastAdmin(
             "this is the store's only admin; make another user an admin before removing it"
         )
-    if await repository.has_orders(session, user_id):
+    if await repository.has_orders(writer, user_id):
         await repository.anonymise_user(
-            session,
+            writer,
             user_id=user_id,
             email=f"deleted-{user_id}@{ANONYMISED_EMAIL_DOMAIN}",
             username=f"deleted-{user_id}",
             password=UNUSABLE_PASSWORD,
         )
         return Removal.anonymised
-    await repository.delete_user(session, user_id=user_id)
+    await repository.delete_user(writer, user_id=user_id)
     return Removal.deleted
 
 
@@ -252,22 +252,22 @@ async def patch_preferences(
 # --- administration -----------------------------------------------------------------------
 
 
-async def change_role(session: AsyncSession, user_id: str, role: Role) -> UserDetail:
+async def change_role(writer: Writer, user_id: str, role: Role) -> UserDetail:
     """PATCH /admin/users/{id}: the new role takes effect on the user's next request (the
     role is read from the database, never trusted from a token). The last admin cannot
     be demoted (409); two demotions at once cannot both pass (see `lock_account`)."""
-    locked = await repository.lock_account(session, user_id)
+    locked = await repository.lock_account(writer, user_id)
     if locked is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     if locked.role == Role.admin and role != Role.admin and locked.admins <= 1:
         raise LastAdmin("this is the store's only admin; make another user an admin first")
     if locked.role != role:
-        await repository.update_user_role(session, user_id=user_id, role=role)
-    return await get_user_detail(session, user_id)
+        await repository.update_user_role(writer, user_id=user_id, role=role)
+    return await get_user_detail(writer, user_id)
 
 
-async def get_user_detail(session: AsyncSession, user_id: str) -> UserDetail:
-    detail = await repository.get_user_detail(session, user_id)
+async def get_user_detail(reader: Reader, user_id: str) -> UserDetail:
+    detail = await repository.get_user_detail(reader, user_id)
     if detail is None:
         raise UserNotFound(f"no user with id {user_id!r}")
     return detail

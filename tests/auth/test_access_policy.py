@@ -2,8 +2,8 @@
 
 The test walks the app's route table — whatever routes exist when it runs, so a route
 added later is checked without touching this file — and for each:
-- fails if the route declares no policy (`Public`, `CurrentUser` (or `WritingUser`, the same
-  on a write transaction) or `AdminUser`);
+- fails if the route declares no policy (`Public`, `CurrentUser` or `AdminUser`, or
+  `WritingUser` / `WritingAdmin`, the same two on a write transaction);
 - for a non-public route: 401 without a token, with an expired token, a forged one, an
   unsigned one, a refresh token in place of an access token, and a token of a deleted
   user; 403 for a plain user on an admin route; the right token gets past the policy.
@@ -34,6 +34,7 @@ from coursehub.auth.dependencies import (
     Public,
     public,
     require_admin,
+    require_admin_writing,
     require_user,
     require_user_writing,
 )
@@ -68,7 +69,7 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
 
 def policy_of(dependant: Dependant) -> str | None:
     calls = set(_calls(dependant))
-    if require_admin in calls:
+    if require_admin in calls or require_admin_writing in calls:
         return "admin"
     if require_user in calls or require_user_writing in calls:
         return "user"

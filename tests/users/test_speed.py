@@ -17,7 +17,7 @@ from coursehub.core.database import Database
 from coursehub.core.models import utcnow
 from coursehub.models import Role
 from coursehub.users import repository
-from tests.queries import captured, explain, sequential_scans
+from tests.queries import captured, explain, explain_generic, sequential_scans
 
 USERS = 20_000
 
@@ -77,6 +77,22 @@ async def test_no_user_query_scans_the_table(many_users: Database, name: str) ->
 
     assert log.count == 1
     plan = await explain(many_users.engine, *log.executed[0])
+    assert not sequential_scans(plan, "User"), json.dumps(plan, indent=1)
+
+
+@pytest.mark.parametrize(
+    ("email", "username"),
+    [("user302@example.com", "legacy303"), ("user302@example.com", None), (None, "legacy303")],
+)
+async def test_the_taken_check_uses_the_indexes_in_its_generic_plan(
+    many_users: Database, email: str | None, username: str | None
+) -> None:
+    """One prepared statement serves sign-up (both fields) and account changes (either):
+    its generic plan, which it settles on, must not scan the table for any of them."""
+    async with many_users.transaction() as session:
+        with captured(many_users.engine) as log:
+            await repository.taken_fields(session, email=email, username=username)
+    plan = await explain_generic(many_users.engine, *log.executed[0])
     assert not sequential_scans(plan, "User"), json.dumps(plan, indent=1)
 
 
