@@ -113,28 +113,39 @@ async def optional_viewer(
     return _still_valid(secret, claims, await get_user_by_id(reader, claims.user_id))
 
 
-def _signed_in(user: User | None) -> User:
-    if user is None:
-        raise Unauthorized("sign in first: this needs an access token")
-    return user
+NOT_SIGNED_IN = "sign in first: this needs an access token"
 
 
 async def require_user(user: Annotated[User | None, Depends(optional_user)]) -> User:
-    return _signed_in(user)
+    if user is None:
+        raise Unauthorized(NOT_SIGNED_IN)
+    return user
+
+
+async def access_claims(
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> tuple[str, TokenClaims]:
+    """(secret, claims) of the request's valid access token; 401 without one."""
+    if credentials is None:
+        raise Unauthorized(NOT_SIGNED_IN)
+    return _token_claims(settings, credentials)
 
 
 async def require_user_writing(
+    # The token first, the connection second: FastAPI solves a dependency's dependencies
+    # in order, so a request without a valid token is refused before it takes a pooled
+    # connection and begins a transaction (the session's routes take theirs lazily).
+    claims: Annotated[tuple[str, TokenClaims], Depends(access_claims)],
     writer: WriteConnectionDep,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
-    """`require_user` for routes whose unit of work is a write transaction (checkout): the
-    caller is read on that transaction's connection, so the request needs no session.
-    The user belongs to no session."""
-    if credentials is None:
-        return _signed_in(None)
-    secret, claims = _token_claims(settings, credentials)
-    return _still_valid(secret, claims, await get_user_by_id(writer, claims.user_id))
+    """`require_user` for routes whose unit of work is a write transaction (checkout,
+    the admins' account changes through `require_admin_writing`): the caller is read on
+    that transaction's connection, so the request needs no session. The user belongs to no
+    session. Such a route declares its `WritingUser`/`WritingAdmin` before its
+    `WriteConnectionDep`, for the same reason."""
+    secret, token = claims
+    return _still_valid(secret, token, await get_user_by_id(writer, token.user_id))
 
 
 def _admin(user: User) -> User:

@@ -43,9 +43,11 @@ the transaction it ran in, as through the session: the request then rolls back.
 Values are handed to asyncpg after the bind processors of their columns' types (so
 aware datetimes become naive UTC, as `UTCDateTime` stores them). Rows come back as
 asyncpg Records with the driver's types: the caller maps them, attaching UTC to
-timestamps (`aware`). The ORM's identity map knows nothing of these rows: use them
-where no ORM object is needed, and do not write through here what the session holds
-loaded.
+timestamps (`aware`). The ORM's identity map knows nothing of these rows by itself:
+objects are made from them with `as_loaded` / `as_refreshed` (which find the session's
+own object of that identity) or `loaded_object`; a write through here to a row whose
+object a session holds must update or drop that object too (users/repository.py
+`update_user_role`, `_forget`).
 """
 
 from __future__ import annotations

@@ -168,7 +168,12 @@ async def checkout(
 ) -> CheckoutResult:
     _check_request(course_ids, idempotency_key)
     code = _normalise_code(coupon_code)
-    fingerprint = request_fingerprint(course_ids, code, payment_method)
+    # Only a request with an Idempotency-Key is ever compared with another.
+    fingerprint = (
+        request_fingerprint(course_ids, code, payment_method)
+        if idempotency_key is not None
+        else None
+    )
     now = utcnow()
 
     await repository.lock_user_checkouts(writer, user.id)

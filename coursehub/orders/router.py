@@ -72,8 +72,8 @@ IdempotencyKey = Annotated[
     ),
 )
 async def place_order(
-    writer: WriteConnectionDep,
     user: WritingUser,
+    writer: WriteConnectionDep,
     body: OrderCreate,
     response: Response,
     idempotency_key: IdempotencyKey = None,

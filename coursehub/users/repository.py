@@ -44,7 +44,6 @@ from coursehub.core.sql import (
     DriverStatement,
     Reader,
     Writer,
-    as_loaded,
     as_refreshed,
     attach_written,
     aware,
@@ -69,10 +68,10 @@ def _lower(column: Any) -> ColumnElement[str]:
 
 # --- the data layer's basic operations ----------------------------------------------------
 #
-# These run as Core statements on the tables (no ORM statement layer, no RETURNING): every
-# value is made here (ids and timestamps are the application's, as in Prisma), so the
-# ORM objects handed back are built from what was sent and attached to the session as
-# loaded, without a round trip to read them back.
+# These run as Core statements on the tables (no ORM statement layer; RETURNING only the
+# id, to tell whether a row was there): every value is made here (ids and timestamps are
+# the application's, as in Prisma), so the ORM objects handed back are built from what was
+# sent and, in a session, attached to it as loaded, without a round trip to read them back.
 
 USERS = cast(Table, User.__table__)
 PROFILES = cast(Table, UserProfile.__table__)
@@ -86,15 +85,16 @@ def _in_session(session: AsyncSession, user_id: str) -> User | None:
 
 
 async def get_user_by_id(reader: Reader, user_id: str) -> User | None:
-    """The user, on the driver (core/sql.py): every signed-in request reads its caller here,
-    so no ORM loading, and a request that only reads sends no BEGIN/COMMIT. Through a
-    session, the object is the session's, as an ORM query's would be; on a bare connection
-    (a read connection, a write transaction's) it belongs to no session (changes to it are
-    never saved)."""
+    """The user as the database has it now, on the driver (core/sql.py): every signed-in
+    request reads its caller here (its role and password are never trusted from a token or
+    from an object read earlier), so no ORM loading, and a request that only reads sends no
+    BEGIN/COMMIT. Through a session, the session's own object, refreshed from the row; on a
+    bare connection (a read connection, a write transaction's) an object of no session
+    (changes to it are never saved)."""
     row = await _USER_ROW.fetchrow(reader, user_id=user_id)
     if row is None:
         return None
-    return as_loaded(reader, User, **_user_fields(user_id, row))
+    return as_refreshed(reader, User, **_user_fields(user_id, row))
 
 
 def _user_fields(user_id: str, row: Record) -> dict[str, Any]:

@@ -154,7 +154,7 @@ async def admin_get_user(session: SessionDep, admin: AdminUser, user_id: str) ->
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_change_role(
-    writer: WriteConnectionDep, admin: WritingAdmin, user_id: str, body: RoleUpdate
+    admin: WritingAdmin, writer: WriteConnectionDep, user_id: str, body: RoleUpdate
 ) -> AdminUserRead:
     """Change a user's role; it takes effect on their next request. The last admin cannot
     be demoted."""
@@ -168,7 +168,7 @@ async def admin_change_role(
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_delete_user(
-    writer: WriteConnectionDep, admin: WritingAdmin, user_id: str
+    admin: WritingAdmin, writer: WriteConnectionDep, user_id: str
 ) -> AccountRemovalRead:
     """Delete a user, or anonymise them if they have orders (as DELETE /me does). The last
     admin cannot be deleted."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -38,10 +39,12 @@ from coursehub.auth.dependencies import (
     require_user,
     require_user_writing,
 )
+from coursehub.core.database import Database
+from coursehub.core.dependencies import get_write_connection
 from coursehub.core.security import create_token
 from coursehub.core.settings import Settings
 from coursehub.models import User
-from tests.conftest import TEST_SECRET, TEST_WEBHOOK_SECRET
+from tests.conftest import TEST_SECRET, TEST_WEBHOOK_SECRET, share_test_session
 from tests.factories import access_token, make_admin, make_user
 
 # Routes outside the API that answer anyone by design: the health check.
@@ -55,6 +58,7 @@ class RouteUnderTest:
     path: str  # as declared, e.g. /api/v1/admin/users/{user_id}
     url: str  # with dummy path parameters
     policy: str | None  # "public", "user", "admin", or None when it declares none
+    write_transaction: bool = False  # its unit of work is a write transaction
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -104,7 +108,8 @@ def routes_of(app: FastAPI) -> list[RouteUnderTest]:
         for param in dependant.path_params:
             url = url.replace("{" + param.name + "}", _dummy_value(param.field_info.annotation))
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            found.append(RouteUnderTest(method, path, url, policy_of(dependant)))
+            writes = get_write_connection in set(_calls(dependant))
+            found.append(RouteUnderTest(method, path, url, policy_of(dependant), writes))
     return found
 
 
@@ -239,3 +244,39 @@ async def test_admin_routes_refuse_a_plain_user(
 
     assert response.status_code == 403, response.text
     assert response.json()["code"] == "forbidden"
+
+
+WRITE_TRANSACTION_ROUTES = [r for r in PROTECTED if r.write_transaction]
+
+
+def test_the_walk_finds_the_write_transaction_routes() -> None:
+    assert {"POST /api/v1/orders", "DELETE /api/v1/admin/users/{user_id}"} <= {
+        str(r) for r in WRITE_TRANSACTION_ROUTES
+    }
+
+
+@pytest.mark.parametrize("route", WRITE_TRANSACTION_ROUTES, ids=str)
+async def test_a_caller_without_a_valid_token_takes_no_connection(
+    session: AsyncSession, database: Database, people: dict[str, str], route: RouteUnderTest
+) -> None:
+    """The token is checked before the write transaction's connection is taken: anonymous
+    or forged requests cannot tie up the pool (a session's routes take theirs lazily)."""
+    app = create_app(app_settings(), database=database)
+    share_test_session(app, session)
+    shared = app.dependency_overrides[get_write_connection]
+    opened: list[str] = []
+
+    async def recorded() -> Any:
+        opened.append(str(route))
+        async with asynccontextmanager(shared)() as writer:
+            yield writer
+
+    app.dependency_overrides[get_write_connection] = recorded
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for token in (None, people["bad:forged"], people["bad:expired"]):
+            assert (await _send(client, route, token)).status_code == 401
+        assert opened == []
+        allowed = await _send(client, route, people["admin" if route.policy == "admin" else "user"])
+        assert allowed.status_code not in (401, 403), allowed.text
+        assert opened == [str(route)]
