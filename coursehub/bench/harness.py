@@ -119,13 +119,17 @@ async def compare(
     seconds: float,
     indexes: Iterator[int],
     warmup: float,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[Stats, Stats]:
     """Measure two operations (ours and the floor, say) in alternating halves — first,
     second, second, first — so a machine that slows down or speeds up during the run
     (other processes, a growing table) weighs on both alike. Each gets `seconds` in
-    all, after a warm-up of its own."""
+    all, after a warm-up of its own; `settle` runs after both warm-ups, before the first
+    half is measured (the suite refreshes the planner's statistics there)."""
     for op in (first, second):
         await run_for(op, concurrency=concurrency, seconds=warmup, indexes=indexes)
+    if settle is not None:
+        await settle()
     first_samples, second_samples = Samples(), Samples()
     half = seconds / 2
     for target, op in (

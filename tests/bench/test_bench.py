@@ -3,6 +3,7 @@ a smoke run on a tiny fixture, about a second per operation)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +19,7 @@ from coursehub.bench.fixture import (
     drop_fixture,
     prepare_fixture,
 )
-from coursehub.bench.harness import Samples, percentile, summarise
+from coursehub.bench.harness import Samples, compare, percentile, summarise
 from coursehub.bench.http import LoadPlan, checkout_body, run_http, wrk_script
 from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.suite import SuiteOptions, run_suite
@@ -201,6 +202,39 @@ def test_checkout_requests_never_repeat_a_course_or_a_coupon_for_a_user() -> Non
     assert sorted(coupon_users) == list(range(7))
     script = wrk_script(plan, threads=2)
     assert "function request()" in script and "function done(" in script
+
+
+async def test_both_sides_are_measured_after_the_statistics_are_settled() -> None:
+    """`settle` (the suite's ANALYZE) runs once, after both warm-ups and before any
+    measured call, so neither side is measured on plans made for empty tables."""
+    events: list[str] = []
+    measuring = False
+
+    def side(name: str) -> Any:
+        async def op(index: int) -> None:
+            events.append(f"{name}:{'measured' if measuring else 'warm-up'}")
+            await asyncio.sleep(0.001)
+
+        return op
+
+    async def settle() -> None:
+        nonlocal measuring
+        events.append("settle")
+        measuring = True
+
+    await compare(
+        side("ours"),
+        side("floor"),
+        concurrency=1,
+        seconds=0.04,
+        warmup=0.02,
+        indexes=iter(range(10**6)),
+        settle=settle,
+    )
+    assert events.count("settle") == 1
+    settled = events.index("settle")
+    assert {"ours:warm-up", "floor:warm-up"} == set(events[:settled])
+    assert {"ours:measured", "floor:measured"} == set(events[settled + 1 :])
 
 
 def test_percentiles_and_summary() -> None:
