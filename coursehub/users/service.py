@@ -7,6 +7,9 @@ flushes at most: a failure anywhere leaves the database as it was.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,6 +74,18 @@ def _conflict_from(exc: IntegrityError) -> StoreError | None:
     return None
 
 
+@contextmanager
+def _taken_as_conflict() -> Iterator[None]:
+    """Around a write of an email or username: the unique violation of either (another
+    account took it since the check) raised as EmailTaken / UsernameTaken (409)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if (conflict := _conflict_from(exc)) is not None:
+            raise conflict from None
+        raise
+
+
 async def _check_free(
     reader: Reader,
     *,
@@ -103,7 +118,7 @@ async def create_user_with_profile(
     """DATABASE.md's transaction: a user and their profile, both or neither, in the
     caller's transaction (one statement, one round trip). Email and username are
     stored lower-case; a taken one raises EmailTaken / UsernameTaken (409)."""
-    try:
+    with _taken_as_conflict():
         return await repository.insert_user_with_profile(
             writer,
             email=email.lower(),
@@ -115,10 +130,6 @@ async def create_user_with_profile(
             bio=bio,
             phone_number=phone_number,
         )
-    except IntegrityError as exc:
-        if (conflict := _conflict_from(exc)) is not None:
-            raise conflict from None
-        raise
 
 
 async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) -> User:
@@ -126,7 +137,7 @@ async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) 
     email or username, in any case, is a 409 naming the field."""
     await _check_free(writer, email=data.email, username=data.username)
     password_hash = await hash_password_off_loop(data.password)
-    try:
+    with _taken_as_conflict():  # the same email or username registered meanwhile
         return await repository.create_user(
             writer,
             email=data.email,
@@ -134,10 +145,6 @@ async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) 
             password_hash=password_hash,
             role=role,
         )
-    except IntegrityError as exc:  # the same email or username registered meanwhile
-        if (conflict := _conflict_from(exc)) is not None:
-            raise conflict from None
-        raise
 
 
 async def update_account(session: AsyncSession, user: User, data: UserUpdate) -> User:
@@ -152,12 +159,8 @@ async def update_account(session: AsyncSession, user: User, data: UserUpdate) ->
         username=changes.get("username"),
         exclude_user_id=user.id,
     )
-    try:
+    with _taken_as_conflict():
         await repository.update_user_fields(session, user, changes)
-    except IntegrityError as exc:
-        if (conflict := _conflict_from(exc)) is not None:
-            raise conflict from None
-        raise
     return user
 
 
