@@ -4,7 +4,7 @@ Only the request's unit of work commits (and rolls back on error): its session
 dependency, or for the few routes that write without a session, its write
 transaction dependency (`Database.write_transaction`, core/sql.py says why).
 Services and repositories `flush()` at most. CLI commands open their own
-`session.begin()`.
+(`command_transaction`).
 """
 
 from __future__ import annotations
@@ -147,6 +147,19 @@ async def drop_database(config: DatabaseConfig) -> None:
         await admin.execute(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def command_transaction(config: DatabaseConfig) -> AsyncIterator[AsyncSession]:
+    """A CLI command's unit of work: a one-connection engine of its own and one session
+    transaction, committed when the block ends and rolled back if it raises; the engine
+    is disposed of afterwards either way."""
+    database = Database(config, pool_size=1)
+    try:
+        async with database.transaction() as session:
+            yield session
+    finally:
+        await database.dispose()
 
 
 def violated_constraint(exc: IntegrityError, *, expected: Iterable[str] = ()) -> str | None:

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.console import console
-from coursehub.core.database import Database
+from coursehub.core.database import command_transaction
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError, ValidationFailed
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
@@ -317,18 +317,14 @@ async def seed_demo_data(
     """
     wanted = admin if admin is not None else admin_settings()
     report = SeedReport()
-    database = Database(config, pool_size=1)
-    try:
-        async with database.transaction() as session:
-            await ensure_migrated(session)
-            # One seed at a time, and not while an admin is being demoted or removed:
-            # whether "an admin exists" must still hold when we act on it.
-            await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
-            admin_id = await _seed_admin(session, report, wanted)
-            await _seed_courses(session, report, admin_id)
-            await _seed_coupons(session, report, admin_id)
-    finally:
-        await database.dispose()
+    async with command_transaction(config) as session:
+        await ensure_migrated(session)
+        # One seed at a time, and not while an admin is being demoted or removed:
+        # whether "an admin exists" must still hold when we act on it.
+        await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+        admin_id = await _seed_admin(session, report, wanted)
+        await _seed_courses(session, report, admin_id)
+        await _seed_coupons(session, report, admin_id)
     return report
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 import typer
 
 from coursehub.core.console import console, fail, run, target_database
-from coursehub.core.database import Database
+from coursehub.core.database import command_transaction
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.settings import get_settings
 from coursehub.orders.errors import OrderNotFound
@@ -32,39 +32,31 @@ def _amount(value: str | None) -> Decimal | None:
 async def _apply(
     config: DatabaseConfig, order_number: str, event: PaymentEventType, amount: Decimal | None
 ) -> str:
-    database = Database(config, pool_size=1)
-    try:
-        async with database.transaction() as session:
-            result = await service.simulate(
-                session,
-                order_number=order_number,
-                event=event,
-                amount=amount,
-                secret=get_settings().payment_webhook_secret.get_secret_value(),
-            )
-            order = result.order
-            return (
-                f"{result.outcome.value}: order {order.order_number} is {order.status.value}, "
-                f"payment {order.payment_status.value}"
-            )
-    finally:
-        await database.dispose()
+    async with command_transaction(config) as session:
+        result = await service.simulate(
+            session,
+            order_number=order_number,
+            event=event,
+            amount=amount,
+            secret=get_settings().payment_webhook_secret.get_secret_value(),
+        )
+        order = result.order
+        return (
+            f"{result.outcome.value}: order {order.order_number} is {order.status.value}, "
+            f"payment {order.payment_status.value}"
+        )
 
 
 async def _signed_body(
     config: DatabaseConfig, order_number: str, event: PaymentEventType, amount: Decimal | None
 ) -> bytes:
-    database = Database(config, pool_size=1)
-    try:
-        async with database.transaction() as session:
-            order = await repository.get_order(session, order_number)
-            if order is None:
-                raise OrderNotFound(f"no order {order_number!r}")
-            return service.simulated_event_body(
-                order, event=event, payment_id=service.simulated_payment_id(), amount=amount
-            )
-    finally:
-        await database.dispose()
+    async with command_transaction(config) as session:
+        order = await repository.get_order(session, order_number)
+        if order is None:
+            raise OrderNotFound(f"no order {order_number!r}")
+        return service.simulated_event_body(
+            order, event=event, payment_id=service.simulated_payment_id(), amount=amount
+        )
 
 
 def _post(url: str, body: bytes) -> str:

@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from coursehub.core.console import console, fail, run, target_database
-from coursehub.core.database import Database
+from coursehub.core.database import command_transaction
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.users import service
 from coursehub.users.schemas import UserCreate
@@ -28,12 +28,8 @@ def _validated(email: str, username: str, password: str) -> UserCreate:
 
 
 async def _create_admin(config: DatabaseConfig, data: UserCreate, promote: bool) -> bool:
-    database = Database(config, pool_size=1)
-    try:
-        async with database.transaction() as session:
-            _, created = await service.create_admin(session, data, promote=promote)
-    finally:
-        await database.dispose()
+    async with command_transaction(config) as session:
+        _, created = await service.create_admin(session, data, promote=promote)
     return created
 
 
