@@ -25,6 +25,7 @@ from coursehub.core.errors import Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
 from coursehub.core.security import TokenClaims, decode_token, password_fingerprint
 from coursehub.core.settings import Settings
+from coursehub.core.sql import Reader
 from coursehub.users.models import Role, User
 from coursehub.users.repository import get_user_by_id
 
@@ -81,7 +82,10 @@ def _token_claims(
     return secret, claims
 
 
-def _still_valid(secret: str, claims: TokenClaims, user: User | None) -> User:
+async def _token_user(reader: Reader, secret: str, claims: TokenClaims) -> User:
+    """The token's user, read on the request's connection (whichever unit of work it is):
+    401 if they are gone or their password changed since the token was signed."""
+    user = await get_user_by_id(reader, claims.user_id)
     if user is None or password_fingerprint(secret, user.password) != claims.fingerprint:
         raise Unauthorized("the access token is no longer valid; sign in again")
     return user
@@ -97,7 +101,7 @@ async def optional_user(
     if credentials is None:
         return None
     secret, claims = _token_claims(settings, credentials)
-    return _still_valid(secret, claims, await get_user_by_id(session, claims.user_id))
+    return await _token_user(session, secret, claims)
 
 
 async def optional_viewer(
@@ -110,7 +114,7 @@ async def optional_viewer(
     if credentials is None:
         return None
     secret, claims = _token_claims(settings, credentials)
-    return _still_valid(secret, claims, await get_user_by_id(reader, claims.user_id))
+    return await _token_user(reader, secret, claims)
 
 
 NOT_SIGNED_IN = "sign in first: this needs an access token"
@@ -145,7 +149,7 @@ async def require_user_writing(
     session. Such a route declares its `WritingUser`/`WritingAdmin` before its
     `WriteConnectionDep`, for the same reason."""
     secret, token = claims
-    return _still_valid(secret, token, await get_user_by_id(writer, token.user_id))
+    return await _token_user(writer, secret, token)
 
 
 def _admin(user: User) -> User:

@@ -211,8 +211,9 @@ class Database:
         """A pooled connection's asyncpg connection inside one transaction of its own
         (asyncpg's `Connection.transaction()`, read committed as the sessions'): committed
         when the block ends, rolled back if it raises. The unit of work of the requests
-        the benchmark holds to the floor (checkout, sign-up): what a session would do for
-        them, without its cost (core/sql.py). Statements run on it with
+        the benchmark holds to the floor (checkout, sign-up, the admins' role changes and
+        account deletions): what a session would do for them, without its cost
+        (core/sql.py). Statements run on it with
         `DriverStatement.fetch_in_transaction`."""
         async with self._pooled_driver_connection() as connection, connection.transaction():
             yield connection

@@ -26,10 +26,11 @@ What it is for, and what not:
   SQLAlchemy (`AsyncConnection.exec_driver_sql`), which begins it. Never a write or
   a lock outside the unit of work.
 - **Write transactions without a session** (`Database.write_transaction`): the routes
-  whose speed the benchmark holds to the floor (checkout, sign-up) run their unit of
-  work as asyncpg's own `Connection.transaction()` on a connection of SQLAlchemy's
-  pool: the same statements, run with `fetch_in_transaction` on that connection, which
-  refuses to run outside its transaction. A session's cost (~115 µs) and the first
+  whose speed the benchmark holds to the floor (checkout, sign-up, the admins' role
+  changes and account deletions) run their unit of work as asyncpg's own
+  `Connection.transaction()` on a connection of SQLAlchemy's pool: the same statements,
+  run with `fetch_in_transaction` on that connection, which refuses to run outside its
+  transaction. A session's cost (~115 µs) and the first
   statement's trip through SQLAlchemy (~300 µs of CPU, docs/BENCHMARKS.md) are gone.
   Repository functions take a `Writer` (either unit of work) and build their objects
   with `as_loaded`, so the session's callers (CLI, admin routes, tests) and the
