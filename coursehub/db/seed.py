@@ -23,7 +23,6 @@ from coursehub.core.console import console
 from coursehub.core.database import command_transaction
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError, ValidationFailed
-from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.security import hash_password_off_loop
 from coursehub.core.settings import get_settings
@@ -31,6 +30,7 @@ from coursehub.db.demo_data import DEFAULT_ADMIN_EMAIL, DEMO_COUPONS, DEMO_COURS
 
 # Every model, so the mappers' relationships resolve.
 from coursehub.models import Coupon, Course, Role, User
+from coursehub.users import repository as users_repository
 from coursehub.users.schemas import PASSWORD_MAX_LENGTH, PASSWORD_MIN_LENGTH, Email, NewPassword
 
 if TYPE_CHECKING:
@@ -321,7 +321,7 @@ async def seed_demo_data(
         await ensure_migrated(session)
         # One seed at a time, and not while an admin is being demoted or removed:
         # whether "an admin exists" must still hold when we act on it.
-        await session.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+        await users_repository.lock_admin_set(session)
         admin_id = await _seed_admin(session, report, wanted)
         await _seed_courses(session, report, admin_id)
         await _seed_coupons(session, report, admin_id)

@@ -507,6 +507,12 @@ async def anonymise_user(
     return bool(rows)
 
 
+async def lock_admin_set(writer: Writer) -> None:
+    """Hold the set of admins still until the transaction ends: every role change, account
+    removal and seed of the admin takes this lock first (see `lock_account`)."""
+    await _LOCK_ADMIN_SET_SQL.fetch_in_transaction(writer)
+
+
 @dataclass(frozen=True)
 class LockedAccount:
     role: Role
@@ -524,7 +530,7 @@ async def lock_account(writer: Writer, user_id: str) -> LockedAccount | None:
     for the user meanwhile (its foreign-key check needs a KEY SHARE lock on the row),
     so "has orders?" stays true or false until we are done. One lock order everywhere
     (advisory, then row) means no deadlock between two of these."""
-    await _LOCK_ADMIN_SET_SQL.fetch_in_transaction(writer)
+    await lock_admin_set(writer)
     rows = await _LOCK_ACCOUNT_SQL.fetch_in_transaction(writer, user_id=user_id)
     if not rows:
         return None
