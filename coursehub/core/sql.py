@@ -65,7 +65,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm import configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
@@ -293,6 +293,11 @@ def loaded_object(model: type[T], **values: Any) -> T:
     attributes only, and relationships with `set_committed_value`."""
     manager = _CLASS_MANAGERS.get(model)
     if manager is None:
+        # The mapped constructor and ORM queries configure the mappers (relationships,
+        # attribute instrumentation) before their first use; `new_instance` does not. A
+        # process whose first ORM work is this (a CLI command, a fresh worker's first
+        # sign-up) would otherwise make objects whose attributes cannot be read.
+        configure_mappers()
         manager = _CLASS_MANAGERS[model] = inspect(model).class_manager
     obj: T = manager.new_instance()
     instance_dict(obj).update(values)

@@ -7,6 +7,8 @@ are what they would be through the session; objects made from rows behave as loa
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, cast
@@ -168,3 +170,21 @@ async def test_objects_from_rows_are_the_sessions(session: AsyncSession) -> None
     await session.flush()
     role = await session.scalar(select(User.role).where(User.id == held.id))
     assert role is Role.admin
+
+
+def test_objects_made_first_thing_in_a_process_are_usable() -> None:
+    """A process whose first ORM work is `loaded_object` (a fresh worker's first sign-up,
+    a CLI command): the mappers are configured by it, as the constructor would."""
+    script = (
+        "from coursehub.users import repository\n"
+        "from coursehub.users.models import User\n"
+        "assert not User.__mapper__.configured\n"
+        "from coursehub.core.sql import loaded_object\n"
+        "user = loaded_object(User, id='u1', email='e@example.com')\n"
+        "print(user.id, user.email)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["u1", "e@example.com"]
