@@ -111,6 +111,10 @@ async def run_for(op: Op, *, concurrency: int, seconds: float, indexes: Iterator
     return samples
 
 
+# How long each alternating slice of a comparison runs (see `compare`).
+SLICE_SECONDS = 0.5
+
+
 async def compare(
     first: Op,
     second: Op,
@@ -120,25 +124,29 @@ async def compare(
     indexes: Iterator[int],
     warmup: float,
     settle: Callable[[], Awaitable[None]] | None = None,
+    slice_seconds: float = SLICE_SECONDS,
 ) -> tuple[Stats, Stats]:
-    """Measure two operations (ours and the floor, say) in alternating halves — first,
-    second, second, first — so a machine that slows down or speeds up during the run
-    (other processes, a growing table) weighs on both alike. Each gets `seconds` in
-    all, after a warm-up of its own; `settle` runs after both warm-ups, before the first
-    half is measured (the suite refreshes the planner's statistics there)."""
+    """Measure two operations (ours and the floor, say) in short alternating slices —
+    first, second, second, first, repeated — so a machine that slows down or speeds up
+    during the run weighs on both alike: a growing table as much as a burst of someone
+    else's disk writes, which on a shared two-core machine can last a second or more and,
+    with two long halves each, fell on one side only. Each gets `seconds` in all, in
+    slices of about `slice_seconds`, after a warm-up of its own; `settle` runs after both
+    warm-ups, before the first slice is measured (the suite refreshes the planner's
+    statistics there)."""
     for op in (first, second):
         await run_for(op, concurrency=concurrency, seconds=warmup, indexes=indexes)
     if settle is not None:
         await settle()
     first_samples, second_samples = Samples(), Samples()
-    half = seconds / 2
-    for target, op in (
-        (first_samples, first),
-        (second_samples, second),
-        (second_samples, second),
-        (first_samples, first),
-    ):
-        target.extend(await run_for(op, concurrency=concurrency, seconds=half, indexes=indexes))
+    rounds = max(1, round(seconds / (2 * slice_seconds)))
+    piece = seconds / (2 * rounds)
+    order = ((first_samples, first), (second_samples, second))
+    for _ in range(rounds):
+        for target, op in (*order, *reversed(order)):
+            target.extend(
+                await run_for(op, concurrency=concurrency, seconds=piece, indexes=indexes)
+            )
     return summarise(first_samples), summarise(second_samples)
 
 

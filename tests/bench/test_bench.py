@@ -4,6 +4,7 @@ a smoke run on a tiny fixture, about a second per operation)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -274,3 +275,31 @@ async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
     assert coupon["type"] == "percentage" and coupon["value"] == 10
     assert coupon["maxDiscount"] == 500 and coupon["maxUses"] is None
     assert admin == "admin"
+
+
+async def test_the_two_sides_alternate_in_short_slices_of_equal_time() -> None:
+    """First, second, second, first, repeated: neither side runs long alone, and both
+    get `seconds` in all."""
+    calls: list[str] = []
+
+    def side(name: str) -> Any:
+        async def op(index: int) -> None:
+            calls.append(name)
+            await asyncio.sleep(0.002)
+
+        return op
+
+    ours, floor = await compare(
+        side("ours"),
+        side("floor"),
+        concurrency=1,
+        seconds=0.4,
+        warmup=0.0,
+        slice_seconds=0.05,
+        indexes=iter(range(10**6)),
+    )
+    stretches = [name for name, _ in itertools.groupby(calls)]
+    # Four rounds of ours, floor, floor, ours: adjacent slices of one side run together.
+    assert stretches == ["ours", "floor"] * 4 + ["ours"]
+    assert ours.count == calls.count("ours")
+    assert 0.8 < ours.count / floor.count < 1.25
