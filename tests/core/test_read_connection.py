@@ -82,3 +82,14 @@ async def test_a_connection_that_broke_during_a_read_is_discarded(
                 assert await SELECT_EMAIL.fetchrow(reader, user_id="anyone") is None
     finally:
         await single.dispose()
+
+
+async def test_the_pool_hands_out_the_connection_returned_last(database: Database) -> None:
+    """Last in, first out: one request after another reuse one warm connection (its
+    server process and prepared statements hot) instead of cycling through every
+    connection the pool has opened; the idle ones stay idle."""
+    async with database.read_connection() as first, database.read_connection() as second:
+        assert first is not second  # the pool now holds at least these two
+    for _ in range(3):
+        async with database.read_connection() as again:
+            assert again is first
