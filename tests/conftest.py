@@ -18,6 +18,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -30,8 +31,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from coursehub.app import create_app
 from coursehub.core.database import Database, drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
-from coursehub.core.dependencies import get_read_connection, get_session, get_write_connection
+from coursehub.core.dependencies import get_read_connection, get_session, get_write_transaction
 from coursehub.core.settings import Settings
+from coursehub.core.sql import WriteTransaction
 from coursehub.db.migrations import PRISMA_TABLES, migrate
 
 TEST_SECRET = "test-secret-" + "x" * 40
@@ -142,17 +144,23 @@ def share_test_session(app: FastAPI, session: AsyncSession) -> None:
             await session.rollback()
             raise
 
-    async def write_transaction_in_test_transaction() -> AsyncIterator[asyncpg.Connection]:
+    @asynccontextmanager
+    async def savepoint() -> AsyncIterator[asyncpg.Connection]:
         # A savepoint on the test session's connection (asyncpg nests a `transaction()`
-        # begun inside another as a savepoint), inside the session's own savepoint: then
-        # ended as the session's requests end theirs (committed, or rolled back on error),
-        # so a later failing request of the session cannot roll this one's writes back.
+        # begun inside another as a savepoint), inside the session's own savepoint.
         raw = await (await session.connection()).get_raw_connection()
         driver: asyncpg.Connection = raw.driver_connection
         assert driver.is_in_transaction(), "the test's outer transaction has begun"
+        async with driver.transaction():
+            yield driver
+
+    async def write_transaction_in_test_transaction() -> AsyncIterator[WriteTransaction]:
+        # Begun by its first statement, as the real one; then ended as the session's
+        # requests end theirs (committed, or rolled back on error), so a later failing
+        # request of the session cannot roll this one's writes back.
         try:
-            async with driver.transaction():
-                yield driver
+            async with WriteTransaction(savepoint) as writer:
+                yield writer
             await session.commit()
         except BaseException:
             await session.rollback()
@@ -160,7 +168,7 @@ def share_test_session(app: FastAPI, session: AsyncSession) -> None:
 
     app.dependency_overrides[get_session] = session_in_test_transaction
     app.dependency_overrides[get_read_connection] = read_connection_in_test_transaction
-    app.dependency_overrides[get_write_connection] = write_transaction_in_test_transaction
+    app.dependency_overrides[get_write_transaction] = write_transaction_in_test_transaction
 
 
 @pytest.fixture

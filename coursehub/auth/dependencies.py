@@ -20,7 +20,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from coursehub.auth.throttle import SignInThrottle
-from coursehub.core.dependencies import ReadConnectionDep, SessionDep, WriteConnectionDep
+from coursehub.core.dependencies import ReadConnectionDep, SessionDep, WriteTransactionDep
 from coursehub.core.errors import Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
 from coursehub.core.security import TokenClaims, decode_token, password_fingerprint
@@ -137,17 +137,18 @@ async def access_claims(
 
 
 async def require_user_writing(
-    # The token first, the connection second: FastAPI solves a dependency's dependencies
-    # in order, so a request without a valid token is refused before it takes a pooled
-    # connection and begins a transaction (the session's routes take theirs lazily).
+    # The token first, the write transaction second: FastAPI solves a dependency's
+    # dependencies in order, so a request without a valid token is refused before the
+    # transaction is even set up (it would take no connection anyway: it begins with its
+    # first statement, here the read of the caller).
     claims: Annotated[tuple[str, TokenClaims], Depends(access_claims)],
-    writer: WriteConnectionDep,
+    writer: WriteTransactionDep,
 ) -> User:
     """`require_user` for routes whose unit of work is a write transaction (checkout,
     the admins' account changes through `require_admin_writing`): the caller is read on
     that transaction's connection, so the request needs no session. The user belongs to no
     session. Such a route declares its `WritingUser`/`WritingAdmin` before its
-    `WriteConnectionDep`, for the same reason."""
+    `WriteTransactionDep`, for the same reason."""
     secret, token = claims
     return await _token_user(writer, secret, token)
 
@@ -170,7 +171,7 @@ async def require_admin_writing(user: Annotated[User, Depends(require_user_writi
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
 # CurrentUser and AdminUser for a route that writes in a write transaction
-# (WriteConnectionDep): the caller is read on that transaction's connection.
+# (WriteTransactionDep): the caller is read on that transaction's connection.
 WritingUser = Annotated[User, Depends(require_user_writing)]
 WritingAdmin = Annotated[User, Depends(require_admin_writing)]
 AdminUser = Annotated[User, Depends(require_admin)]

@@ -22,7 +22,7 @@ from coursehub.auth.schemas import (
     TokenPairRead,
 )
 from coursehub.auth.service import TokenPolicy
-from coursehub.core.dependencies import SessionDep, WriteConnectionDep
+from coursehub.core.dependencies import SessionDep, WriteTransactionDep
 from coursehub.core.errors import Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service as users
@@ -46,7 +46,7 @@ PolicyDep = Annotated[TokenPolicy, Depends(token_policy)]
     response_model=UserRead,
     responses=responses(EmailTaken, UsernameTaken),
 )
-async def register(writer: WriteConnectionDep, body: UserCreate) -> UserRead:
+async def register(writer: WriteTransactionDep, body: UserCreate) -> UserRead:
     """Create an account. Email and username are stored lower-case; either one taken (in
     any case) is a 409 naming the field."""
     user = await users.register(writer, body)

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings
-from coursehub.core.sql import remember_driver_connections
+from coursehub.core.sql import WriteTransaction, remember_driver_connections
 
 # Errors after which a connection cannot be trusted again: lost (the server ended it,
 # the socket failed), its protocol out of step (an unsolicited message from a server
@@ -213,15 +213,17 @@ class Database:
         async with self._pooled_driver_connection() as connection:
             yield connection
 
+    def write_transaction(self) -> WriteTransaction:
+        """A write transaction (`async with`): asyncpg's own `Connection.transaction()` on a
+        pooled connection (read committed, as the sessions'), begun by its first
+        statement; committed when the block ends, rolled back if it raises. The unit of
+        work of the requests the benchmark holds to the floor (checkout, sign-up, the
+        admins' role changes and account deletions): what a session would do for them,
+        without its cost (core/sql.py). Statements run in it with `DriverStatement`."""
+        return WriteTransaction(self._begin_write_transaction)
+
     @asynccontextmanager
-    async def write_transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg connection inside one transaction of its own
-        (asyncpg's `Connection.transaction()`, read committed as the sessions'): committed
-        when the block ends, rolled back if it raises. The unit of work of the requests
-        the benchmark holds to the floor (checkout, sign-up, the admins' role changes and
-        account deletions): what a session would do for them, without its cost
-        (core/sql.py). Statements run on it with
-        `DriverStatement.fetch_in_transaction`."""
+    async def _begin_write_transaction(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._pooled_driver_connection() as connection, connection.transaction():
             yield connection
 

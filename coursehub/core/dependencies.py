@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
+from coursehub.core.sql import WriteTransaction
 
 
 def get_database(request: Request) -> Database:
@@ -41,10 +42,10 @@ async def get_read_connection(request: Request) -> AsyncIterator[asyncpg.Connect
         yield reader
 
 
-async def get_write_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+async def get_write_transaction(request: Request) -> AsyncIterator[WriteTransaction]:
     """The request's unit of work for the routes that write without a session
-    (`Database.write_transaction`): an asyncpg connection inside a transaction, committed
-    when the endpoint returns, rolled back if it raises."""
+    (`Database.write_transaction`): a transaction on a pooled asyncpg connection, begun by
+    its first statement, committed when the endpoint returns, rolled back if it raises."""
     async with get_database(request).write_transaction() as writer:
         yield writer
 
@@ -54,4 +55,4 @@ DatabaseDep = Annotated[Database, Depends(get_database)]
 # `scope="function"`: the connection goes back to the pool before the response is sent.
 ReadConnectionDep = Annotated[asyncpg.Connection, Depends(get_read_connection, scope="function")]
 # `scope="function"`, as for the session: committed before the response is sent.
-WriteConnectionDep = Annotated[asyncpg.Connection, Depends(get_write_connection, scope="function")]
+WriteTransactionDep = Annotated[WriteTransaction, Depends(get_write_transaction, scope="function")]

@@ -54,7 +54,9 @@ object a session holds must update or drop that object too (users/repository.py
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, TypeAlias, TypeVar
 from weakref import WeakKeyDictionary
 
@@ -71,12 +73,63 @@ from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
 
 T = TypeVar("T")
-# What a read runs on: the request's session (its connection, its transaction once begun)
-# or a pooled connection checked out for plain autocommit reads.
-Reader: TypeAlias = AsyncSession | asyncpg.Connection
-# What a write runs in: the request's session, or the asyncpg connection of a write
-# transaction (`Database.write_transaction`), always inside that transaction.
-Writer: TypeAlias = AsyncSession | asyncpg.Connection
+
+
+class WriteTransaction:
+    """The unit of work of the routes that write without a session: asyncpg's own
+    transaction on a connection of SQLAlchemy's pool (`Database.write_transaction`),
+    begun by its first statement, as a session begins its transaction.
+
+    Until then it holds nothing: a request refused before it reaches the database (a body
+    that fails validation, a bad token) or one that first does slow work of its own
+    (sign-up hashes the password, ~100 ms of argon2) holds neither a pooled connection
+    nor an open transaction meanwhile. `async with` ends it: committed when the block
+    ends, rolled back if it raises, and its connection returned; a transaction that never
+    began has nothing to end. Statements reach it through `DriverStatement`, which asks
+    for `connection()`. One request, one task: it is not shared between tasks."""
+
+    __slots__ = ("_begin", "_connection", "_context")
+
+    def __init__(self, begin: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]):
+        # `begin` opens the real thing: a pooled connection inside `transaction()` (a
+        # savepoint of the test's transaction in the tests).
+        self._begin = begin
+        self._context: AbstractAsyncContextManager[asyncpg.Connection] | None = None
+        self._connection: asyncpg.Connection | None = None
+
+    @property
+    def begun(self) -> bool:
+        return self._connection is not None
+
+    async def connection(self) -> asyncpg.Connection:
+        """The transaction's connection, checked out and BEGUN on the first call."""
+        connection = self._connection
+        if connection is None:
+            context = self._begin()
+            connection = await context.__aenter__()
+            self._context, self._connection = context, connection
+        return connection
+
+    async def __aenter__(self) -> WriteTransaction:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        context, self._context, self._connection = self._context, None, None
+        if context is not None:
+            await context.__aexit__(exc_type, exc, traceback)
+
+
+# What a read runs on: the request's session (its connection, its transaction once begun),
+# a pooled connection checked out for plain autocommit reads, or a write transaction.
+Reader: TypeAlias = AsyncSession | asyncpg.Connection | WriteTransaction
+# What a write runs in: the request's session, a write transaction, or the asyncpg
+# connection of one (always inside its transaction).
+Writer: TypeAlias = AsyncSession | WriteTransaction | asyncpg.Connection
 # The engine each pooled driver connection belongs to (see `remember_driver_connections`).
 _ENGINES: WeakKeyDictionary[asyncpg.Connection, Engine] = WeakKeyDictionary()
 # A dialect of its own, not the engine's: statements are compiled at import, before any
@@ -132,7 +185,10 @@ class DriverStatement:
 
     async def fetch(self, reader: Reader, **parameters: Any) -> list[Record]:
         """The rows of a read, on the driver (see the module's docstring): on the session's
-        connection, or on a pooled connection checked out for reads (`Database.read_connection`)."""
+        connection, or on a pooled connection checked out for reads (`Database.read_connection`),
+        or in a write transaction (beginning it)."""
+        if isinstance(reader, WriteTransaction):
+            reader = await reader.connection()
         if isinstance(reader, asyncpg.Connection):
             # No SQLAlchemy connection here: the listeners are the engine's that made it.
             engine = _ENGINES.get(reader)
@@ -169,7 +225,10 @@ class DriverStatement:
         transaction (asyncpg's public `is_in_transaction()`: SQLAlchemy has begun the
         session's); otherwise through SQLAlchemy (`exec_driver_sql`, the same SQL and
         arguments), which begins the session's transaction first, exactly as
-        `session.execute` would. Rows are indexable by position either way."""
+        `session.execute` would. In a write transaction not yet begun, the statement begins
+        it. Rows are indexable by position either way."""
+        if isinstance(writer, WriteTransaction):
+            writer = await writer.connection()
         if isinstance(writer, asyncpg.Connection):
             if not writer.is_in_transaction():
                 raise RuntimeError("a write on a connection outside its transaction")
@@ -265,7 +324,7 @@ def as_refreshed(owner: Reader, model: type[T], **values: Any) -> T:
 
 
 def _from_row(owner: Reader, model: type[T], values: dict[str, Any], *, refresh: bool) -> T:
-    if isinstance(owner, asyncpg.Connection):
+    if not isinstance(owner, AsyncSession):
         return loaded_object(model, **values)
     session = owner
     existing = session.identity_map.get(identity_key(model, values["id"]))
@@ -312,7 +371,7 @@ def attach_written(writer: Writer, *objects: Any) -> None:
     """Objects whose rows were just written by Core: in a session, made its persistent
     objects, as if read back (so later changes to them are flushed as UPDATEs). In a write
     transaction there is no session: they stay the caller's plain objects."""
-    if isinstance(writer, asyncpg.Connection):
+    if not isinstance(writer, AsyncSession):
         return
     for obj in objects:
         make_transient_to_detached(obj)

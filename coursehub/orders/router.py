@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 
 from coursehub.auth.dependencies import CodecDep, CurrentUser, WritingUser
-from coursehub.core.dependencies import SessionDep, WriteConnectionDep
+from coursehub.core.dependencies import SessionDep, WriteTransactionDep
 from coursehub.core.errors import BadCursor, Unauthorized, ValidationFailed
 from coursehub.core.problems import responses
 from coursehub.coupons.errors import (
@@ -73,7 +73,7 @@ IdempotencyKey = Annotated[
 )
 async def place_order(
     user: WritingUser,
-    writer: WriteConnectionDep,
+    writer: WriteTransactionDep,
     body: OrderCreate,
     response: Response,
     idempotency_key: IdempotencyKey = None,

@@ -17,7 +17,7 @@ from coursehub.auth.dependencies import (
     WritingAdmin,
 )
 from coursehub.auth.errors import TooManySignInAttempts
-from coursehub.core.dependencies import SessionDep, WriteConnectionDep
+from coursehub.core.dependencies import SessionDep, WriteTransactionDep
 from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service
@@ -154,7 +154,7 @@ async def admin_get_user(session: SessionDep, admin: AdminUser, user_id: str) ->
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_change_role(
-    admin: WritingAdmin, writer: WriteConnectionDep, user_id: str, body: RoleUpdate
+    admin: WritingAdmin, writer: WriteTransactionDep, user_id: str, body: RoleUpdate
 ) -> AdminUserRead:
     """Change a user's role; it takes effect on their next request. The last admin cannot
     be demoted."""
@@ -168,7 +168,7 @@ async def admin_change_role(
     responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
 )
 async def admin_delete_user(
-    admin: WritingAdmin, writer: WriteConnectionDep, user_id: str
+    admin: WritingAdmin, writer: WriteTransactionDep, user_id: str
 ) -> AccountRemovalRead:
     """Delete a user, or anonymise them if they have orders (as DELETE /me does). The last
     admin cannot be deleted."""

@@ -40,7 +40,7 @@ from coursehub.auth.dependencies import (
     require_user_writing,
 )
 from coursehub.core.database import Database
-from coursehub.core.dependencies import get_write_connection
+from coursehub.core.dependencies import get_write_transaction
 from coursehub.core.security import create_token
 from coursehub.core.settings import Settings
 from coursehub.models import User
@@ -108,7 +108,7 @@ def routes_of(app: FastAPI) -> list[RouteUnderTest]:
         for param in dependant.path_params:
             url = url.replace("{" + param.name + "}", _dummy_value(param.field_info.annotation))
         for method in sorted((route.methods or set()) - {"HEAD"}):
-            writes = get_write_connection in set(_calls(dependant))
+            writes = get_write_transaction in set(_calls(dependant))
             found.append(RouteUnderTest(method, path, url, policy_of(dependant), writes))
     return found
 
@@ -263,7 +263,7 @@ async def test_a_caller_without_a_valid_token_takes_no_connection(
     or forged requests cannot tie up the pool (a session's routes take theirs lazily)."""
     app = create_app(app_settings(), database=database)
     share_test_session(app, session)
-    shared = app.dependency_overrides[get_write_connection]
+    shared = app.dependency_overrides[get_write_transaction]
     opened: list[str] = []
 
     async def recorded() -> Any:
@@ -271,7 +271,7 @@ async def test_a_caller_without_a_valid_token_takes_no_connection(
         async with asynccontextmanager(shared)() as writer:
             yield writer
 
-    app.dependency_overrides[get_write_connection] = recorded
+    app.dependency_overrides[get_write_transaction] = recorded
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         for token in (None, people["bad:forged"], people["bad:expired"]):

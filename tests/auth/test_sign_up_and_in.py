@@ -16,10 +16,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.app import create_app
 from coursehub.auth.service import TokenPolicy, issue_tokens
 from coursehub.core import security
+from coursehub.core.database import Database
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings
 from coursehub.models import Role, User
 from tests.conftest import TEST_SECRET
+from tests.core.test_read_connection import checked_out
 from tests.factories import DEFAULT_PASSWORD, access_token, auth_headers, make_user
 
 REGISTER = "/api/v1/auth/register"
@@ -41,6 +43,27 @@ async def sign_in(client: httpx.AsyncClient, login: str, password: str) -> dict[
 
 
 # --- sign-up ---------------------------------------------------------------------------
+
+
+async def test_sign_up_holds_no_connection_while_it_hashes(
+    committed_client: httpx.AsyncClient, committed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """argon2 takes ~100 ms: a sign-up must not hold one of the pool's few connections
+    (and an open transaction) for that long. The account is written afterwards."""
+    held: list[int] = []
+
+    async def observed_hash(password: str) -> str:
+        held.append(checked_out(committed_db))
+        return await security.hash_password_off_loop(password)
+
+    monkeypatch.setattr("coursehub.users.service.hash_password_off_loop", observed_hash)
+    before = checked_out(committed_db)
+    body = {"email": "pool@example.com", "username": "pool", "password": "long enough pw"}
+    response = await committed_client.post(REGISTER, json=body)
+    assert response.status_code == 201, response.text
+    assert held == [before]
+    taken = await committed_client.post(REGISTER, json={**body, "username": "other"})
+    assert taken.status_code == 409 and taken.json()["code"] == "email_taken"
 
 
 async def test_register_answers_the_user_lower_cased_and_never_the_hash(

@@ -34,9 +34,9 @@ async def _exists(database: Database, user_id: str) -> bool:
 async def test_a_write_transaction_commits_when_its_block_ends(committed_db: Database) -> None:
     before = checked_out(committed_db)
     async with committed_db.write_transaction() as writer:
-        assert checked_out(committed_db) == before + 1
-        assert writer.is_in_transaction()
         await INSERT_USER.fetch_in_transaction(writer, **_user_values(20))
+        assert checked_out(committed_db) == before + 1
+        assert (await writer.connection()).is_in_transaction()
         # Not visible to anyone else until the commit.
         assert not await _exists(committed_db, "sql-user-20")
     assert await _exists(committed_db, "sql-user-20")
@@ -56,6 +56,28 @@ async def test_a_write_transaction_that_raises_leaves_nothing(committed_db: Data
     async with committed_db.write_transaction() as writer:
         await INSERT_USER.fetch_in_transaction(writer, **_user_values(23))
     assert await _exists(committed_db, "sql-user-23")
+
+
+async def test_a_write_transaction_takes_its_connection_at_its_first_statement(
+    committed_db: Database,
+) -> None:
+    """Until a statement runs, nothing is held: slow work before it (sign-up's password
+    hash) or a request refused before it costs no connection and no transaction."""
+    before = checked_out(committed_db)
+    async with committed_db.write_transaction() as writer:
+        assert not writer.begun and checked_out(committed_db) == before
+        row = await SELECT_ONE_USER.fetchrow(writer, user_id="nobody")  # a read begins it too
+        assert row is None and writer.begun
+        assert checked_out(committed_db) == before + 1
+        assert (await writer.connection()).is_in_transaction()
+    assert checked_out(committed_db) == before
+    # One that never began ends with nothing to do, whether its block ends or raises.
+    async with committed_db.write_transaction() as writer:
+        pass
+    with pytest.raises(LookupError):
+        async with committed_db.write_transaction() as writer:
+            raise LookupError
+    assert not writer.begun and checked_out(committed_db) == before
 
 
 async def test_a_write_outside_a_transaction_is_refused_unsent(committed_db: Database) -> None:
@@ -114,8 +136,9 @@ async def test_a_broken_connection_is_discarded(committed_db: Database) -> None:
     before = checked_out(committed_db)
     with pytest.raises(asyncpg.InterfaceError):
         async with committed_db.write_transaction() as writer:
-            await writer.close()  # the connection dies under the transaction
-            await writer.fetch("SELECT 1")
+            connection = await writer.connection()
+            await connection.close()  # the connection dies under the transaction
+            await connection.fetch("SELECT 1")
     assert checked_out(committed_db) == before
     async with committed_db.write_transaction() as writer:
-        assert await writer.fetchval("SELECT 1") == 1
+        assert await (await writer.connection()).fetchval("SELECT 1") == 1
