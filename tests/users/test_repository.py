@@ -3,11 +3,14 @@ update / delete / transaction), each in one statement."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from coursehub.core.database import Database
 from coursehub.models import CourseEnrollment, Role, User, UserPreference, UserProfile
 from coursehub.users import repository, service
 from coursehub.users.errors import EmailTaken, UsernameTaken
@@ -85,6 +88,29 @@ async def test_user_and_profile_are_created_together_in_one_statement(
     loaded = await repository.get_user_with_profile(session, user.id)
     assert loaded is not None and loaded.profile is not None
     assert (loaded.profile.first_name, loaded.profile.last_name) == ("Grace", "Hopper")
+
+
+async def test_a_user_made_with_a_profile_is_freed_without_the_garbage_collector(
+    committed_db: Database,
+) -> None:
+    """No reference cycle between the user and the profile: they are freed when the last
+    reference goes, instead of piling up for the cyclic collector (whose full collections
+    stall the event loop)."""
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector would free goes to gc.garbage
+    try:
+        with pytest.raises(LookupError):
+            async with committed_db.write_transaction() as writer:
+                await service.create_user_with_profile(
+                    writer, email="cycle@example.com", username="cycle", password_hash=HASH
+                )
+                raise LookupError  # rolled back: nothing to clean up
+        gc.collect()
+        cyclic = [obj for obj in gc.garbage if isinstance(obj, User | UserProfile)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert cyclic == []
 
 
 async def test_a_failed_user_and_profile_transaction_leaves_neither(
