@@ -218,5 +218,10 @@ def access_token(user: User, *, lifetime: timedelta = timedelta(minutes=30)) -> 
     )
 
 
+def bearer(token: str) -> dict[str, str]:
+    """The headers that present `token`."""
+    return {"Authorization": f"Bearer {token}"}
+
+
 def auth_headers(user: User) -> dict[str, str]:
-    return {"Authorization": f"Bearer {access_token(user)}"}
+    return bearer(access_token(user))

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from coursehub.bench.harness import percentile
 from coursehub.bench.http import LoadPlan, request_for
 
 
@@ -80,18 +81,13 @@ async def run(plan: LoadPlan) -> dict[str, Any]:
     await asyncio.gather(*(connection() for _ in range(plan.connections)))
     elapsed = clock() - began
     latencies.sort()
-
-    def pct(fraction: float) -> float:
-        if not latencies:
-            return 0.0
-        return latencies[min(len(latencies) - 1, int(fraction * len(latencies)))] * 1000
-
     return {
         "requests": len(latencies),
         "errors": errors,
         "duration_s": elapsed,
-        "p50_ms": pct(0.50),
-        "p99_ms": pct(0.99),
+        # Nearest rank, as the in-process figures (`harness.percentile`).
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
         "first_error": first_error,
         # Every index below this one was used (sent, answered or not).
         "next_offset": next(indexes),

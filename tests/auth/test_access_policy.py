@@ -45,7 +45,7 @@ from coursehub.core.security import create_token
 from coursehub.core.settings import Settings
 from coursehub.models import User
 from tests.conftest import TEST_SECRET, TEST_WEBHOOK_SECRET, share_test_session
-from tests.factories import access_token, make_admin, make_user
+from tests.factories import access_token, bearer, make_admin, make_user
 
 # Routes outside the API that answer anyone by design: the health check.
 INFRASTRUCTURE_ROUTES = {"/healthz"}
@@ -213,7 +213,7 @@ async def people(session: AsyncSession) -> dict[str, str]:
 
 
 def _send(client: httpx.AsyncClient, route: RouteUnderTest, token: str | None) -> Any:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    headers = bearer(token) if token is not None else {}
     return client.request(route.method, route.url, headers=headers)
 
 

@@ -22,17 +22,13 @@ from coursehub.core.settings import Settings
 from coursehub.models import Role, User
 from tests.conftest import TEST_SECRET
 from tests.core.test_read_connection import checked_out
-from tests.factories import DEFAULT_PASSWORD, access_token, auth_headers, make_user
+from tests.factories import DEFAULT_PASSWORD, access_token, auth_headers, bearer, make_user
 
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 PASSWORD = "/api/v1/me/password"
 ME = "/api/v1/me"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def sign_in(client: httpx.AsyncClient, login: str, password: str) -> dict[str, Any]:

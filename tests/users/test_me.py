@@ -27,6 +27,7 @@ from coursehub.models import (
 from tests.factories import (
     DEFAULT_PASSWORD,
     auth_headers,
+    bearer,
     make_admin,
     make_course,
     make_enrollment,
@@ -349,7 +350,7 @@ async def test_a_refresh_token_is_rejected_after_delete_me(
         "DELETE",
         ME,
         json={"password": DEFAULT_PASSWORD},
-        headers={"Authorization": f"Bearer {tokens['accessToken']}"},
+        headers=bearer(tokens["accessToken"]),
     )
 
     assert response.status_code == 200, response.text
