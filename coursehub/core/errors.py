@@ -8,6 +8,7 @@ a router raises `HTTPException`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -19,6 +20,33 @@ class FieldError:
     field: str
     message: str
     code: str = "invalid"
+
+
+# Where pydantic says a request's input came from: the client knows where it sent what.
+_INPUT_SOURCES = ("body", "query", "path", "header", "cookie")
+
+
+def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
+    """pydantic's validation errors (`exc.errors()`) as FieldErrors: the location dotted,
+    without the source prefix (`body.items.0` → `items.0`; the whole body → `body`)."""
+    found = []
+    for error in errors:
+        parts = [str(part) for part in error.get("loc", ())]
+        if parts and parts[0] in _INPUT_SOURCES:
+            parts = parts[1:]
+        found.append(
+            FieldError(
+                field=".".join(parts) or "body",
+                message=str(error.get("msg", "invalid")),
+                code=str(error.get("type", "invalid")),
+            )
+        )
+    return found
+
+
+def describe(errors: Iterable[FieldError]) -> str:
+    """The one-line detail naming every field error."""
+    return "; ".join(f"{error.field}: {error.message}" for error in errors)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from coursehub.core.errors import StoreError
+from coursehub.core.errors import StoreError, describe, field_errors
 
 # What a request sees when PostgreSQL is down or unreachable.
 DATABASE_DOWN = (
@@ -174,14 +175,6 @@ def document_problem_responses(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    # Drop the "body"/"query"/"path" prefix: the client knows where it sent what.
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
-        parts = parts[1:]
-    return ".".join(parts) or "body"
-
-
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:
@@ -193,27 +186,20 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.code,
             exc.title,
             exc.detail,
-            errors=[{"field": e.field, "message": e.message, "code": e.code} for e in exc.errors],
+            errors=[asdict(e) for e in exc.errors],
             extra=exc.extra,
             headers=headers or None,
         )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": _location(tuple(e.get("loc", ()))),
-                "message": str(e.get("msg", "invalid")),
-                "code": str(e.get("type", "invalid")),
-            }
-            for e in exc.errors()
-        ]
+        errors = field_errors(exc.errors())
         return problem_response(
             422,
             "validation_failed",
             "The request is not valid",
-            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
-            errors=errors,
+            describe(errors),
+            errors=[asdict(e) for e in errors],
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -38,7 +38,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.core.errors import FieldError
+from coursehub.core.errors import describe, field_errors
 from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
 from coursehub.enrollments.service import grant_enrollments_for_order
@@ -80,16 +80,8 @@ def parse_event(body: bytes) -> PaymentEvent:
     try:
         return PaymentEvent.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            FieldError(
-                field=".".join(str(p) for p in e["loc"]) or "body",
-                message=e["msg"],
-                code=e["type"],
-            )
-            for e in exc.errors()
-        ]
-        detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        raise InvalidPaymentEvent(detail, errors=errors) from None
+        errors = field_errors(exc.errors())
+        raise InvalidPaymentEvent(describe(errors), errors=errors) from None
 
 
 async def handle_webhook(
