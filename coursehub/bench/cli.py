@@ -6,17 +6,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import asyncpg
-import sqlalchemy.exc
 import typer
 
 from coursehub.bench.fixture import DEFAULT_DATABASE_NAME, SMOKE_SIZE, FixtureSize
 from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.report import print_report
 from coursehub.bench.suite import FloorMissing, SuiteOptions, check_floor, run_suite
-from coursehub.core.console import console, err_console, fail, run
+from coursehub.core.console import console, err_console, fail, one_line_errors, run
 from coursehub.core.database import check_connection, resolve_database
-from coursehub.core.errors import StoreError
 from coursehub.core.settings import get_settings
 
 bench_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
@@ -73,23 +70,19 @@ def bench(
         fail(str(exc))
     # The suite needs the server, not the configured database (it makes its own):
     # check the maintenance database, which every server has.
-    try:
+    with one_line_errors():
         resolved = resolve_database(get_settings())
-    except StoreError as exc:
-        fail(str(exc))
     err_console.print(f"[dim]Using the server of {resolved.describe()}[/dim]")
     run(check_connection(resolved.config.with_database("postgres")))
-    try:
-        report = run_suite(
-            resolved.config,
-            options,
-            progress=lambda message: err_console.print(f"[dim]… {message}[/dim]"),
-        )
-    except (ValueError, RuntimeError, StoreError) as exc:
-        fail(str(exc))
-    except (OSError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        fail(f"database error: {first_line}")
+    with one_line_errors():
+        try:
+            report = run_suite(
+                resolved.config,
+                options,
+                progress=lambda message: err_console.print(f"[dim]… {message}[/dim]"),
+            )
+        except (ValueError, RuntimeError) as exc:  # a bench database not ours, say
+            fail(str(exc))
     print_report(report, console)
     if json_file is not None:
         json_file.write_text(json.dumps(report, indent=2) + "\n")

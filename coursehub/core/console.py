@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
-from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 
 from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
@@ -35,17 +35,28 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
     raise CommandFailed(message, exit_code)
 
 
-def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine; database and store errors become CommandFailed."""
+# What a command's database work can fail with besides a StoreError: the server
+# unreachable or refusing, a statement failing.
+DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Store and database errors raised inside become CommandFailed: one line on stderr
+    and a non-zero exit, never a traceback."""
     try:
-        return asyncio.run(coroutine)
+        yield
     except StoreError as exc:
         raise CommandFailed(str(exc)) from exc
-    except AlembicCommandError as exc:  # e.g. `db makemigration` with an unknown revision
-        raise CommandFailed(str(exc).strip().splitlines()[0]) from exc
-    except (OSError, TimeoutError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except DATABASE_ERRORS as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CommandFailed(f"database error: {first_line}") from exc
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine, its failures as one line (`one_line_errors`)."""
+    with one_line_errors():
+        return asyncio.run(coroutine)
 
 
 def target_database(*, quiet: bool = False, create: bool = False) -> ResolvedDatabase:
@@ -53,10 +64,8 @@ def target_database(*, quiet: bool = False, create: bool = False) -> ResolvedDat
 
     `create`: make the database if it does not exist yet (as `prisma migrate` does).
     """
-    try:
+    with one_line_errors():
         resolved = resolve_database(get_settings())
-    except StoreError as exc:
-        raise CommandFailed(str(exc)) from exc
     if not quiet:
         err_console.print(f"[dim]Using database {resolved.describe()}[/dim]")
     if resolved.embedded or create:

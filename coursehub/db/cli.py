@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
-from coursehub.core.console import console, err_console, fail, run, target_database
-from coursehub.core.errors import StoreError
+from coursehub.core.console import console, err_console, fail, one_line_errors, run, target_database
 from coursehub.db import migrations
 
 db_app = typer.Typer(help="Migrate, seed, back up and restore the database.", no_args_is_help=True)
@@ -107,7 +105,8 @@ def reset_command(
         from coursehub.db.seed import admin_settings
 
         # Bad ADMIN_EMAIL / ADMIN_PASSWORD stop the reset before anything is dropped.
-        _checked(admin_settings)
+        with one_line_errors():
+            admin_settings()
     resolved = target_database(create=True)
     if not force:
         if not sys.stdin.isatty():
@@ -125,14 +124,6 @@ def reset_command(
         from coursehub.db.seed import print_seed_report, seed_demo_data
 
         print_seed_report(run(seed_demo_data(resolved.config)))
-
-
-def _checked(check: Callable[[], object]) -> None:
-    """Run a check that raises StoreError; its message becomes the command's one-line error."""
-    try:
-        check()
-    except StoreError as exc:
-        fail(str(exc))
 
 
 @db_app.command("seed")

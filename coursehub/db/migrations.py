@@ -124,7 +124,7 @@ def _adopt_prisma_database(connection: Connection) -> bool:
             + ", ".join(missing)
             + "; run the Node app's pending `prisma migrate deploy` first"
         )
-    command.stamp(alembic_config(connection), BASELINE_REVISION)
+    _run_alembic(command.stamp, alembic_config(connection), BASELINE_REVISION)
     return True
 
 
@@ -154,10 +154,11 @@ def _upgrade(connection: Connection, target: str) -> tuple[bool, str | None, str
     return adopted, before, _current_revision(connection)
 
 
-def _run_alembic(function: Any, *args: Any) -> None:
-    """An Alembic command, its errors (an unknown revision, say) as a MigrationError."""
+def _run_alembic(function: Any, *args: Any, **options: Any) -> Any:
+    """An Alembic command, its errors (an unknown revision, say) as a MigrationError. Every
+    Alembic command of the store goes through here."""
     try:
-        function(*args)
+        return function(*args, **options)
     except AlembicCommandError as exc:
         raise MigrationError(str(exc).strip().splitlines()[0]) from exc
 
@@ -288,7 +289,8 @@ async def make_migration(
     try:
         async with engine.connect() as connection:
             script = await connection.run_sync(
-                lambda c: command.revision(
+                lambda c: _run_alembic(
+                    command.revision,
                     alembic_config(c, script_location=script_location),
                     message=message,
                     autogenerate=True,
