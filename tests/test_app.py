@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.app import create_app
@@ -119,3 +121,60 @@ async def test_api_requests_answer_503_when_the_database_does_not(settings: Sett
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "database_unavailable"
         assert response.headers["retry-after"] == "5"
+
+
+async def _deadlock_on_the_driver(database: Database) -> None:
+    """Two write transactions each wait for the lock the other holds: PostgreSQL breaks
+    the deadlock by failing one of them (DeadlockDetectedError, SQLSTATE 40P01)."""
+    async with database.write_transaction() as one, database.write_transaction() as two:
+        first, second = await one.connection(), await two.connection()
+        await first.execute("SELECT pg_advisory_xact_lock(424201)")
+        await second.execute("SELECT pg_advisory_xact_lock(424202)")
+        outcomes = await asyncio.gather(
+            first.execute("SELECT pg_advisory_xact_lock(424202)"),
+            second.execute("SELECT pg_advisory_xact_lock(424201)"),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+async def _deadlock_in_sessions(database: Database) -> None:
+    """The same through two sessions: SQLAlchemy's error, asyncpg's inside it."""
+    async with database.transaction() as one, database.transaction() as two:
+        lock = text("SELECT pg_advisory_xact_lock(:key)")
+        await one.execute(lock, {"key": 424203})
+        await two.execute(lock, {"key": 424204})
+        outcomes = await asyncio.gather(
+            one.execute(lock, {"key": 424204}),
+            two.execute(lock, {"key": 424203}),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+
+async def test_a_deadlock_with_a_concurrent_request_is_a_409_to_retry(
+    settings: Settings, committed_db: Database
+) -> None:
+    """A transaction PostgreSQL undid to break a deadlock (or a serialization failure) is
+    the caller's conflict, to send again, not an internal error."""
+    app = create_app(settings, database=committed_db)
+
+    async def on_the_driver() -> None:
+        await _deadlock_on_the_driver(committed_db)
+
+    async def in_sessions() -> None:
+        await _deadlock_in_sessions(committed_db)
+
+    app.add_api_route("/deadlock/driver", on_the_driver)
+    app.add_api_route("/deadlock/session", in_sessions)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        for path in ("/deadlock/driver", "/deadlock/session"):
+            response = await c.get(path)
+            assert response.status_code == 409, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "transaction_conflict"

@@ -51,14 +51,26 @@ UNSTORABLE_VALUE_STATES = frozenset({"22000", "22001", "22003", "22021", "22P05"
 logger = logging.getLogger("coursehub")
 
 
-def _unstorable_value(exc: Exception) -> bool:
+def _sqlstates(exc: Exception) -> set[str]:
     # asyncpg's own error (a statement run on the driver connection), or SQLAlchemy's
-    # wrapping of it.
+    # wrapping of it (its adapter's error, which holds asyncpg's as its cause).
     orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else None
-    return any(
-        getattr(error, "sqlstate", None) in UNSTORABLE_VALUE_STATES
-        for error in (exc, orig, getattr(orig, "__cause__", None))
-    )
+    states = (getattr(error, "sqlstate", None) for error in (exc, orig, orig and orig.__cause__))
+    return {state for state in states if isinstance(state, str)}
+
+
+def _unstorable_value(exc: Exception) -> bool:
+    return bool(_sqlstates(exc) & UNSTORABLE_VALUE_STATES)
+
+
+# SQLSTATE class 40, transaction rollback: a deadlock with a concurrent request, or a
+# serialization failure. PostgreSQL undid the whole transaction, so nothing of the request
+# was saved and the same request can simply be sent again: the caller's 409, not our 500.
+TRANSACTION_CONFLICT_CLASS = "40"
+
+
+def _transaction_conflict(exc: Exception) -> bool:
+    return any(state.startswith(TRANSACTION_CONFLICT_CLASS) for state in _sqlstates(exc))
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -230,6 +242,17 @@ def install_problem_handlers(app: FastAPI) -> None:
                 "The database is unavailable",
                 "The store cannot reach its database right now; try again shortly.",
                 headers={"Retry-After": "5"},
+            )
+        if _transaction_conflict(exc):
+            logger.warning(
+                "transaction conflict on %s %s: %s", request.method, request.url.path, exc
+            )
+            return problem_response(
+                409,
+                "transaction_conflict",
+                "The request collided with a concurrent one",
+                "another request changed the same data at the same moment, and this one was "
+                "undone whole: nothing of it was saved; send it again",
             )
         if _unstorable_value(exc):
             logger.info("unstorable value on %s %s: %s", request.method, request.url.path, exc)
