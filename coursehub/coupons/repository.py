@@ -78,8 +78,8 @@ async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
 # Built once, with named parameters, so checkout reuses its compiled form.
 # "Already used by you": a usage of the user's whose order is not cancelled; a user whose
 # order was cancelled may use the coupon again (a second usage row, for the new order).
-COUPON_FOR_USER = select(
-    Coupon,
+# Whether the user has used the coupon: a usage of theirs on an order not cancelled.
+_USED_BY_USER = (
     select(CouponUsage.id)
     .where(
         CouponUsage.coupon_id == Coupon.id,
@@ -87,11 +87,11 @@ COUPON_FOR_USER = select(
         COUNTING,
     )
     .exists()
-    .label("used_by_user"),
-).where(Coupon.code == bindparam("code", type_=Text))
+    .label("used_by_user")
+)
 
-# The same, on the request's asyncpg connection inside its transaction (core/sql.py): no
-# ORM loading; `find_coupon_for_user` builds the Coupon itself.
+# The coupon by code and `_USED_BY_USER`, on the request's connection inside its
+# transaction (core/sql.py): no ORM loading; `find_coupon_for_user` builds the Coupon.
 _COUPON_FOR_USER_SQL = DriverStatement(
     select(
         Coupon.id,
@@ -107,7 +107,7 @@ _COUPON_FOR_USER_SQL = DriverStatement(
         Coupon.created_by,
         Coupon.created_at,
         Coupon.updated_at,
-        COUPON_FOR_USER.selected_columns.used_by_user,
+        _USED_BY_USER,
     ).where(Coupon.code == bindparam("code", type_=Text))
 )
 
