@@ -12,8 +12,7 @@ from coursehub.core.console import console, fail, run, target_database
 from coursehub.core.database import command_transaction
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.settings import get_settings
-from coursehub.orders.errors import OrderNotFound
-from coursehub.payments import repository, service
+from coursehub.payments import service
 from coursehub.payments.schemas import PaymentEventType
 from coursehub.payments.signature import SIGNATURE_HEADER, sign
 
@@ -51,11 +50,8 @@ async def _signed_body(
     config: DatabaseConfig, order_number: str, event: PaymentEventType, amount: Decimal | None
 ) -> bytes:
     async with command_transaction(config) as session:
-        order = await repository.get_order(session, order_number)
-        if order is None:
-            raise OrderNotFound(f"no order {order_number!r}")
-        return service.simulated_event_body(
-            order, event=event, payment_id=service.simulated_payment_id(), amount=amount
+        return await service.simulated_body_for(
+            session, order_number=order_number, event=event, amount=amount
         )
 
 

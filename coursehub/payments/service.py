@@ -287,10 +287,26 @@ async def simulate(
     """
     if not enabled:
         raise PaymentSimulatorDisabled("no such route")
+    body = await simulated_body_for(
+        session, order_number=order_number, event=event, amount=amount, owner_id=owner_id
+    )
+    return await handle_webhook(session, body=body, signature=sign(body, secret), secret=secret)
+
+
+async def simulated_body_for(
+    session: AsyncSession,
+    *,
+    order_number: str,
+    event: PaymentEventType,
+    amount: Decimal | None = None,
+    owner_id: str | None = None,
+) -> bytes:
+    """The gateway's body for one event of this order, with a new payment id (`simulate`,
+    and the CLI's `payments simulate --url`, which posts it to a running store).
+    `owner_id`: only that user's order (an unknown order and another's look the same)."""
     order = await repository.get_order(session, order_number)
     if order is None or (owner_id is not None and order.user_id != owner_id):
         raise OrderNotFound(f"no order {order_number!r}")
-    body = simulated_event_body(
+    return simulated_event_body(
         order, event=event, payment_id=simulated_payment_id(), amount=amount
     )
-    return await handle_webhook(session, body=body, signature=sign(body, secret), secret=secret)
