@@ -90,20 +90,24 @@ async def test_user_and_profile_are_created_together_in_one_statement(
     assert (loaded.profile.first_name, loaded.profile.last_name) == ("Grace", "Hopper")
 
 
-async def test_a_user_made_with_a_profile_is_freed_without_the_garbage_collector(
+async def test_users_with_profiles_are_freed_without_the_garbage_collector(
     committed_db: Database,
 ) -> None:
-    """No reference cycle between the user and the profile: they are freed when the last
-    reference goes, instead of piling up for the cyclic collector (whose full collections
+    """No reference cycle between a user and their profile, made or read: they are freed
+    when the last reference goes, instead of piling up for the cyclic collector (whose full collections
     stall the event loop)."""
     gc.collect()
     gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector would free goes to gc.garbage
     try:
         with pytest.raises(LookupError):
             async with committed_db.write_transaction() as writer:
-                await service.create_user_with_profile(
+                made = await service.create_user_with_profile(
                     writer, email="cycle@example.com", username="cycle", password_hash=HASH
                 )
+                # Read back with the profile, as the admins' and the account's views do.
+                assert await repository.get_user_with_profile(writer, made.id) is not None
+                assert await repository.get_user_detail(writer, made.id) is not None
+                del made
                 raise LookupError  # rolled back: nothing to clean up
         gc.collect()
         cyclic = [obj for obj in gc.garbage if isinstance(obj, User | UserProfile)]
