@@ -159,7 +159,7 @@ def share_test_session(app: FastAPI, session: AsyncSession) -> None:
         # requests end theirs (committed, or rolled back on error), so a later failing
         # request of the session cannot roll this one's writes back.
         try:
-            async with WriteTransaction(savepoint) as writer:
+            async with WriteTransaction(savepoint()) as writer:
                 yield writer
             await session.commit()
         except BaseException:

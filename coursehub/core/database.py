@@ -14,8 +14,10 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import asyncpg
+from asyncpg.transaction import Transaction
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import PoolProxiedConnection
 
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.errors import ConfigurationError
@@ -41,6 +44,80 @@ BROKEN_CONNECTION = (
     OSError,
     asyncio.CancelledError,
 )
+
+
+class PooledDriverConnection:
+    """`async with`: the asyncpg connection of a connection checked out of the engine's
+    pool (the same pool, size and limits as the sessions'); returned afterwards, or
+    discarded if it broke meanwhile. Written as a class rather than with
+    `asynccontextmanager`: it is entered once a request, and a generator-based manager
+    (two of them nested, for a write transaction) cost ~10 µs of CPU a request more."""
+
+    __slots__ = ("_engine", "_pooled")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._pooled: PoolProxiedConnection | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self._pooled = pooled = await self._engine.raw_connection()
+        connection: asyncpg.Connection = pooled.driver_connection
+        return connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        pooled, self._pooled = self._pooled, None
+        assert pooled is not None, "exited without being entered"
+        if isinstance(exc, BROKEN_CONNECTION):
+            pooled.invalidate(exc)
+        else:
+            pooled.close()
+
+
+class PooledTransaction(PooledDriverConnection):
+    """`PooledDriverConnection` inside asyncpg's `Connection.transaction()`: begun on
+    entering, committed on leaving, rolled back if the block raised. A failure to begin,
+    commit or roll back (the connection lost, say) returns the connection as any failure
+    inside does, and is raised."""
+
+    __slots__ = ("_transaction",)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        self._transaction: Transaction | None = None
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        connection = await super().__aenter__()
+        try:
+            transaction = connection.transaction()
+            await transaction.start()
+        except BaseException as failure:
+            await super().__aexit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._transaction = transaction
+        return connection
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        transaction, self._transaction = self._transaction, None
+        assert transaction is not None, "exited without being entered"
+        try:
+            if exc is None:
+                await transaction.commit()
+            else:
+                await transaction.rollback()
+        except BaseException as failure:
+            await super().__aexit__(type(failure), failure, failure.__traceback__)
+            raise
+        await super().__aexit__(exc_type, exc, traceback)
 
 
 @dataclass(frozen=True)
@@ -203,15 +280,13 @@ class Database:
         async with self.sessionmaker() as session, session.begin():
             yield session
 
-    @asynccontextmanager
-    async def read_connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection's asyncpg connection, for plain reads: no session (~115 µs
-        of CPU a request, more than the read itself, docs/BENCHMARKS.md) and no
-        transaction (each statement is its own, one round trip). The pool and its limits
-        are the engine's, as for sessions. Returned to the pool afterwards; a connection
-        that broke meanwhile is discarded instead."""
-        async with self._pooled_driver_connection() as connection:
-            yield connection
+    def read_connection(self) -> PooledDriverConnection:
+        """A pooled connection's asyncpg connection (`async with`), for plain reads: no
+        session (~115 µs of CPU a request, more than the read itself, docs/BENCHMARKS.md)
+        and no transaction (each statement is its own, one round trip). The pool and its
+        limits are the engine's, as for sessions. Returned to the pool afterwards; a
+        connection that broke meanwhile is discarded instead."""
+        return PooledDriverConnection(self.engine)
 
     def write_transaction(self) -> WriteTransaction:
         """A write transaction (`async with`): asyncpg's own `Connection.transaction()` on a
@@ -220,30 +295,7 @@ class Database:
         work of the requests the benchmark holds to the floor (checkout, sign-up, the
         admins' role changes and account deletions): what a session would do for them,
         without its cost (core/sql.py). Statements run in it with `DriverStatement`."""
-        return WriteTransaction(self._begin_write_transaction)
-
-    @asynccontextmanager
-    async def _begin_write_transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._pooled_driver_connection() as connection, connection.transaction():
-            yield connection
-
-    @asynccontextmanager
-    async def _pooled_driver_connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """The asyncpg connection of a connection checked out of the engine's pool (the
-        same pool, size and limits as the sessions'); returned afterwards, or discarded
-        if it broke meanwhile."""
-        pooled = await self.engine.raw_connection()
-        broken: BaseException | None = None
-        try:
-            yield pooled.driver_connection
-        except BROKEN_CONNECTION as exc:
-            broken = exc
-            raise
-        finally:
-            if broken is None:
-                pooled.close()
-            else:
-                pooled.invalidate(broken)
+        return WriteTransaction(PooledTransaction(self.engine))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

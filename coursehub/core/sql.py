@@ -90,10 +90,10 @@ class WriteTransaction:
 
     __slots__ = ("_begin", "_connection", "_context")
 
-    def __init__(self, begin: Callable[[], AbstractAsyncContextManager[asyncpg.Connection]]):
-        # `begin` opens the real thing: a pooled connection inside `transaction()` (a
-        # savepoint of the test's transaction in the tests).
-        self._begin = begin
+    def __init__(self, begin: AbstractAsyncContextManager[asyncpg.Connection]):
+        # `begin`, entered at the first statement, is the real thing: a pooled connection
+        # inside `transaction()` (a savepoint of the test's transaction in the tests).
+        self._begin: AbstractAsyncContextManager[asyncpg.Connection] | None = begin
         self._context: AbstractAsyncContextManager[asyncpg.Connection] | None = None
         self._connection: asyncpg.Connection | None = None
 
@@ -105,7 +105,9 @@ class WriteTransaction:
         """The transaction's connection, checked out and BEGUN on the first call."""
         connection = self._connection
         if connection is None:
-            context = self._begin()
+            context, self._begin = self._begin, None
+            if context is None:
+                raise RuntimeError("a statement in a write transaction already ended")
             connection = await context.__aenter__()
             self._context, self._connection = context, connection
         return connection
@@ -119,7 +121,7 @@ class WriteTransaction:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        context, self._context, self._connection = self._context, None, None
+        context, self._context, self._connection, self._begin = self._context, None, None, None
         if context is not None:
             await context.__aexit__(exc_type, exc, traceback)
 

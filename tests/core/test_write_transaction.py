@@ -142,3 +142,25 @@ async def test_a_broken_connection_is_discarded(committed_db: Database) -> None:
     assert checked_out(committed_db) == before
     async with committed_db.write_transaction() as writer:
         assert await (await writer.connection()).fetchval("SELECT 1") == 1
+
+
+async def test_a_transaction_that_fails_at_its_commit_raises_and_returns_its_connection(
+    committed_db: Database,
+) -> None:
+    """A deferred constraint is checked at COMMIT: the failure is raised from the block's
+    end, and the connection (not broken) goes back to the pool, usable."""
+    before = checked_out(committed_db)
+    with pytest.raises(asyncpg.UniqueViolationError):
+        async with committed_db.write_transaction() as writer:
+            connection = await writer.connection()
+            await connection.execute(
+                "CREATE TEMP TABLE deferred_check (id int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+                " ON COMMIT DROP"
+            )
+            await connection.execute("INSERT INTO deferred_check VALUES (1), (1)")
+    assert checked_out(committed_db) == before
+    async with committed_db.write_transaction() as writer:
+        connection = await writer.connection()
+        assert not await connection.fetchval("SELECT to_regclass('pg_temp.deferred_check')")
+        await INSERT_USER.fetch_in_transaction(writer, **_user_values(25))
+    assert await _exists(committed_db, "sql-user-25")
