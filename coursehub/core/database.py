@@ -233,6 +233,26 @@ async def drop_database(config: DatabaseConfig) -> None:
         await admin.close()
 
 
+async def analyze_schema(config: DatabaseConfig) -> None:
+    """ANALYZE every table of the store's schema, in one statement.
+
+    For after writes in bulk (a restore, a bulk seed): autovacuum gets to new tables only
+    a minute or more later, and until then the planner takes them for (nearly) empty;
+    a server process keeps plans made so (its foreign-key checks, say), scanning tables
+    as they grow (docs/BENCHMARKS.md measured ~40% more server CPU a checkout). PostgreSQL's
+    documentation asks for it after a restore."""
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        tables = await connection.fetch(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables WHERE schemaname = $1",
+            config.schema,
+        )
+        if tables:
+            await connection.execute("ANALYZE " + ", ".join(row[0] for row in tables))
+    finally:
+        await connection.close()
+
+
 @asynccontextmanager
 async def command_transaction(config: DatabaseConfig) -> AsyncIterator[AsyncSession]:
     """A CLI command's unit of work: a one-connection engine of its own and one session

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import asyncpg
 
+from coursehub.core.database import analyze_schema
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import Conflict, StoreError
 from coursehub.db.pgtools import Tool, find_tools
@@ -507,6 +508,7 @@ async def restore_database(
             psql_code = await psql.wait()
 
     if psql_code == 0 and complete:
+        await analyze_schema(config)  # the restored tables have no statistics yet
         return RestoreResult(path=file, archive=backup.archive, bytes_streamed=streamed)
     if any(NOT_EMPTY_MARKER in line for line in psql_errors):
         raise TargetNotEmpty(

@@ -26,6 +26,7 @@ import asyncpg
 from rich.progress import Progress, TaskID
 
 from coursehub.core.console import console
+from coursehub.core.database import analyze_schema
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError
 from coursehub.core.money import to_paise
@@ -192,6 +193,7 @@ async def seed_bulk(config: DatabaseConfig, plan: BulkPlan) -> BulkReport:
                 report.seconds = time.perf_counter() - started
     finally:
         await connection.close()
+    await analyze_schema(config)  # statistics for the rows just written, before any use
     return report
 
 

@@ -156,6 +156,13 @@ async def test_restore_into_an_empty_database_reproduces_every_row(
     source = await table_checksums(source_db)
     assert source["Order"][0] == 800 and source["alembic_version"][0] == 1
     assert await table_checksums(target_db) == source
+    # Analysed: the planner knows the restored tables before autovacuum gets to them.
+    analysed = await fetchval(
+        target_db,
+        "SELECT count(DISTINCT tablename) FROM pg_stats WHERE schemaname = 'public'"
+        " AND tablename IN ('Order', 'OrderItem', 'User', 'Course')",
+    )
+    assert analysed == 4
 
 
 async def test_a_plain_backup_restores_with_psql(
