@@ -86,14 +86,24 @@ def http_table(http: dict[str, Any]) -> Table:
     table.add_column("endpoint")
     for column in ("requests/s", "p50 ms", "p99 ms", "requests", "errors"):
         table.add_column(column, justify="right")
+    doubtful = False
     for row in http["endpoints"]:
+        consistent = row.get("latency_consistent", True)
+        doubtful = doubtful or not consistent
+        mark = "" if consistent else " [yellow]?[/yellow]"
         table.add_row(
             row["endpoint"],
             f"{row['requests_per_s']:.0f}",
-            f"{row['p50_ms']:.2f}",
-            f"{row['p99_ms']:.2f}",
+            f"{row['p50_ms']:.2f}{mark}",
+            f"{row['p99_ms']:.2f}{mark}",
             str(row["requests"]),
             f"[red]{row['errors']}[/red]" if row["errors"] else "0",
+        )
+    if doubtful:
+        table.caption = (
+            "? the load tool's mean latency exceeds what its connections could have had at "
+            "that rate (connections / requests per second): its latencies are not to be "
+            "trusted on this run; the requests/s are"
         )
     return table
 

@@ -21,7 +21,14 @@ from coursehub.bench.fixture import (
     prepare_fixture,
 )
 from coursehub.bench.harness import Samples, compare, percentile, summarise
-from coursehub.bench.http import LoadPlan, checkout_body, run_http, wrk_script
+from coursehub.bench.http import (
+    LoadPlan,
+    checkout_body,
+    closed_loop_mean_ms,
+    latencies_consistent,
+    run_http,
+    wrk_script,
+)
 from coursehub.bench.ops import OPERATIONS
 from coursehub.bench.suite import SuiteOptions, run_suite
 from coursehub.core.database import drop_database, ensure_database_exists
@@ -133,6 +140,11 @@ def test_http_endpoints_are_loaded_without_errors(smoke_report: Any) -> None:
         assert row["errors"] == 0, row
         assert row["requests_per_s"] > 0
         assert 0 < row["p50_ms"] <= row["p99_ms"]
+        assert row["mean_ms"] > 0
+        assert row["closed_loop_mean_ms"] == pytest.approx(
+            http["connections"] / row["requests_per_s"] * 1000, rel=0.01
+        )
+        assert isinstance(row["latency_consistent"], bool)
 
 
 async def test_the_bench_database_is_dropped_afterwards(
@@ -174,6 +186,17 @@ async def test_the_builtin_load_generator_serves_when_wrk_is_absent(
     for row in http["endpoints"]:
         assert row["requests"] > 0
         assert row["errors"] == 0, row
+        # Its own timings of one request after another cannot exceed the closed-loop bound.
+        assert row["mean_ms"] <= row["closed_loop_mean_ms"] * 1.01, row
+
+
+def test_latencies_beyond_the_closed_loop_bound_are_flagged() -> None:
+    # 16 connections at 1,600 requests/s: 10 ms each on average, at the very most.
+    assert closed_loop_mean_ms(16, 1600) == pytest.approx(10.0)
+    assert latencies_consistent(9.5, 10.0)
+    assert latencies_consistent(12.0, 10.0)  # the ramp at the ends of a run
+    assert not latencies_consistent(83.0, 10.0)  # as wrk measured on a busy machine
+    assert latencies_consistent(5.0, closed_loop_mean_ms(16, 0))  # no requests: no bound
 
 
 def test_checkout_requests_never_repeat_a_course_or_a_coupon_for_a_user() -> None:
