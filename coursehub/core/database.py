@@ -70,19 +70,28 @@ class PooledDriverConnection:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        self._release(discard=isinstance(exc, BROKEN_CONNECTION), reason=exc)
+
+    def _release(self, *, discard: bool, reason: BaseException | None) -> None:
         pooled, self._pooled = self._pooled, None
-        assert pooled is not None, "exited without being entered"
-        if isinstance(exc, BROKEN_CONNECTION):
-            pooled.invalidate(exc)
+        assert pooled is not None, "released without being checked out"
+        if discard:
+            pooled.invalidate(reason)
         else:
             pooled.close()
 
 
 class PooledTransaction(PooledDriverConnection):
     """`PooledDriverConnection` inside asyncpg's `Connection.transaction()`: begun on
-    entering, committed on leaving, rolled back if the block raised. A failure to begin,
-    commit or roll back (the connection lost, say) returns the connection as any failure
-    inside does, and is raised."""
+    entering, committed on leaving, rolled back if the block raised.
+
+    A connection whose BEGIN or ROLLBACK failed is discarded, whatever the error: asyncpg
+    may still count it as inside a transaction, and the next unit of work on it would
+    start a savepoint instead of a transaction. A connection lost during the block gets no
+    ROLLBACK (the server ended the transaction with it): it is discarded and the block's
+    own error is raised, which says the database went away (a 503), not asyncpg's
+    complaint about rolling back on a closed connection. A failure at COMMIT (a deferred
+    constraint, say) is raised; the connection goes back to the pool unless it broke."""
 
     __slots__ = ("_transaction",)
 
@@ -96,7 +105,7 @@ class PooledTransaction(PooledDriverConnection):
             transaction = connection.transaction()
             await transaction.start()
         except BaseException as failure:
-            await super().__aexit__(type(failure), failure, failure.__traceback__)
+            self._release(discard=True, reason=failure)
             raise
         self._transaction = transaction
         return connection
@@ -109,15 +118,27 @@ class PooledTransaction(PooledDriverConnection):
     ) -> None:
         transaction, self._transaction = self._transaction, None
         assert transaction is not None, "exited without being entered"
-        try:
-            if exc is None:
+        if exc is None:
+            try:
                 await transaction.commit()
-            else:
-                await transaction.rollback()
+            except BaseException as failure:
+                self._release(discard=isinstance(failure, BROKEN_CONNECTION), reason=failure)
+                raise
+            self._release(discard=False, reason=None)
+            return
+        if isinstance(exc, BROKEN_CONNECTION):
+            self._release(discard=True, reason=exc)
+            return  # the block's error goes on
+        try:
+            await transaction.rollback()
         except BaseException as failure:
-            await super().__aexit__(type(failure), failure, failure.__traceback__)
-            raise
-        await super().__aexit__(exc_type, exc, traceback)
+            # The block's error goes on (unless this is the task being cancelled, which
+            # must reach whoever cancelled it); this connection is not to be reused.
+            self._release(discard=True, reason=failure)
+            if isinstance(failure, asyncio.CancelledError):
+                raise
+            return
+        self._release(discard=False, reason=None)
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,24 @@ async def test_a_transaction_that_fails_at_its_commit_raises_and_returns_its_con
         assert not await connection.fetchval("SELECT to_regclass('pg_temp.deferred_check')")
         await INSERT_USER.fetch_in_transaction(writer, **_user_values(25))
     assert await _exists(committed_db, "sql-user-25")
+
+
+async def test_a_connection_the_server_ended_raises_its_own_error_and_is_discarded(
+    committed_db: Database,
+) -> None:
+    """The server ends the connection mid-transaction (a restart, an admin's
+    pg_terminate_backend): the block's error — the connection is gone, which the API
+    answers with 503 — is what is raised, not a failed ROLLBACK's, and the connection is
+    not returned to the pool."""
+    before = checked_out(committed_db)
+    with pytest.raises(asyncpg.ConnectionDoesNotExistError):
+        async with committed_db.write_transaction() as writer:
+            connection = await writer.connection()
+            async with committed_db.read_connection() as other:
+                await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
+            await INSERT_USER.fetch_in_transaction(writer, **_user_values(26))
+    assert checked_out(committed_db) == before
+    async with committed_db.write_transaction() as writer:
+        await INSERT_USER.fetch_in_transaction(writer, **_user_values(27))
+    assert await _exists(committed_db, "sql-user-27")
+    assert not await _exists(committed_db, "sql-user-26")
