@@ -11,6 +11,7 @@ from typing import Any, NoReturn, TypeVar
 
 import asyncpg
 import sqlalchemy.exc
+from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 
 from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
@@ -48,6 +49,10 @@ def one_line_errors() -> Iterator[None]:
         yield
     except StoreError as exc:
         raise CommandFailed(str(exc)) from exc
+    except AlembicCommandError as exc:
+        # Alembic's commands reach us as MigrationError (db/migrations.py `_run_alembic`);
+        # this is for its other calls that can refuse (several heads, an unknown revision).
+        raise CommandFailed(str(exc).strip().splitlines()[0]) from exc
     except DATABASE_ERRORS as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise CommandFailed(f"database error: {first_line}") from exc
