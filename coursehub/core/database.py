@@ -274,6 +274,21 @@ async def analyze_schema(config: DatabaseConfig) -> None:
         await connection.close()
 
 
+async def analyze_after_commit(config: DatabaseConfig) -> str | None:
+    """`analyze_schema` after work that has already committed (a restore, a bulk seed): its
+    failure must not read as the work's, which is done, so it is returned as a warning to
+    show (None when it went well) instead of raised."""
+    try:
+        await analyze_schema(config)
+    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return (
+            f"the data is in, but refreshing the planner's statistics failed ({reason}); "
+            "run ANALYZE on the database"
+        )
+    return None
+
+
 @asynccontextmanager
 async def command_transaction(config: DatabaseConfig) -> AsyncIterator[AsyncSession]:
     """A CLI command's unit of work: a one-connection engine of its own and one session

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import asyncpg
 
-from coursehub.core.database import analyze_schema
+from coursehub.core.database import analyze_after_commit
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import Conflict, StoreError
 from coursehub.db.pgtools import Tool, find_tools
@@ -385,6 +385,7 @@ class RestoreResult:
     path: Path
     archive: bool
     bytes_streamed: int
+    warning: str | None = None  # restored, but something after it failed (ANALYZE)
 
 
 async def _plain_chunks(path: Path) -> AsyncIterator[bytes]:
@@ -508,8 +509,10 @@ async def restore_database(
             psql_code = await psql.wait()
 
     if psql_code == 0 and complete:
-        await analyze_schema(config)  # the restored tables have no statistics yet
-        return RestoreResult(path=file, archive=backup.archive, bytes_streamed=streamed)
+        warning = await analyze_after_commit(config)  # the restored tables have no statistics
+        return RestoreResult(
+            path=file, archive=backup.archive, bytes_streamed=streamed, warning=warning
+        )
     if any(NOT_EMPTY_MARKER in line for line in psql_errors):
         raise TargetNotEmpty(
             f"{config.redacted()} received rows while the restore started; "

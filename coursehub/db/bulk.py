@@ -25,8 +25,8 @@ from typing import Any
 import asyncpg
 from rich.progress import Progress, TaskID
 
-from coursehub.core.console import console
-from coursehub.core.database import analyze_schema
+from coursehub.core.console import console, err_console
+from coursehub.core.database import analyze_after_commit
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError
 from coursehub.core.money import to_paise
@@ -86,6 +86,7 @@ class BulkReport:
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     buyers_added: int = 0
+    warning: str | None = None  # written, but something after it failed (ANALYZE)
 
     @property
     def total_rows(self) -> int:
@@ -193,7 +194,8 @@ async def seed_bulk(config: DatabaseConfig, plan: BulkPlan) -> BulkReport:
                 report.seconds = time.perf_counter() - started
     finally:
         await connection.close()
-    await analyze_schema(config)  # statistics for the rows just written, before any use
+    # Statistics for the rows just written, before any use.
+    report.warning = await analyze_after_commit(config)
     return report
 
 
@@ -291,3 +293,5 @@ def print_bulk_report(report: BulkReport) -> None:
         console.print(f"(Added {report.buyers_added:,} users to place the orders.)")
     if report.rows.get("users"):
         console.print(f"Every bulk user's password is {BULK_PASSWORD!r}.")
+    if report.warning:
+        err_console.print(f"[yellow]warning:[/yellow] {report.warning}")

@@ -183,6 +183,8 @@ def restore_command(
         f"Restored {result.path} into {resolved.config.redacted()} "
         f"({_size(result.bytes_streamed)} of SQL)."
     )
+    if result.warning:
+        err_console.print(f"[yellow]warning:[/yellow] {result.warning}")
 
 
 def _size(size: int) -> str:

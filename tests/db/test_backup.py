@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from coursehub.core.database import drop_database, ensure_database_exists
-from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.database import analyze_after_commit, drop_database, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.models import new_id
 from coursehub.db.backup import (
     RestoreFailed,
@@ -433,3 +433,12 @@ async def test_the_emptiness_guard_inside_the_restore_transaction(
     finally:
         await connection.close()
     assert await table_checksums(source_db) == before
+
+
+async def test_statistics_that_cannot_be_refreshed_are_a_warning_not_a_failure() -> None:
+    """ANALYZE runs after the restore or bulk seed has committed: if it fails, the data is
+    still in, and the command says so instead of failing."""
+    unreachable = parse_database_url("postgresql://postgres@127.0.0.1:1/gone?connect_timeout=2")
+    warning = await analyze_after_commit(unreachable)
+    assert warning is not None
+    assert warning.startswith("the data is in") and warning.endswith("run ANALYZE on the database")
