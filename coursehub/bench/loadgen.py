@@ -86,6 +86,7 @@ async def run(plan: LoadPlan) -> dict[str, Any]:
         "errors": errors,
         "duration_s": elapsed,
         "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else 0.0,
+        "max_ms": latencies[-1] * 1000 if latencies else 0.0,
         # Nearest rank, as the in-process figures (`harness.percentile`).
         "p50_ms": percentile(latencies, 0.50) * 1000,
         "p99_ms": percentile(latencies, 0.99) * 1000,

@@ -84,26 +84,26 @@ def http_table(http: dict[str, Any]) -> Table:
         f"{http['connections']} connections from {http['tool']}"
     )
     table.add_column("endpoint")
-    for column in ("requests/s", "p50 ms", "p99 ms", "requests", "errors"):
+    for column in ("requests/s", "p50 ms", "p99 ms", "max ms", "requests", "errors"):
         table.add_column(column, justify="right")
-    doubtful = False
+    corrected = False
     for row in http["endpoints"]:
-        consistent = row.get("latency_consistent", True)
-        doubtful = doubtful or not consistent
-        mark = "" if consistent else " [yellow]?[/yellow]"
+        mark = " [yellow]*[/yellow]" if row.get("stalls_corrected") else ""
+        corrected = corrected or bool(mark)
         table.add_row(
             row["endpoint"],
             f"{row['requests_per_s']:.0f}",
             f"{row['p50_ms']:.2f}{mark}",
             f"{row['p99_ms']:.2f}{mark}",
+            f"{row.get('max_ms', 0.0):.0f}",
             str(row["requests"]),
             f"[red]{row['errors']}[/red]" if row["errors"] else "0",
         )
-    if doubtful:
+    if corrected:
         table.caption = (
-            "? the load tool's mean latency exceeds what its connections could have had at "
-            "that rate (connections / requests per second): its latencies are not to be "
-            "trusted on this run; the requests/s are"
+            "* includes the samples wrk adds for requests a stalled connection could not "
+            "send (its coordinated-omission correction): a few requests stalled for up to "
+            "the max; the percentiles describe clients that do not wait for each other"
         )
     return table
 
