@@ -173,8 +173,11 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         # whose server process, caches and prepared statements are warm, instead of
         # cycling through every connection opened at the last peak (first in, first out:
         # measured 1.3× the latency of the same statements on one warm connection at one
-        # request at a time, docs/BENCHMARKS.md). Connections left idle by it are
-        # replaced after pool_recycle, and one found broken is discarded.
+        # request at a time, docs/BENCHMARKS.md). The price: the connections at the
+        # bottom can sit idle up to pool_recycle, and one is only checked when next used;
+        # one that something dropped meanwhile (PgBouncer's or a NAT's idle timeout,
+        # idle_session_timeout) fails that request (503) and is discarded. Behind such a
+        # timeout shorter than 30 minutes, pool_recycle must be made shorter than it.
         pool_use_lifo=True,
     )
     remember_driver_connections(engine)
