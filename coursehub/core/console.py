@@ -15,7 +15,7 @@ from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 
 from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
-from coursehub.core.errors import StoreError
+from coursehub.core.errors import StoreError, first_line
 from coursehub.core.settings import get_settings
 
 T = TypeVar("T")
@@ -52,10 +52,9 @@ def one_line_errors() -> Iterator[None]:
     except AlembicCommandError as exc:
         # Alembic's commands reach us as MigrationError (db/migrations.py `_run_alembic`);
         # this is for its other calls that can refuse (several heads, an unknown revision).
-        raise CommandFailed(str(exc).strip().splitlines()[0]) from exc
+        raise CommandFailed(first_line(exc)) from exc
     except DATABASE_ERRORS as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CommandFailed(f"database error: {first_line}") from exc
+        raise CommandFailed(f"database error: {first_line(exc)}") from exc
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

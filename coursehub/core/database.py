@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import PoolProxiedConnection
 
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
-from coursehub.core.errors import ConfigurationError
+from coursehub.core.errors import ConfigurationError, first_line
 from coursehub.core.settings import Settings
 from coursehub.core.sql import WriteTransaction, remember_driver_connections
 
@@ -284,9 +284,8 @@ async def analyze_after_commit(config: DatabaseConfig) -> str | None:
     try:
         await analyze_schema(config)
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return (
-            f"the data is in, but refreshing the planner's statistics failed ({reason}); "
+            f"the data is in, but refreshing the planner's statistics failed ({first_line(exc)}); "
             "run ANALYZE on the database"
         )
     return None

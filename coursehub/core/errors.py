@@ -22,6 +22,12 @@ class FieldError:
     code: str = "invalid"
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its name when it has none): what a
+    one-line error shows of a library's many-line message."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 # Where pydantic says a request's input came from: the client knows where it sent what.
 _INPUT_SOURCES = ("body", "query", "path", "header", "cookie")
 

@@ -107,7 +107,7 @@ class WriteTransaction:
         if connection is None:
             context, self._begin = self._begin, None
             if context is None:
-                raise RuntimeError("a statement in a write transaction already ended")
+                raise RuntimeError("this write transaction has ended, or failed to begin")
             connection = await context.__aenter__()
             self._context, self._connection = context, connection
         return connection

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection
 
 from coursehub.core.database import create_engine, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
-from coursehub.core.errors import ConfigurationError, StoreError
+from coursehub.core.errors import ConfigurationError, StoreError, first_line
 from coursehub.core.locks import MIGRATION_LOCK_KEY
 
 BASELINE_REVISION = "0001_prisma_baseline"
@@ -160,7 +160,7 @@ def _run_alembic(function: Any, *args: Any, **options: Any) -> Any:
     try:
         return function(*args, **options)
     except AlembicCommandError as exc:
-        raise MigrationError(str(exc).strip().splitlines()[0]) from exc
+        raise MigrationError(first_line(exc)) from exc
 
 
 def _revisions_between(before: str | None, after: str | None) -> list[str]:
