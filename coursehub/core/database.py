@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import asyncpg
 from asyncpg.transaction import Transaction
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -26,7 +28,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.errors import ConfigurationError, first_line
@@ -46,6 +48,53 @@ BROKEN_CONNECTION = (
 )
 
 
+class _MustConnect(Exception):
+    """Raised by the engine's `do_connect` listener into a direct checkout (`check_out`)
+    that would have to open a connection: that awaits, and only a greenlet can."""
+
+
+# Set while `check_out` runs the pool's checkout directly; read by the engine's
+# `do_connect` listener (`create_engine`). The checkout makes no await, so nothing else
+# runs meanwhile: the flag cannot leak into another request's connect.
+_CHECKING_OUT_DIRECTLY = ContextVar("_CHECKING_OUT_DIRECTLY", default=False)
+
+
+def _refuse_to_connect_directly(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
+    if _CHECKING_OUT_DIRECTLY.get():
+        raise _MustConnect
+
+
+async def check_out(engine: AsyncEngine) -> PoolProxiedConnection:
+    """A connection of the engine's pool, as `AsyncEngine.raw_connection()` gives it, for
+    a fraction of its CPU when the pool holds an idle connection.
+
+    `raw_connection()` runs the pool's checkout in a new greenlet (`greenlet_spawn`), in
+    case it must await: to open or re-open a connection, or to wait for one to come back.
+    Making and switching to that greenlet costs ~9 µs on its own, 15-20 µs a request at
+    16 at once (docs/BENCHMARKS.md): more than the checkout itself, on every request.
+    When the pool holds an idle connection, SQLAlchemy's queue hands it over without
+    awaiting (`AsyncAdaptedQueue.get`), so the checkout is called directly.
+
+    Should that connection need re-opening first (older than pool_recycle, or
+    invalidated), the engine's `do_connect` listener stops the direct checkout before any
+    connect is attempted; the pool's failed-checkout path puts the connection's slot back
+    (`_checkin_failed`), and the checkout is made again the usual way, which opens it.
+    The old connection is closed without a goodbye (asyncpg's `terminate()`, as
+    SQLAlchemy closes connections outside a greenlet). This holds while the checkout
+    itself makes no other await: no `pool_pre_ping` and no pool listener doing I/O
+    (create_engine sets neither; tests/core/test_read_connection.py holds both paths)."""
+    pool = engine.pool
+    if isinstance(pool, QueuePool) and pool.checkedin():
+        token = _CHECKING_OUT_DIRECTLY.set(True)
+        try:
+            return engine.sync_engine.raw_connection()
+        except _MustConnect:
+            pass  # the idle connection must be re-opened, which awaits: below
+        finally:
+            _CHECKING_OUT_DIRECTLY.reset(token)
+    return await engine.raw_connection()
+
+
 class PooledDriverConnection:
     """`async with`: the asyncpg connection of a connection checked out of the engine's
     pool (the same pool, size and limits as the sessions'); returned afterwards, or
@@ -60,7 +109,7 @@ class PooledDriverConnection:
         self._pooled: PoolProxiedConnection | None = None
 
     async def __aenter__(self) -> asyncpg.Connection:
-        self._pooled = pooled = await self._engine.raw_connection()
+        self._pooled = pooled = await check_out(self._engine)
         connection: asyncpg.Connection = pooled.driver_connection
         return connection
 
@@ -181,6 +230,7 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         pool_use_lifo=True,
     )
     remember_driver_connections(engine)
+    event.listen(engine.sync_engine, "do_connect", _refuse_to_connect_directly)
     return engine
 
 
