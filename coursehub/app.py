@@ -15,6 +15,7 @@ from coursehub.auth.throttle import SignInLimits, SignInThrottle
 from coursehub.core.database import Database, resolve_database
 from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
+from coursehub.core.heap import startup_objects_frozen
 from coursehub.core.log_writer import logs_written_in_background
 from coursehub.core.problems import document_problem_responses, install_problem_handlers
 from coursehub.core.settings import Settings, get_settings
@@ -67,7 +68,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         with logs_written_in_background():
             async with run_order_expiry(db, settings):
                 try:
-                    yield
+                    # Last: everything start-up made is frozen (core/heap.py).
+                    with startup_objects_frozen():
+                        yield
                 finally:
                     if owned:
                         await db.dispose()

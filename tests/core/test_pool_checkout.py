@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 from sqlalchemy import event
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 from sqlalchemy.util.concurrency import in_greenlet
 
 from coursehub.core.database import Database, check_out
@@ -42,6 +42,12 @@ def _record_checkouts(database: Database) -> list[bool]:
         lambda *_: in_a_greenlet.append(in_greenlet()),
     )
     return in_a_greenlet
+
+
+def _driver(pooled: PoolProxiedConnection) -> asyncpg.Connection:
+    connection: asyncpg.Connection | None = pooled.driver_connection
+    assert connection is not None, "the connection has been returned"
+    return connection
 
 
 def _pool_counts(database: Database) -> tuple[int, int]:
@@ -69,13 +75,13 @@ async def _backend_exists(database: Database, pid: int) -> bool:
 async def test_an_idle_connection_is_handed_over_without_a_greenlet(single: Database) -> None:
     in_a_greenlet = _record_checkouts(single)
     first = await check_out(single.engine)  # none yet: opened in a greenlet
-    pid = first.driver_connection.get_server_pid()
+    pid = _driver(first).get_server_pid()
     first.close()
 
     again = await check_out(single.engine)
     try:
-        assert again.driver_connection.get_server_pid() == pid
-        assert await again.driver_connection.fetchval("SELECT 1") == 1
+        assert _driver(again).get_server_pid() == pid
+        assert await _driver(again).fetchval("SELECT 1") == 1
     finally:
         again.close()
     assert in_a_greenlet == [True, False]
@@ -88,7 +94,7 @@ async def test_an_idle_connection_that_must_be_reopened_is_reopened(
 ) -> None:
     in_a_greenlet = _record_checkouts(single)
     pooled = await check_out(single.engine)
-    old_pid = pooled.driver_connection.get_server_pid()
+    old_pid = _driver(pooled).get_server_pid()
     # Soft: the connection stays open and the pool re-opens it at its next checkout, as
     # pool_recycle does with an old one. Hard: the pool closes it now, keeping the slot.
     pooled.invalidate(soft=soft)
@@ -99,8 +105,8 @@ async def test_an_idle_connection_that_must_be_reopened_is_reopened(
         warnings.simplefilter("always")
         reopened = await check_out(single.engine)
         try:
-            assert reopened.driver_connection.get_server_pid() != old_pid
-            assert await reopened.driver_connection.fetchval("SELECT 1") == 1
+            assert _driver(reopened).get_server_pid() != old_pid
+            assert await _driver(reopened).fetchval("SELECT 1") == 1
             assert _pool_counts(single) == (0, 1)  # the slot was put back, then retaken
         finally:
             reopened.close()
@@ -118,7 +124,7 @@ async def test_an_idle_connection_that_must_be_reopened_is_reopened(
 
 async def test_with_none_idle_a_checkout_waits_for_one_to_come_back(single: Database) -> None:
     held = await check_out(single.engine)
-    connection = held.driver_connection
+    connection = _driver(held)
     waiting = asyncio.create_task(check_out(single.engine))
     await asyncio.sleep(0.05)
     assert not waiting.done()
@@ -126,7 +132,7 @@ async def test_with_none_idle_a_checkout_waits_for_one_to_come_back(single: Data
     held.close()
     handed = await asyncio.wait_for(waiting, timeout=5)
     try:
-        assert handed.driver_connection is connection
+        assert _driver(handed) is connection
     finally:
         handed.close()
     assert _pool_counts(single) == (1, 0)
