@@ -10,17 +10,18 @@ Services and repositories `flush()` at most. CLI commands open their own
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from weakref import WeakSet
 
 import asyncpg
 from asyncpg.transaction import Transaction
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -52,15 +53,29 @@ class _MustConnect(Exception):
     """Raised by the engine's `do_connect` listener into a direct checkout (`check_out`)
     that would have to open a connection: that awaits, and only a greenlet can."""
 
+    def __init__(self) -> None:
+        super().__init__("a connection must be opened; checking out through a greenlet")
 
-# Set while `check_out` runs the pool's checkout directly; read by the engine's
-# `do_connect` listener (`create_engine`). The checkout makes no await, so nothing else
-# runs meanwhile: the flag cannot leak into another request's connect.
-_CHECKING_OUT_DIRECTLY = ContextVar("_CHECKING_OUT_DIRECTLY", default=False)
+
+class _DirectCheckout(threading.local):
+    """Whether this thread is inside `check_out`'s direct checkout; read by the engine's
+    `do_connect` listener. A thread's flag rather than a context variable: tasks and
+    callbacks created during the checkout (a terminated connection's listeners) copy the
+    context, and would carry a context variable's True into their own connects later;
+    they read this flag when they run, after it is reset."""
+
+    active = False
+
+
+_DIRECT_CHECKOUT = _DirectCheckout()
+# The engines `create_engine` made: the do_connect listener installed, no pool_pre_ping
+# and no checkout listener (either would await inside the checkout). Others are checked
+# out the usual way only.
+_DIRECT_CHECKOUT_ENGINES: WeakSet[Engine] = WeakSet()
 
 
 def _refuse_to_connect_directly(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
-    if _CHECKING_OUT_DIRECTLY.get():
+    if _DIRECT_CHECKOUT.active:
         raise _MustConnect
 
 
@@ -73,25 +88,32 @@ async def check_out(engine: AsyncEngine) -> PoolProxiedConnection:
     Making and switching to that greenlet costs ~9 µs on its own, 15-20 µs a request at
     16 at once (docs/BENCHMARKS.md): more than the checkout itself, on every request.
     When the pool holds an idle connection, SQLAlchemy's queue hands it over without
-    awaiting (`AsyncAdaptedQueue.get`), so the checkout is called directly.
+    awaiting (`AsyncAdaptedQueue.get`, which `raw_connection()` calls the same way, so who
+    gets a connection is unchanged), so the checkout is called directly.
 
     Should that connection need re-opening first (older than pool_recycle, or
     invalidated), the engine's `do_connect` listener stops the direct checkout before any
     connect is attempted; the pool's failed-checkout path puts the connection's slot back
     (`_checkin_failed`), and the checkout is made again the usual way, which opens it.
-    The old connection is closed without a goodbye (asyncpg's `terminate()`, as
-    SQLAlchemy closes connections outside a greenlet). This holds while the checkout
-    itself makes no other await: no `pool_pre_ping` and no pool listener doing I/O
-    (create_engine sets neither; tests/core/test_read_connection.py holds both paths)."""
+    (Putting the slot back wakes a waiting task, if any, which finds the slot retaken and
+    queues again at the back: only when a recycle meets a saturated pool.) The old
+    connection is closed without a goodbye (asyncpg's `terminate()`, as SQLAlchemy closes
+    connections outside a greenlet). This holds while the checkout itself makes no other
+    await: no `pool_pre_ping`, no pool listener doing I/O; so only engines made by
+    `create_engine` are checked out directly (tests/core/test_pool_checkout.py)."""
     pool = engine.pool
-    if isinstance(pool, QueuePool) and pool.checkedin():
-        token = _CHECKING_OUT_DIRECTLY.set(True)
+    if (
+        isinstance(pool, QueuePool)
+        and pool.checkedin()
+        and engine.sync_engine in _DIRECT_CHECKOUT_ENGINES
+    ):
+        _DIRECT_CHECKOUT.active = True
         try:
             return engine.sync_engine.raw_connection()
         except _MustConnect:
             pass  # the idle connection must be re-opened, which awaits: below
         finally:
-            _CHECKING_OUT_DIRECTLY.reset(token)
+            _DIRECT_CHECKOUT.active = False
     return await engine.raw_connection()
 
 
@@ -215,7 +237,10 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         config.sqlalchemy_url(),
         connect_args=config.sqlalchemy_connect_args(),
         pool_size=size,
-        max_overflow=0,  # connection_limit is a hard limit in Prisma too
+        # connection_limit is a hard limit in Prisma too. No overflow is also what lets
+        # `PooledDriverConnection` return connections outside a greenlet: the queue is never
+        # full, so a returned connection is never closed (which would await) instead.
+        max_overflow=0,
         pool_timeout=config.pool_timeout or None,
         pool_recycle=1800,
         # Last in, first out: back-to-back requests reuse the connection returned last,
@@ -228,9 +253,12 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         # idle_session_timeout) fails that request (503) and is discarded. Behind such a
         # timeout shorter than 30 minutes, pool_recycle must be made shorter than it.
         pool_use_lifo=True,
+        # No pool_pre_ping: `check_out` checks idle connections out without a greenlet,
+        # and a ping would await inside the checkout (a round trip a request, too).
     )
     remember_driver_connections(engine)
     event.listen(engine.sync_engine, "do_connect", _refuse_to_connect_directly)
+    _DIRECT_CHECKOUT_ENGINES.add(engine.sync_engine)
     return engine
 
 
