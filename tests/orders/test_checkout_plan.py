@@ -1,0 +1,76 @@
+"""Checkout's courses are planned once per connection, not at every checkout.
+
+Given the ids' array itself, PostgreSQL's custom plans see its real length while the
+generic plan assumes ten elements: the generic one always looked dearer and the
+statement was re-planned at every execution (~150 µs of the server's CPU a checkout).
+As a subquery's result (orders/repository.py `_COURSE_IDS_UNSEEN`) the array is unknown to
+both plans: after its first five executions on a connection the generic plan is kept,
+and it is the right one, an index scan of the primary key.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from coursehub.orders import repository
+from tests.factories import make_user
+from tests.queries import explain_generic_in, plan_nodes
+
+COURSES = 2_000
+
+BULK_COURSES = text(
+    """
+    INSERT INTO "Course" (id, title, slug, duration, price, category, level, "isPublished",
+                          "createdBy", "createdAt", "updatedAt")
+    SELECT 'course-' || n, 'Course ' || n, 'course-' || n, 60, 499, 'cat-' || (n % 10),
+           'beginner', n % 10 <> 0, :admin, now(), now()
+    FROM generate_series(1, :courses) AS n
+    """
+)
+PLANS = text(
+    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = :sql"
+)
+
+
+async def test_checkouts_courses_are_planned_once_and_found_by_primary_key(
+    session: AsyncSession,
+) -> None:
+    admin = await make_user(session)
+    buyer = await make_user(session)
+    await session.execute(BULK_COURSES, {"admin": admin.id, "courses": COURSES})
+    connection = await session.connection()
+    await connection.exec_driver_sql('ANALYZE "Course"')
+    sql = repository._CHECKOUT_COURSES_SQL.sql
+
+    for n in range(1, 9):  # enough for the plan cache to settle on a generic plan
+        pair = [f"course-{n}", f"course-{n + 1}"]
+        loaded = await repository.load_courses_for_checkout(
+            session, user_id=buyer.id, course_ids=pair
+        )
+        assert sorted(row.course.id for row in loaded) == sorted(pair)  # published: n % 10
+    generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
+    before = generic, custom
+    for n in range(11, 15):
+        await repository.load_courses_for_checkout(
+            session, user_id=buyer.id, course_ids=[f"course-{n}"]
+        )
+    generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
+    assert (generic - before[0], custom - before[1]) == (4, 0), "re-planned each time"
+
+    arguments = [
+        "{course-1,course-2}" if isinstance(value, list) else value  # an array's literal
+        for value in repository._CHECKOUT_COURSES_SQL.arguments(
+            {"user_id": buyer.id, "course_ids": ["course-1", "course-2"]}
+        )
+    ]
+    plan = await explain_generic_in(connection, sql, arguments)
+    used = [node.get("Index Name") for node in plan_nodes(plan)]
+    assert "Course_pkey" in used, json.dumps(plan, indent=1)
+    assert not [
+        node
+        for node in plan_nodes(plan)
+        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "Course"
+    ]
