@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from asyncpg import Record
 from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -90,26 +91,53 @@ _USED_BY_USER = (
     .label("used_by_user")
 )
 
-# The coupon by code and `_USED_BY_USER`, on the request's connection inside its
-# transaction (core/sql.py): no ORM loading; `find_coupon_for_user` builds the Coupon.
-_COUPON_FOR_USER_SQL = DriverStatement(
-    select(
-        Coupon.id,
-        Coupon.code,
-        Coupon.type,
-        Coupon.value,
-        Coupon.max_discount,
-        Coupon.min_purchase,
-        Coupon.description,
-        Coupon.start_date,
-        Coupon.end_date,
-        Coupon.max_uses,
-        Coupon.created_by,
-        Coupon.created_at,
-        Coupon.updated_at,
-        _USED_BY_USER,
-    ).where(Coupon.code == bindparam("code", type_=Text))
-)
+# The coupon by code and `_USED_BY_USER`: the columns `coupon_from_row` maps, in order.
+# Checkout reads it in the same statement as the courses (orders/repository.py).
+COUPON_FOR_USER = select(
+    Coupon.id,
+    Coupon.code,
+    Coupon.type,
+    Coupon.value,
+    Coupon.max_discount,
+    Coupon.min_purchase,
+    Coupon.description,
+    Coupon.start_date,
+    Coupon.end_date,
+    Coupon.max_uses,
+    Coupon.created_by,
+    Coupon.created_at,
+    Coupon.updated_at,
+    _USED_BY_USER,
+).where(Coupon.code == bindparam("code", type_=Text))
+# On the request's connection inside its transaction (core/sql.py): no ORM loading.
+_COUPON_FOR_USER_SQL = DriverStatement(COUPON_FOR_USER)
+
+
+def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bool] | None:
+    """The coupon and whether the user holds a use of it that counts, from a row holding
+    `COUPON_FOR_USER`'s columns from index `at` on; None if they are NULL (no such coupon,
+    in an outer join)."""
+    if row[at] is None:
+        return None
+    coupon = as_loaded(
+        owner,
+        Coupon,
+        id=row[at],
+        code=row[at + 1],
+        type=CouponType(row[at + 2]),
+        value=row[at + 3],
+        max_discount=row[at + 4],
+        min_purchase=row[at + 5],
+        description=row[at + 6],
+        start_date=aware(row[at + 7]),
+        end_date=aware(row[at + 8]),
+        max_uses=row[at + 9],
+        created_by=row[at + 10],
+        created_at=aware(row[at + 11]),
+        updated_at=aware(row[at + 12]),
+    )
+    return coupon, bool(row[at + 13])
+
 
 LOCK_COUPON = (
     select(Coupon.max_uses)
@@ -131,27 +159,7 @@ async def find_coupon_for_user(
     counts (an order with it that is not cancelled), in one query. None if there is no such
     coupon. Race-free only after checkout's per-user lock."""
     rows = await _COUPON_FOR_USER_SQL.fetch_in_transaction(writer, code=code, user_id=user_id)
-    if not rows:
-        return None
-    row = rows[0]
-    coupon = as_loaded(
-        writer,
-        Coupon,
-        id=row[0],
-        code=row[1],
-        type=CouponType(row[2]),
-        value=row[3],
-        max_discount=row[4],
-        min_purchase=row[5],
-        description=row[6],
-        start_date=aware(row[7]),
-        end_date=aware(row[8]),
-        max_uses=row[9],
-        created_by=row[10],
-        created_at=aware(row[11]),
-        updated_at=aware(row[12]),
-    )
-    return coupon, bool(row[13])
+    return coupon_from_row(writer, rows[0]) if rows else None
 
 
 async def lock_coupon_for_use(writer: Writer, coupon_id: str) -> tuple[bool, int | None]:

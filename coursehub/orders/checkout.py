@@ -7,13 +7,15 @@ One transaction, in this order, holding locks as briefly as possible:
    after it, so two checkouts of the same user cannot both pass a check. Other
    users never wait on it.
 2. The Idempotency-Key's order, if one exists: returned as it is.
-3. The courses, with the buyer's enrollments and open orders of them (one query).
-   Each item snapshots its course's price half-up to the paisa, and originalAmount
-   is the sum of those snapshots (so it always equals the sum of the items).
-4. The coupon with whether the buyer has used it (a usage whose order is not
-   cancelled; one query); its window and minimum purchase are checked, the
-   discount computed. A coupon on a free order (originalAmount 0) is refused: it
-   would take nothing off yet spend a use.
+3. The courses, with the buyer's enrollments and open orders of them, and the coupon
+   with whether the buyer has used it (a usage whose order is not cancelled): one
+   query, with or without a coupon. Each item snapshots its course's price half-up to
+   the paisa, and originalAmount is the sum of those snapshots (so it always equals
+   the sum of the items).
+4. The coupon's rules, courses first (an unknown course is reported before an unknown
+   coupon): its window and minimum purchase are checked, the discount computed. A
+   coupon on a free order (originalAmount 0) is refused: it would take nothing off yet
+   spend a use.
 5. Only for a coupon with a maxUses limit: its row is locked and its uses (usages
    of orders not cancelled) counted, as late as possible, so the lock is held only
    for that count, the insert and the commit. Unlimited coupons (the common case)
@@ -193,11 +195,11 @@ async def checkout(
             assert order is not None, "the order was found a moment ago, under the lock"
             return CheckoutResult(order=order, replayed=True)
 
-    rows = await repository.load_courses_for_checkout(
-        writer, user_id=user.id, course_ids=course_ids
+    loaded = await repository.load_courses_for_checkout(
+        writer, user_id=user.id, course_ids=course_ids, coupon_code=code
     )
-    _check_all_found(course_ids, {row.course.id for row in rows})
-    by_id = {row.course.id: row for row in rows}
+    _check_all_found(course_ids, {row.course.id for row in loaded.courses})
+    by_id = {row.course.id: row for row in loaded.courses}
     ordered = [by_id[course_id] for course_id in course_ids]
     enrolled = [row.course.id for row in ordered if row.enrolled]
     if enrolled:
@@ -220,10 +222,9 @@ async def checkout(
     discount = ZERO
     coupon: Coupon | None = None
     if code is not None:
-        found = await coupons_repository.find_coupon_for_user(writer, code=code, user_id=user.id)
-        if found is None:
+        if loaded.coupon is None:
             raise CouponNotFound(f"there is no coupon {code}")
-        coupon, used_by_user = found
+        coupon, used_by_user = loaded.coupon
         coupon_rules.check_applies(
             coupon, original_amount=original, now=now, used_by_user=used_by_user
         )

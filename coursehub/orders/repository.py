@@ -40,6 +40,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 from coursehub.core.locks import CHECKOUT_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
+from coursehub.coupons.repository import COUPON_FOR_USER, coupon_from_row
 from coursehub.models import (
     Coupon,
     CouponUsage,
@@ -80,6 +81,16 @@ class CheckoutCourse:
     course: Course
     enrolled: bool  # an active enrollment
     open_order_number: str | None  # another pending/processing order of the buyer's
+
+
+@dataclass(frozen=True)
+class CheckoutLoad:
+    """What checkout reads before its rules: the courses found, and the coupon asked for
+    with whether the buyer holds a use of it that counts (None: no such coupon, or none
+    asked for, or no course found to read it beside)."""
+
+    courses: list[CheckoutCourse]
+    coupon: tuple[Coupon, bool] | None
 
 
 # --- checkout --------------------------------------------------------------------------
@@ -145,11 +156,18 @@ _OPEN_ORDER = (
 # (core/sql.py `fetch_in_transaction`): ~250 µs of SQLAlchemy less per statement after
 # the first, and no ORM loading (checkout builds its few objects itself).
 _LOCK_USER_CHECKOUTS_SQL = DriverStatement(LOCK_USER_CHECKOUTS)
-_CHECKOUT_COURSES_SQL = DriverStatement(
-    select(*COURSE_COLUMNS, _ENROLLED.label("enrolled"), _OPEN_ORDER.label("open_order")).where(
-        Course.id == any_(_COURSE_IDS_UNSEEN), Course.is_published.is_(True)
-    )
+_CHECKOUT_COURSES = select(
+    *COURSE_COLUMNS, _ENROLLED.label("enrolled"), _OPEN_ORDER.label("open_order")
+).where(Course.id == any_(_COURSE_IDS_UNSEEN), Course.is_published.is_(True))
+_CHECKOUT_COURSES_SQL = DriverStatement(_CHECKOUT_COURSES)
+# With a coupon code: the same rows, each with the coupon's columns after them (NULL when
+# there is no such coupon), so a checkout with a coupon makes no more round trips than
+# one without. The coupon is one row, repeated on each course's (two or three, as a rule).
+_COUPON = COUPON_FOR_USER.subquery("coupon")
+_CHECKOUT_COURSES_AND_COUPON_SQL = DriverStatement(
+    _CHECKOUT_COURSES.add_columns(*_COUPON.c).outerjoin_from(Course, _COUPON, true())
 )
+_COUPON_AT = len(_CHECKOUT_COURSES.selected_columns)
 
 
 def _insert_order_statement(*, with_usage: bool) -> Select[Any]:
@@ -294,13 +312,19 @@ async def load_courses(session: AsyncSession, course_ids: Sequence[str]) -> list
 
 
 async def load_courses_for_checkout(
-    writer: Writer, *, user_id: str, course_ids: Sequence[str]
-) -> list[CheckoutCourse]:
+    writer: Writer, *, user_id: str, course_ids: Sequence[str], coupon_code: str | None = None
+) -> CheckoutLoad:
     """The published courses among `course_ids`, each with whether the user is actively
-    enrolled and the number of an open order of theirs holding it; one query."""
-    rows = await _CHECKOUT_COURSES_SQL.fetch_in_transaction(
-        writer, user_id=user_id, course_ids=list(course_ids)
-    )
+    enrolled and the number of an open order of theirs holding it; and, given a code, the
+    coupon (as `find_coupon_for_user` gives it). One query either way."""
+    if coupon_code is None:
+        rows = await _CHECKOUT_COURSES_SQL.fetch_in_transaction(
+            writer, user_id=user_id, course_ids=list(course_ids)
+        )
+    else:
+        rows = await _CHECKOUT_COURSES_AND_COUPON_SQL.fetch_in_transaction(
+            writer, user_id=user_id, course_ids=list(course_ids), code=coupon_code
+        )
     found: list[CheckoutCourse] = []
     for row in rows:
         # The listing columns and the price, as the ORM's load_only would have loaded them.
@@ -308,7 +332,10 @@ async def load_courses_for_checkout(
             writer, Course, id=row[0], title=row[1], slug=row[2], thumbnail=row[3], price=row[4]
         )
         found.append(CheckoutCourse(course, bool(row[5]), row[6]))
-    return found
+    coupon = None
+    if coupon_code is not None and rows:
+        coupon = coupon_from_row(writer, rows[0], _COUPON_AT)
+    return CheckoutLoad(found, coupon)
 
 
 async def insert_order(

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.models import utcnow
 from coursehub.models import (
@@ -37,6 +37,7 @@ from tests.factories import (
     make_user,
 )
 from tests.orders.invariants import assert_order_invariants, count_rows
+from tests.queries import captured
 
 URL = "/api/v1/orders"
 
@@ -552,3 +553,43 @@ async def test_when_every_order_number_collides_the_checkout_is_refused_with_not
 
     assert len(attempts) == checkout_module.NUMBER_ATTEMPTS
     assert "try again" in body["detail"]
+
+
+async def test_a_coupon_costs_checkout_no_extra_round_trip(
+    client: httpx.AsyncClient, session: AsyncSession, engine: AsyncEngine
+) -> None:
+    """The coupon is read in the courses' statement: a checkout with an (unlimited) coupon
+    sends as many statements as one without."""
+    first, second = await make_user(session), await make_user(session)
+    course = await make_course(session, price="500.00")
+    await make_coupon(session, code="TENOFF", type=CouponType.fixed, value="10.00")
+    await session.commit()
+
+    with captured(engine) as without:
+        response = await checkout(client, first, [course.id])
+        assert response.status_code == 201, response.text
+    with captured(engine) as with_coupon:
+        response = await checkout(client, second, [course.id], coupon="tenoff")
+        assert response.status_code == 201, response.text
+    assert response.json()["amount"] == "490.00"
+    assert with_coupon.count == without.count > 0
+
+
+async def test_an_unknown_course_is_reported_before_an_unknown_coupon(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    course = await make_course(session)
+    await make_coupon(session, code="REAL")
+    await session.commit()
+    buyer, course_id = auth_headers(user), course.id  # (a refusal expires the session's objects)
+
+    await refused(
+        client, session, buyer, ["nope"], status=422, code="course_unavailable", coupon="NOPE"
+    )
+    await refused(
+        client, session, buyer, ["nope"], status=422, code="course_unavailable", coupon="REAL"
+    )
+    await refused(
+        client, session, buyer, [course_id], status=404, code="coupon_not_found", coupon="NOPE"
+    )

@@ -1,4 +1,4 @@
-"""Checkout's courses are planned once per connection, not at every checkout.
+"""Checkout's courses (and coupon) are planned once per connection, not at every checkout.
 
 Given the ids' array itself, PostgreSQL's custom plans see its real length while the
 generic plan assumes ten elements: the generic one always looked dearer and the
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.orders import repository
-from tests.factories import make_user
+from tests.factories import make_coupon, make_user
 from tests.queries import explain_generic_in, plan_nodes
 
 COURSES = 2_000
@@ -35,35 +36,43 @@ PLANS = text(
 )
 
 
+@pytest.mark.parametrize("coupon_code", [None, "TENOFF"], ids=["no coupon", "with a coupon"])
 async def test_checkouts_courses_are_planned_once_and_found_by_primary_key(
-    session: AsyncSession,
+    session: AsyncSession, coupon_code: str | None
 ) -> None:
     admin = await make_user(session)
     buyer = await make_user(session)
+    await make_coupon(session, code="TENOFF")
     await session.execute(BULK_COURSES, {"admin": admin.id, "courses": COURSES})
     connection = await session.connection()
     await connection.exec_driver_sql('ANALYZE "Course"')
-    sql = repository._CHECKOUT_COURSES_SQL.sql
+    statement = (
+        repository._CHECKOUT_COURSES_SQL
+        if coupon_code is None
+        else repository._CHECKOUT_COURSES_AND_COUPON_SQL
+    )
+    sql = statement.sql
 
     for n in range(1, 9):  # enough for the plan cache to settle on a generic plan
         pair = [f"course-{n}", f"course-{n + 1}"]
         loaded = await repository.load_courses_for_checkout(
-            session, user_id=buyer.id, course_ids=pair
+            session, user_id=buyer.id, course_ids=pair, coupon_code=coupon_code
         )
-        assert sorted(row.course.id for row in loaded) == sorted(pair)  # published: n % 10
+        assert sorted(row.course.id for row in loaded.courses) == sorted(pair)  # published: n % 10
+        assert (loaded.coupon is not None) == (coupon_code is not None)
     generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
     before = generic, custom
     for n in range(11, 15):
         await repository.load_courses_for_checkout(
-            session, user_id=buyer.id, course_ids=[f"course-{n}"]
+            session, user_id=buyer.id, course_ids=[f"course-{n}"], coupon_code=coupon_code
         )
     generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
     assert (generic - before[0], custom - before[1]) == (4, 0), "re-planned each time"
 
     arguments = [
         "{course-1,course-2}" if isinstance(value, list) else value  # an array's literal
-        for value in repository._CHECKOUT_COURSES_SQL.arguments(
-            {"user_id": buyer.id, "course_ids": ["course-1", "course-2"]}
+        for value in statement.arguments(
+            {"user_id": buyer.id, "course_ids": ["course-1", "course-2"], "code": "TENOFF"}
         )
     ]
     plan = await explain_generic_in(connection, sql, arguments)
