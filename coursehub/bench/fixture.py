@@ -29,6 +29,9 @@ BENCH_PASSWORD_HASH = (
 )
 ADMIN_EMAIL = "bench-admin@example.com"
 COUPON_CODE = "BENCH10"
+# BENCH10's twins, BENCH10-0 … BENCH10-63: checkouts that each use a coupon of their own
+# (index mod 64), so that sharing one coupon can be told apart from using one at all.
+OWN_COUPONS = 64
 CATEGORY_COUNT = 10
 LEVELS = ("beginner", "intermediate", "advanced")
 DEFAULT_DATABASE_NAME = "coursehub_bench"
@@ -56,6 +59,7 @@ class Fixture:
     course_ids: list[str]
     course_slugs: list[str]
     http_user_ids: list[str] = field(default_factory=list)
+    own_coupon_codes: list[str] = field(default_factory=list)
 
     def course_pair(self, index: int) -> list[str]:
         """Two distinct published courses, rotating with `index`."""
@@ -152,27 +156,31 @@ async def _load(
         course_row(i, admin_id=admin_id, created_at=start + timedelta(seconds=i))
         for i in range(size.courses)
     ]
-    coupon = (
-        str(uuid.uuid4()),
-        COUPON_CODE,
-        "percentage",
-        Decimal(10),
-        Decimal(500),
-        None,
-        "Benchmark coupon: 10% off, at most ₹500",
-        datetime(1970, 1, 1),
-        datetime(2100, 1, 1),
-        None,
-        admin_id,
-        now,
-        now,
-    )
+    own_coupon_codes = [f"{COUPON_CODE}-{n}" for n in range(OWN_COUPONS)]
+    coupons = [
+        (
+            str(uuid.uuid4()),
+            code,
+            "percentage",
+            Decimal(10),
+            Decimal(500),
+            None,
+            "Benchmark coupon: 10% off, at most ₹500",
+            datetime(1970, 1, 1),
+            datetime(2100, 1, 1),
+            None,
+            admin_id,
+            now,
+            now,
+        )
+        for code in [COUPON_CODE, *own_coupon_codes]
+    ]
     async with connection.transaction():
         await connection.copy_records_to_table("User", records=users, columns=USER_COLUMNS)
         await connection.copy_records_to_table("Course", records=courses, columns=COURSE_COLUMNS)
         await connection.copy_records_to_table(
             "Coupon",
-            records=[coupon],
+            records=coupons,
             columns=COUPON_COLUMNS,
         )
     await connection.execute("ANALYZE")
@@ -181,6 +189,7 @@ async def _load(
         config=config,
         admin_id=admin_id,
         coupon_code=COUPON_CODE,
+        own_coupon_codes=own_coupon_codes,
         categories=[f"cat-{n}" for n in range(CATEGORY_COUNT)],
         course_ids=[str(row[0]) for row in published],
         course_slugs=[str(row[2]) for row in published],

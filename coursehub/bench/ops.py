@@ -90,19 +90,28 @@ class OurOps:
             writer, email=email, username=username, password_hash=BENCH_PASSWORD_HASH
         )
 
-    async def checkout(self, index: int, *, coupon: bool = True) -> None:
-        """A new user buys two published courses, with BENCH10 unless `coupon` is False:
-        in a write transaction, as POST /orders runs."""
+    async def checkout(self, index: int) -> None:
+        """A new user buys two published courses with BENCH10, in a write transaction, as
+        POST /orders runs."""
+        await self._checkout(index, self.fixture.coupon_code)
+
+    async def checkout_no_coupon(self, index: int) -> None:
+        await self._checkout(index, None)
+
+    async def checkout_own_coupon(self, index: int) -> None:
+        """As `checkout`, with one of 64 twins of BENCH10 (index mod 64): concurrent
+        checkouts then use coupons of their own."""
+        codes = self.fixture.own_coupon_codes
+        await self._checkout(index, codes[index % len(codes)])
+
+    async def _checkout(self, index: int, coupon_code: str | None) -> None:
         async with self.database.write_transaction() as writer:
             user = await self._new_user(writer, index)
             await place_order(
                 writer,
                 user=user,
                 course_ids=self.fixture.course_pair(index),
-                coupon_code=self.fixture.coupon_code if coupon else None,
+                coupon_code=coupon_code,
                 payment_method="card",
                 idempotency_key=None,
             )
-
-    async def checkout_no_coupon(self, index: int) -> None:
-        await self.checkout(index, coupon=False)

@@ -60,6 +60,7 @@ def contention_table(contention: dict[str, Any]) -> Table:
         table.add_column(column, justify="right")
     labels = {
         "ours": "ours",
+        "ours_own": "ours, a coupon each",
         "floor": "floor",
         "floor_locked": "floor, coupon row locked",
     }

@@ -205,11 +205,14 @@ async def _coupon_contention(
     """Checkouts on one coupon against checkouts without, at c=16: what sharing a coupon
     costs. Ours locks a coupon's row only when it has a use limit (BENCH10 has none),
     as the floor does; `floor_locked` takes WORKLOAD.md's "lock the coupon" literally and
-    locks it always, which queues every checkout on the coupon behind the last."""
+    locks it always, which queues every checkout on the coupon behind the last.
+    `ours_own` gives each checkout a coupon of its own (one of 64 alike): against it, the
+    one-coupon figure shows what the sharing costs, apart from what a coupon costs."""
     concurrency = max(options.concurrencies)
     result: dict[str, Any] = {"concurrency": concurrency, "target": f"≥ {COUPON_TARGET:.0%}"}
     sides: tuple[tuple[str, Op, Op], ...] = (
         ("ours", ours.checkout, ours.checkout_no_coupon),
+        ("ours_own", ours.checkout_own_coupon, ours.checkout_no_coupon),
         ("floor", floor.checkout, floor.checkout_no_coupon),
         ("floor_locked", floor.checkout_locking_coupon, floor.checkout_no_coupon),
     )

@@ -29,9 +29,9 @@ from coursehub.bench.http import (
     stalls_corrected,
     wrk_script,
 )
-from coursehub.bench.ops import OPERATIONS
+from coursehub.bench.ops import OPERATIONS, OurOps
 from coursehub.bench.suite import SuiteOptions, run_suite
-from coursehub.core.database import drop_database, ensure_database_exists
+from coursehub.core.database import Database, drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from tests.conftest import scratch_database_name
 
@@ -118,14 +118,15 @@ def test_the_report_names_the_machine_and_the_targets(smoke_report: Any) -> None
 
 
 def test_checkout_contention_on_one_coupon_is_measured(smoke_report: Any) -> None:
-    _, report, _ = smoke_report
+    _, report, stdout = smoke_report
     contention = report["coupon_contention"]
     assert contention["concurrency"] == 16
-    for side in ("ours", "floor", "floor_locked"):
+    for side in ("ours", "ours_own", "floor", "floor_locked"):
         assert_stats(contention[side]["coupon"])
         assert_stats(contention[side]["no_coupon"])
         assert contention[side]["ratio"] > 0
     assert isinstance(contention["meets_target"], bool)
+    assert "ours, a coupon each" in stdout
 
 
 def test_http_endpoints_are_loaded_without_errors(smoke_report: Any) -> None:
@@ -284,6 +285,10 @@ async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
             ' count(*) FILTER (WHERE "isFeatured") AS featured FROM "Course"'
         )
         coupon = await connection.fetchrow('SELECT * FROM "Coupon" WHERE code = $1', "BENCH10")
+        twins = await connection.fetch(
+            'SELECT code, type::text, value, "maxDiscount", "maxUses" FROM "Coupon"'
+            " WHERE code <> 'BENCH10' ORDER BY code"
+        )
         admin = await connection.fetchval(
             'SELECT role::text FROM "User" WHERE email = $1', "bench-admin@example.com"
         )
@@ -298,6 +303,10 @@ async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
     assert len(fixture.course_slugs) == 190 and "bench-120" not in fixture.course_slugs
     assert coupon["type"] == "percentage" and coupon["value"] == 10
     assert coupon["maxDiscount"] == 500 and coupon["maxUses"] is None
+    # Its 64 twins, for checkouts that each use a coupon of their own.
+    assert sorted(fixture.own_coupon_codes) == [row["code"] for row in twins]
+    assert len(twins) == 64 and len(set(fixture.own_coupon_codes)) == 64
+    assert {tuple(row)[1:] for row in twins} == {("percentage", 10, 500, None)}
     assert admin == "admin"
 
 
@@ -327,3 +336,27 @@ async def test_the_two_sides_alternate_in_short_slices_of_equal_time() -> None:
     assert stretches == ["ours", "floor"] * 4 + ["ours"]
     assert ours.count == calls.count("ours")
     assert 0.8 < ours.count / floor.count < 1.25
+
+
+async def test_checkouts_on_own_coupons_each_use_their_twin(server: DatabaseConfig) -> None:
+    config = server.with_database(scratch_database_name("benchown"))
+    fixture = await prepare_fixture(config, SMOKE_SIZE)
+    database = Database(config, pool_size=2)
+    try:
+        ours = OurOps(database, fixture, secret="s" * 32, tag="own")
+        for index in (0, 1, 65):
+            await ours.checkout_own_coupon(index)
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+        try:
+            used = await connection.fetch(
+                'SELECT c.code, u.discount FROM "CouponUsage" u'
+                ' JOIN "Coupon" c ON c.id = u."couponId" ORDER BY u."createdAt", c.code'
+            )
+        finally:
+            await connection.close()
+    finally:
+        await database.dispose()
+        await drop_fixture(config)
+    # index mod 64: 0 → BENCH10-0, 1 → BENCH10-1, 65 → BENCH10-1 again (another buyer).
+    assert sorted(row["code"] for row in used) == ["BENCH10-0", "BENCH10-1", "BENCH10-1"]
+    assert all(row["discount"] > 0 for row in used)
