@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.orders import repository
 from tests.factories import make_coupon, make_user
-from tests.queries import explain_generic_in, plan_nodes
+from tests.queries import explain_generic_in, plan_nodes, sequential_scans
 
 COURSES = 2_000
 # Distinct prices and creation times, as a real catalogue has: PostgreSQL 18 can skip-scan a
@@ -82,8 +82,4 @@ async def test_checkouts_courses_are_planned_once_and_found_by_primary_key(
     plan = await explain_generic_in(connection, sql, arguments)
     used = [node.get("Index Name") for node in plan_nodes(plan)]
     assert "Course_pkey" in used, json.dumps(plan, indent=1)
-    assert not [
-        node
-        for node in plan_nodes(plan)
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") == "Course"
-    ]
+    assert not sequential_scans(plan, "Course")
