@@ -17,13 +17,17 @@ from coursehub.core.database import Database
 
 class StatementLog:
     """The SQL statements an engine sends, with their parameters. Savepoints, their
-    releases and rollbacks are the test harness's, not the code's: left out."""
+    releases and rollbacks are the test harness's, not the code's: left out, unless
+    `keep_savepoints` (checkout's coupon claim makes one of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_savepoints: bool = False) -> None:
         self.executed: list[tuple[str, Any]] = []
+        self.keep_savepoints = keep_savepoints
 
     def __call__(self, conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        if not statement.lstrip().upper().startswith(("SAVEPOINT", "RELEASE", "ROLLBACK")):
+        if self.keep_savepoints or not statement.lstrip().upper().startswith(
+            ("SAVEPOINT", "RELEASE", "ROLLBACK")
+        ):
             self.executed.append((statement, parameters))
 
     @property
@@ -40,8 +44,8 @@ class StatementLog:
 
 
 @contextmanager
-def captured(engine: AsyncEngine) -> Iterator[StatementLog]:
-    log = StatementLog()
+def captured(engine: AsyncEngine, *, keep_savepoints: bool = False) -> Iterator[StatementLog]:
+    log = StatementLog(keep_savepoints=keep_savepoints)
     event.listen(engine.sync_engine, "before_cursor_execute", log)
     try:
         yield log

@@ -32,6 +32,10 @@ COUPON_CODE = "BENCH10"
 # BENCH10's twins, BENCH10-0 … BENCH10-63: checkouts that each use a coupon of their own
 # (index mod 64), so that sharing one coupon can be told apart from using one at all.
 OWN_COUPONS = 64
+# BENCH10 with a use limit ("the first million buyers"): checkouts on one limited coupon,
+# whose uses are claimed under a lock on its row (coupons/repository.py).
+LIMITED_COUPON_CODE = f"{COUPON_CODE}-LIMITED"
+LIMITED_COUPON_MAX_USES = 1_000_000
 CATEGORY_COUNT = 10
 LEVELS = ("beginner", "intermediate", "advanced")
 DEFAULT_DATABASE_NAME = "coursehub_bench"
@@ -60,6 +64,7 @@ class Fixture:
     course_slugs: list[str]
     http_user_ids: list[str] = field(default_factory=list)
     own_coupon_codes: list[str] = field(default_factory=list)
+    limited_coupon_code: str = LIMITED_COUPON_CODE
 
     def course_pair(self, index: int) -> list[str]:
         """Two distinct published courses, rotating with `index`."""
@@ -168,12 +173,12 @@ async def _load(
             "Benchmark coupon: 10% off, at most ₹500",
             datetime(1970, 1, 1),
             datetime(2100, 1, 1),
-            None,
+            LIMITED_COUPON_MAX_USES if code == LIMITED_COUPON_CODE else None,
             admin_id,
             now,
             now,
         )
-        for code in [COUPON_CODE, *own_coupon_codes]
+        for code in [COUPON_CODE, *own_coupon_codes, LIMITED_COUPON_CODE]
     ]
     async with connection.transaction():
         await connection.copy_records_to_table("User", records=users, columns=USER_COLUMNS)

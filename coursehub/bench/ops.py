@@ -104,6 +104,11 @@ class OurOps:
         codes = self.fixture.own_coupon_codes
         await self._checkout(index, codes[index % len(codes)])
 
+    async def checkout_limited_coupon(self, index: int) -> None:
+        """As `checkout`, with BENCH10's twin limited to a million uses: each checkout claims
+        a use under a lock on the coupon's row (shared, this far from the limit)."""
+        await self._checkout(index, self.fixture.limited_coupon_code)
+
     async def _checkout(self, index: int, coupon_code: str | None) -> None:
         async with self.database.write_transaction() as writer:
             user = await self._new_user(writer, index)

@@ -61,6 +61,7 @@ def contention_table(contention: dict[str, Any]) -> Table:
     labels = {
         "ours": "ours",
         "ours_own": "ours, a coupon each",
+        "ours_limited": "ours, one limited coupon",
         "floor": "floor",
         "floor_locked": "floor, coupon row locked",
     }

@@ -207,12 +207,15 @@ async def _coupon_contention(
     as the floor does; `floor_locked` takes WORKLOAD.md's "lock the coupon" literally and
     locks it always, which queues every checkout on the coupon behind the last.
     `ours_own` gives each checkout a coupon of its own (one of 64 alike): against it, the
-    one-coupon figure shows what the sharing costs, apart from what a coupon costs."""
+    one-coupon figure shows what the sharing costs, apart from what a coupon costs.
+    `ours_limited` uses one coupon with a use limit (a million), whose uses are claimed
+    under a lock on its row: what the limit costs."""
     concurrency = max(options.concurrencies)
     result: dict[str, Any] = {"concurrency": concurrency, "target": f"≥ {COUPON_TARGET:.0%}"}
     sides: tuple[tuple[str, Op, Op], ...] = (
         ("ours", ours.checkout, ours.checkout_no_coupon),
         ("ours_own", ours.checkout_own_coupon, ours.checkout_no_coupon),
+        ("ours_limited", ours.checkout_limited_coupon, ours.checkout_no_coupon),
         ("floor", floor.checkout, floor.checkout_no_coupon),
         ("floor_locked", floor.checkout_locking_coupon, floor.checkout_no_coupon),
     )

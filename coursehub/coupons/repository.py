@@ -16,7 +16,20 @@ from decimal import Decimal
 from typing import Any
 
 from asyncpg import Record
-from sqlalchemy import Select, Text, bindparam, delete, exists, func, literal, select, true, tuple_
+from sqlalchemy import (
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    literal,
+    select,
+    text,
+    true,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.pagination import TimeKeyset
@@ -150,6 +163,96 @@ COUNT_USES = select(func.count()).where(
 )
 _LOCK_COUPON_SQL = DriverStatement(LOCK_COUPON)
 _COUNT_USES_SQL = DriverStatement(COUNT_USES)
+
+# --- a limited coupon far from its limit: claimed under a SHARED lock ----------------------
+#
+# Under `LOCK_COUPON` (exclusive) the checkouts of one limited coupon run one after another,
+# each holding the lock through its count, its insert and its commit; and the count grows
+# with the coupon's uses (a probe of each usage's order). A "first 10,000 buyers" coupon
+# then collapsed to ~100 checkouts/s at 3,000 uses (docs/BENCHMARKS.md). Far from the
+# limit no such queue is needed, only a bound on how many uses can be added unseen:
+#
+# - A checkout far from the limit locks the coupon's row FOR SHARE (checkouts of the same
+#   coupon do not wait for one another), then counts ALL its usages (cancelled orders'
+#   too, so never too few; an index-only count, no order probed) on a snapshot taken
+#   after the lock, and goes on if that count + K <= maxUses, where K = max_connections
+#   + max_prepared_transactions: no more transactions than that are ever in progress at
+#   once on the server, whichever process runs them.
+# - Otherwise (the last K uses) it takes the exclusive lock and counts exactly, as before.
+#   FOR NO KEY UPDATE and FOR SHARE conflict: an exclusive holder waits until every
+#   shared holder has committed (and its use is counted), and the reverse.
+#
+# Why no use is sold beyond maxUses: take Z, of the checkouts that commit a use, the one
+# whose count was taken last. Every other one either committed before that count (Z saw
+# its use) or was still in progress then. If Z held the exclusive lock, none was in
+# progress (each lock holder before Z committed before Z had the lock; each after Z counts
+# after Z). If Z held the shared lock, those in progress are at most K - 1 others,
+# and Z went on only if what it saw + K <= maxUses. Either way the uses <= maxUses.
+#
+# A shared claim that finds itself too near the limit must give its lock back before it
+# asks for the exclusive one (two holders both upgrading would deadlock): it is taken
+# inside a savepoint, and rolling back to the savepoint releases it.
+CLAIM_SAVEPOINT = "coursehub_coupon_claim"
+_SAVEPOINT_SQL = DriverStatement(text(f"SAVEPOINT {CLAIM_SAVEPOINT}"))
+_ROLLBACK_TO_SAVEPOINT_SQL = DriverStatement(text(f"ROLLBACK TO SAVEPOINT {CLAIM_SAVEPOINT}"))
+# The most transactions that can be in progress at once on the server (K above).
+IN_PROGRESS_BOUND = func.current_setting("max_connections").cast(Integer) + func.current_setting(
+    "max_prepared_transactions"
+).cast(Integer)
+LOCK_COUPON_SHARED = (
+    select(Coupon.max_uses, IN_PROGRESS_BOUND.label("bound"))
+    .where(Coupon.id == bindparam("coupon_id", type_=Text))
+    .with_for_update(read=True)
+)
+# The coupon's usages, cancelled orders' included, counted up to `at_most`: an index-only
+# scan of "CouponUsage_couponId_idx" that stops there.
+COUNT_ALL_USES_UP_TO = select(func.count()).select_from(
+    select(CouponUsage.coupon_id)
+    .where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text))
+    .limit(bindparam("at_most", type_=Integer))
+    .subquery("usages")
+)
+_LOCK_COUPON_SHARED_SQL = DriverStatement(LOCK_COUPON_SHARED)
+_COUNT_ALL_USES_UP_TO_SQL = DriverStatement(COUNT_ALL_USES_UP_TO)
+
+
+async def count_all_uses_up_to(writer: Writer, coupon_id: str, *, at_most: int) -> int:
+    """The coupon's usages, of cancelled orders too, counted up to `at_most`: an upper
+    bound of its uses that reads no order."""
+    rows = await _COUNT_ALL_USES_UP_TO_SQL.fetch_in_transaction(
+        writer, coupon_id=coupon_id, at_most=at_most
+    )
+    return int(rows[0][0])
+
+
+@dataclass(frozen=True)
+class SharedClaim:
+    """What `claim_use_shared` found: `claimed` (a use is this checkout's, under the shared
+    lock), or not, then `found` (False: no such coupon) and the server's bound K, which
+    tells which coupons are worth trying next time (a maxUses above it)."""
+
+    claimed: bool
+    found: bool
+    bound: int | None
+
+
+async def claim_use_shared(writer: Writer, coupon_id: str) -> SharedClaim:
+    """Claim a use of a limited coupon far from its limit under a shared lock (see above),
+    held until the transaction ends. Not claimed: nothing is held (the savepoint rolled
+    back), and the caller takes the exclusive way."""
+    await _SAVEPOINT_SQL.fetch_in_transaction(writer)
+    rows = await _LOCK_COUPON_SHARED_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    if not rows:
+        await _ROLLBACK_TO_SAVEPOINT_SQL.fetch_in_transaction(writer)
+        return SharedClaim(claimed=False, found=False, bound=None)
+    max_uses, bound = rows[0][0], int(rows[0][1])
+    if max_uses is None:  # the limit was removed meanwhile: nothing to count
+        return SharedClaim(claimed=True, found=True, bound=bound)
+    room = max_uses - bound  # the most usages there may already be
+    if room >= 0 and await count_all_uses_up_to(writer, coupon_id, at_most=room + 1) <= room:
+        return SharedClaim(claimed=True, found=True, bound=bound)
+    await _ROLLBACK_TO_SAVEPOINT_SQL.fetch_in_transaction(writer)
+    return SharedClaim(claimed=False, found=True, bound=bound)
 
 
 async def find_coupon_for_user(

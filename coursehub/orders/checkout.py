@@ -16,12 +16,15 @@ One transaction, in this order, holding locks as briefly as possible:
    coupon): its window and minimum purchase are checked, the discount computed. A
    coupon on a free order (originalAmount 0) is refused: it would take nothing off yet
    spend a use.
-5. Only for a coupon with a maxUses limit: its row is locked and its uses (usages
-   of orders not cancelled) counted, as late as possible, so the lock is held only
-   for that count, the insert and the commit. Unlimited coupons (the common case)
-   take no lock at all. A use starts counting only here, under that lock; one
-   stops counting when its order is cancelled, which needs no lock: a count can
-   then only be too high for a moment, never too low.
+5. Only for a coupon with a maxUses limit, as late as possible: a use is claimed
+   under a lock on its row, held until the commit. Far from the limit the lock is
+   shared, and a bounded count of all its usages shows there is room even if every
+   transaction in progress on the server took a use; for its last uses the lock is
+   exclusive and its uses (usages of orders not cancelled) are counted exactly
+   (coupons/repository.py `claim_use_shared` says why no use is sold twice).
+   Unlimited coupons (the common case) take no lock at all. A use starts counting
+   only here, under that lock; one stops counting when its order is cancelled, which
+   needs no lock: a count can then only be too high for a moment, never too low.
 6. The order, items and usage in one statement. A zero amount completes at once:
    paymentStatus paid, paymentMethod `free`, enrollments granted.
 
@@ -284,12 +287,45 @@ async def checkout(
     return CheckoutResult(order=order, replayed=False)
 
 
+class _InProgressBound:
+    """K of coupons/repository.py (the most transactions in progress at once), as the server
+    last reported it. A coupon whose maxUses is not above it is never claimed under the
+    shared lock, so its checkouts go straight to the exclusive one instead of trying first.
+    Only a hint, per process: each shared claim reads K afresh."""
+
+    value: int | None = None
+
+
+_IN_PROGRESS_BOUND = _InProgressBound()
+
+
 async def _claim_limited_use(writer: Writer, coupon: Coupon) -> None:
-    """Lock the limited coupon and check it has a use left; held until the commit, so of M
-    remaining uses exactly M concurrent checkouts get one."""
+    """Claim one of the limited coupon's uses, held until the commit, so that no more than
+    maxUses count however many checkouts run at once (coupons/repository.py): far from the
+    limit under a shared lock on its row (the checkouts of one coupon do not queue), for
+    its last uses under the exclusive lock, after an exact count."""
+    assert coupon.max_uses is not None
+    known_bound = _IN_PROGRESS_BOUND.value
+    if known_bound is None or coupon.max_uses > known_bound:
+        shared = await coupons_repository.claim_use_shared(writer, coupon.id)
+        if shared.bound is not None:
+            _IN_PROGRESS_BOUND.value = shared.bound
+        if shared.claimed:
+            return
+        if not shared.found:
+            raise CouponNotFound(f"there is no coupon {coupon.code}")
     found, max_uses = await coupons_repository.lock_coupon_for_use(writer, coupon.id)
     if not found:
         raise CouponNotFound(f"there is no coupon {coupon.code}")
+    if max_uses is None:
+        return  # the limit was removed meanwhile
+    # Fewer usages than maxUses at all (an index-only count): fewer that count. Only with
+    # more (some of cancelled orders, or the coupon used up) is each usage's order read.
+    if (
+        await coupons_repository.count_all_uses_up_to(writer, coupon.id, at_most=max_uses)
+        < max_uses
+    ):
+        return
     uses = await coupons_repository.count_uses(writer, coupon.id)
     coupon_rules.check_not_used_up(coupon, max_uses=max_uses, uses=uses)
 

@@ -121,7 +121,7 @@ def test_checkout_contention_on_one_coupon_is_measured(smoke_report: Any) -> Non
     _, report, stdout = smoke_report
     contention = report["coupon_contention"]
     assert contention["concurrency"] == 16
-    for side in ("ours", "ours_own", "floor", "floor_locked"):
+    for side in ("ours", "ours_own", "ours_limited", "floor", "floor_locked"):
         assert_stats(contention[side]["coupon"])
         assert_stats(contention[side]["no_coupon"])
         assert contention[side]["ratio"] > 0
@@ -287,7 +287,11 @@ async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
         coupon = await connection.fetchrow('SELECT * FROM "Coupon" WHERE code = $1', "BENCH10")
         twins = await connection.fetch(
             'SELECT code, type::text, value, "maxDiscount", "maxUses" FROM "Coupon"'
-            " WHERE code <> 'BENCH10' ORDER BY code"
+            " WHERE code NOT IN ('BENCH10', 'BENCH10-LIMITED') ORDER BY code"
+        )
+        limited = await connection.fetchrow(
+            'SELECT type::text, value, "maxDiscount", "maxUses" FROM "Coupon" WHERE code = $1',
+            fixture.limited_coupon_code,
         )
         admin = await connection.fetchval(
             'SELECT role::text FROM "User" WHERE email = $1', "bench-admin@example.com"
@@ -307,6 +311,9 @@ async def test_fixture_matches_the_workload(server: DatabaseConfig) -> None:
     assert sorted(fixture.own_coupon_codes) == [row["code"] for row in twins]
     assert len(twins) == 64 and len(set(fixture.own_coupon_codes)) == 64
     assert {tuple(row)[1:] for row in twins} == {("percentage", 10, 500, None)}
+    # And one limited to a million uses, for checkouts that claim a use of one coupon.
+    assert fixture.limited_coupon_code == "BENCH10-LIMITED"
+    assert tuple(limited) == ("percentage", 10, 500, 1_000_000)
     assert admin == "admin"
 
 
@@ -359,4 +366,27 @@ async def test_checkouts_on_own_coupons_each_use_their_twin(server: DatabaseConf
         await drop_fixture(config)
     # index mod 64: 0 → BENCH10-0, 1 → BENCH10-1, 65 → BENCH10-1 again (another buyer).
     assert sorted(row["code"] for row in used) == ["BENCH10-0", "BENCH10-1", "BENCH10-1"]
+    assert all(row["discount"] > 0 for row in used)
+
+
+async def test_checkouts_on_the_limited_coupon_claim_its_uses(server: DatabaseConfig) -> None:
+    config = server.with_database(scratch_database_name("benchlim"))
+    fixture = await prepare_fixture(config, SMOKE_SIZE)
+    database = Database(config, pool_size=2)
+    try:
+        ours = OurOps(database, fixture, secret="s" * 32, tag="lim")
+        for index in range(3):
+            await ours.checkout_limited_coupon(index)
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+        try:
+            used = await connection.fetch(
+                'SELECT c.code, c."maxUses", u.discount FROM "CouponUsage" u'
+                ' JOIN "Coupon" c ON c.id = u."couponId"'
+            )
+        finally:
+            await connection.close()
+    finally:
+        await database.dispose()
+        await drop_fixture(config)
+    assert [(row["code"], row["maxUses"]) for row in used] == [("BENCH10-LIMITED", 1_000_000)] * 3
     assert all(row["discount"] > 0 for row in used)
