@@ -25,6 +25,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    literal_column,
     select,
     text,
     true,
@@ -175,9 +176,11 @@ _COUNT_USES_SQL = DriverStatement(COUNT_USES)
 # - A checkout far from the limit locks the coupon's row FOR SHARE (checkouts of the same
 #   coupon do not wait for one another), then counts ALL its usages (cancelled orders'
 #   too, so never too few; an index-only count, no order probed) on a snapshot taken
-#   after the lock, and goes on if that count + K <= maxUses, where K = max_connections
-#   + max_prepared_transactions: no more transactions than that are ever in progress at
-#   once on the server, whichever process runs them.
+#   after the lock, and goes on if that count + K <= maxUses, where K is the most
+#   transactions that can be in progress at once on the server, whichever process runs
+#   them: its sessions (max_connections), background workers (max_worker_processes), WAL
+#   senders (max_wal_senders, which logical replication's can run SQL on) and prepared
+#   transactions (max_prepared_transactions). Autovacuum's workers never write a row.
 # - Otherwise (the last K uses) it takes the exclusive lock and counts exactly, as before.
 #   FOR NO KEY UPDATE and FOR SHARE conflict: an exclusive holder waits until every
 #   shared holder has committed (and its use is counted), and the reverse.
@@ -196,9 +199,16 @@ CLAIM_SAVEPOINT = "coursehub_coupon_claim"
 _SAVEPOINT_SQL = DriverStatement(text(f"SAVEPOINT {CLAIM_SAVEPOINT}"))
 _ROLLBACK_TO_SAVEPOINT_SQL = DriverStatement(text(f"ROLLBACK TO SAVEPOINT {CLAIM_SAVEPOINT}"))
 # The most transactions that can be in progress at once on the server (K above).
-IN_PROGRESS_BOUND = func.current_setting("max_connections").cast(Integer) + func.current_setting(
-    "max_prepared_transactions"
-).cast(Integer)
+IN_PROGRESS_SLOTS = (
+    "max_connections",
+    "max_worker_processes",
+    "max_wal_senders",
+    "max_prepared_transactions",
+)
+_slots = [
+    func.current_setting(literal_column(f"'{name}'")).cast(Integer) for name in IN_PROGRESS_SLOTS
+]
+IN_PROGRESS_BOUND = sum(_slots[1:], start=_slots[0])
 LOCK_COUPON_SHARED = (
     select(Coupon.max_uses, IN_PROGRESS_BOUND.label("bound"))
     .where(Coupon.id == bindparam("coupon_id", type_=Text))

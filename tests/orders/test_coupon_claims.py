@@ -1,7 +1,7 @@
 """A limited coupon's uses claimed at checkout: far from its limit under a shared lock on its
 row (checkouts of the coupon do not queue), for its last uses under the exclusive lock after
 an exact count (coupons/repository.py `claim_use_shared`). K is the server's bound on
-transactions in progress: max_connections + max_prepared_transactions."""
+transactions in progress, as that module computes it."""
 
 from __future__ import annotations
 
@@ -25,10 +25,8 @@ NOT_QUEUED_WITHIN = 15.0
 
 
 async def in_progress_bound(session: AsyncSession) -> int:
-    statement = text(
-        "SELECT current_setting('max_connections')::int"
-        " + current_setting('max_prepared_transactions')::int"
-    )
+    settings = ", ".join(f"'{name}'" for name in coupons_repository.IN_PROGRESS_SLOTS)
+    statement = text(f"SELECT sum(setting::int) FROM pg_settings WHERE name IN ({settings})")
     return int(await session.scalar(statement) or 0)
 
 
