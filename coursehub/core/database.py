@@ -22,7 +22,7 @@ from weakref import WeakSet
 import asyncpg
 from asyncpg.transaction import Transaction
 from sqlalchemy import Engine, event, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DisconnectionError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -69,14 +69,27 @@ class _DirectCheckout(threading.local):
 
 _DIRECT_CHECKOUT = _DirectCheckout()
 # The engines `create_engine` made: the do_connect listener installed, no pool_pre_ping
-# and no checkout listener (either would await inside the checkout). Others are checked
-# out the usual way only.
+# and no checkout listener that awaits (its only one reads asyncpg's state). Others are
+# checked out the usual way only.
 _DIRECT_CHECKOUT_ENGINES: WeakSet[Engine] = WeakSet()
 
 
 def _refuse_to_connect_directly(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
     if _DIRECT_CHECKOUT.active:
         raise _MustConnect
+
+
+def _replace_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """Pool checkout listener: a connection the server ended while it sat idle in the pool
+    (a restart, a failover, an admin's pg_terminate_backend) and asyncpg has seen close is
+    replaced before the request gets it. Without this the request's first statement failed
+    (`InterfaceError: connection is closed`, a 500 on the driver's paths) once for each
+    such connection. `DisconnectionError` makes the pool discard it and open another, in
+    the same checkout (in a direct checkout, `_MustConnect` hands that to a greenlet). No
+    I/O: asyncpg's `is_closed()` reads its own state, so the direct checkout stays
+    possible."""
+    if dbapi_connection.driver_connection.is_closed():
+        raise DisconnectionError("the server ended this connection while it was idle")
 
 
 async def check_out(engine: AsyncEngine) -> PoolProxiedConnection:
@@ -248,16 +261,19 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         # cycling through every connection opened at the last peak (first in, first out:
         # measured 1.3× the latency of the same statements on one warm connection at one
         # request at a time, docs/BENCHMARKS.md). The price: the connections at the
-        # bottom can sit idle up to pool_recycle, and one is only checked when next used;
-        # one that something dropped meanwhile (PgBouncer's or a NAT's idle timeout,
-        # idle_session_timeout) fails that request (503) and is discarded. Behind such a
-        # timeout shorter than 30 minutes, pool_recycle must be made shorter than it.
+        # bottom can sit idle up to pool_recycle. One the server ended meanwhile
+        # (idle_session_timeout, a restart) is replaced at checkout
+        # (`_replace_closed_connection`); one dropped without a word (PgBouncer's or a
+        # NAT's idle timeout) is only found out by the request that uses it, which fails
+        # (503) and discards it. Behind such a timeout shorter than 30 minutes,
+        # pool_recycle must be made shorter than it.
         pool_use_lifo=True,
         # No pool_pre_ping: `check_out` checks idle connections out without a greenlet,
         # and a ping would await inside the checkout (a round trip a request, too).
     )
     remember_driver_connections(engine)
     event.listen(engine.sync_engine, "do_connect", _refuse_to_connect_directly)
+    event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
     _DIRECT_CHECKOUT_ENGINES.add(engine.sync_engine)
     return engine
 

@@ -269,6 +269,16 @@ class DriverStatement:
             rows: list[Record] = await driver.fetch(self.sql, *arguments)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _integrity_error(self.sql, arguments, exc) from exc
+        except asyncpg.InterfaceError as exc:
+            # On a connection asyncpg has seen the server close (a restart mid-request),
+            # its complaint is about the connection, not the statement: raised as the loss
+            # it is, which the API answers with 503 (asyncpg's own InterfaceError also
+            # means misuse, a bug: a 500).
+            if driver.is_closed():
+                raise asyncpg.ConnectionDoesNotExistError(
+                    "the server closed the connection"
+                ) from exc
+            raise
         if dispatch is not None and dispatch.after_cursor_execute:
             dispatch.after_cursor_execute(
                 sync_connection, None, self.sql, tuple(arguments), None, False

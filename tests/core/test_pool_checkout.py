@@ -7,7 +7,8 @@ re-opened the usual way, with nothing left behind (its slot back in the pool, th
 server process gone, no warning of a connect never awaited); what runs later from work
 started during a direct checkout can still open connections; an engine not made by
 `create_engine` is always checked out the usual way; with none idle, the checkout waits
-for one to come back, as `AsyncEngine.raw_connection()` does.
+for one to come back, as `AsyncEngine.raw_connection()` does; a connection the server
+ended while it was idle is replaced before anyone gets it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.ext.asyncio import engine as async_engine_module
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
@@ -204,3 +206,44 @@ async def test_with_none_idle_a_checkout_waits_for_one_to_come_back(single: Data
     finally:
         handed.close()
     assert _pool_counts(single.engine) == (1, 0)
+
+
+async def _terminate_and_wait(database: Database, connection: asyncpg.Connection) -> None:
+    """End `connection`'s server process, as a restart would, and wait until asyncpg has
+    seen it close (it reads the server's goodbye while the connection sits idle)."""
+    async with database.read_connection() as other:
+        await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
+    for _ in range(500):
+        if connection.is_closed():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("asyncpg never saw the terminated connection close")
+
+
+@pytest.mark.parametrize("unit", ["read connection", "write transaction", "session"])
+async def test_a_connection_the_server_ended_while_idle_is_replaced_at_checkout(
+    single: Database, database: Database, unit: str
+) -> None:
+    """A restart ends every idle pooled connection. The next request gets a new one, not
+    `InterfaceError: connection is closed` (which was a 500 on the driver's paths), with
+    a greenlet only because opening one awaits."""
+    async with single.read_connection() as first:
+        old_pid = first.get_server_pid()
+    await _terminate_and_wait(database, first)
+
+    if unit == "read connection":
+        async with single.read_connection() as reader:
+            pid = await reader.fetchval("SELECT pg_backend_pid()")
+    elif unit == "write transaction":
+        async with single.write_transaction() as writer:
+            connection = await writer.connection()
+            pid = await connection.fetchval("SELECT pg_backend_pid()")
+    else:
+        async with single.transaction() as session:
+            pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert pid != old_pid
+    assert isinstance(single.engine.pool, QueuePool)
+    assert single.engine.pool.checkedout() == 0
+    # And it stays: the next checkout is the new connection, taken directly.
+    async with single.read_connection() as again:
+        assert await again.fetchval("SELECT pg_backend_pid()") == pid

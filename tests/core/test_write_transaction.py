@@ -10,7 +10,6 @@ their values as loaded.
 from __future__ import annotations
 
 import asyncio
-
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,10 +180,10 @@ async def test_a_connection_the_server_ended_raises_its_own_error_and_is_discard
             connection = await writer.connection()
             async with committed_db.read_connection() as other:
                 await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
-            # Until asyncpg has read the end of the connection, a statement sent into the
-            # instant between the server's farewell message and its close fails as
-            # InternalClientError instead (seen once in a full run): the case here is a
-            # connection known to be gone.
+            # Once asyncpg has seen the connection close, the statement's failure is raised
+            # as the connection's loss (core/sql.py). Sent into the instant between the
+            # server's farewell message and the close, it would fail as InternalClientError
+            # (also a 503; seen once in a full run): wait, for one outcome.
             for _ in range(500):
                 if connection.is_closed():
                     break
