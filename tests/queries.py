@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from coursehub.core.database import Database
+from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 
 
 class StatementLog:
@@ -121,3 +122,13 @@ async def waiting_for_locks(database: Database, count: int, *, what: str) -> Non
                 return
         await asyncio.sleep(0.01)
     raise AssertionError(f"{count} {what} never queued on a lock")
+
+
+async def hold_coupon_claims(session: AsyncSession, coupon_id: str, *, exclusive: bool) -> None:
+    """Take the coupon's claim lock (coupons/repository.py) as a checkout's claim holds it,
+    shared or exclusive, until `session`'s transaction ends."""
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await session.execute(
+        text(f"SELECT {function}(:lock_class, hashtext(:coupon_id))"),
+        {"lock_class": COUPON_CLAIM_LOCK_CLASS, "coupon_id": coupon_id},
+    )

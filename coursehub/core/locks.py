@@ -15,3 +15,6 @@ ADMIN_SET_LOCK_KEY = 0x636861646D696E73  # "chadmins": changes to the set of adm
 # Two-int locks: (class, hashtext(thing)).
 CHECKOUT_LOCK_CLASS = 0x43480001  # one checkout at a time per buyer
 COURSE_SLUG_LOCK_CLASS = 0x43480002  # one course creation at a time per base slug
+# Claims of a limited coupon's uses: shared far from its limit, exclusive for its last uses
+# and for admins' changes (coupons/repository.py).
+COUPON_CLAIM_LOCK_CLASS = 0x43480003

@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
 from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
@@ -153,51 +154,52 @@ def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bo
     return coupon, bool(row[at + 13])
 
 
-LOCK_COUPON = (
-    select(Coupon.max_uses)
-    .where(Coupon.id == bindparam("coupon_id", type_=Text))
-    .with_for_update(key_share=True)
-)
-
-COUNT_USES = select(func.count()).where(
-    CouponUsage.coupon_id == bindparam("coupon_id", type_=Text), COUNTING
-)
-_LOCK_COUPON_SQL = DriverStatement(LOCK_COUPON)
-_COUNT_USES_SQL = DriverStatement(COUNT_USES)
-
-# --- a limited coupon far from its limit: claimed under a SHARED lock ----------------------
+# --- claiming a use of a limited coupon -----------------------------------------------
 #
-# Under `LOCK_COUPON` (exclusive) the checkouts of one limited coupon run one after another,
-# each holding the lock through its count, its insert and its commit; and the count grows
-# with the coupon's uses (a probe of each usage's order). A "first 10,000 buyers" coupon
-# then collapsed to ~100 checkouts/s at 3,000 uses (docs/BENCHMARKS.md). Far from the
-# limit no such queue is needed, only a bound on how many uses can be added unseen:
+# A use of a coupon with maxUses is claimed at checkout under a lock on the coupon: an
+# advisory lock of its own (COUPON_CLAIM_LOCK_CLASS, the coupon's id), held until the
+# transaction ends. Its counts are taken by later statements, so on snapshots taken after
+# the lock was granted (READ COMMITTED: one snapshot a statement), and a transaction's locks
+# are released only after its commit is visible: whoever gets the lock sees the uses of
+# those who held it before.
 #
-# - A checkout far from the limit locks the coupon's row FOR SHARE (checkouts of the same
-#   coupon do not wait for one another), then counts ALL its usages (cancelled orders'
-#   too, so never too few; an index-only count, no order probed) on a snapshot taken
-#   after the lock, and goes on if that count + K <= maxUses, where K is the most
-#   transactions that can be in progress at once on the server, whichever process runs
-#   them: its sessions (max_connections), background workers (max_worker_processes), WAL
-#   senders (max_wal_senders, which logical replication's can run SQL on) and prepared
-#   transactions (max_prepared_transactions). Autovacuum's workers never write a row.
-# - Otherwise (the last K uses) it takes the exclusive lock and counts exactly, as before.
-#   FOR NO KEY UPDATE and FOR SHARE conflict: an exclusive holder waits until every
-#   shared holder has committed (and its use is counted), and the reverse.
+# - Far from the limit the lock is SHARED: checkouts of the coupon do not wait for one
+#   another. The checkout counts ALL the coupon's usages (cancelled orders' too, so never
+#   too few; index-only, no order read) and goes on if that count + K <= maxUses, where K
+#   is the most transactions that can be in progress at once on the server, whichever
+#   process runs them: its sessions (max_connections), background workers
+#   (max_worker_processes), WAL senders (max_wal_senders, which logical replication's can
+#   run SQL on) and prepared transactions (max_prepared_transactions). Autovacuum's workers
+#   never write a row.
+# - For its last K uses the lock is EXCLUSIVE and the uses are counted exactly. Admins take
+#   it too to change or delete a coupon: the change waits for the claims in progress, and
+#   every claim after it sees the change.
 #
 # Why no use is sold beyond maxUses: take Z, of the checkouts that commit a use, the one
 # whose count was taken last. Every other one either committed before that count (Z saw
 # its use) or was still in progress then. If Z held the exclusive lock, none was in
-# progress (each lock holder before Z committed before Z had the lock; each after Z counts
-# after Z). If Z held the shared lock, those in progress are at most K - 1 others,
-# and Z went on only if what it saw + K <= maxUses. Either way the uses <= maxUses.
+# progress (each holder before Z committed before Z had the lock; each after Z counts
+# after Z). If Z held the shared lock, those in progress are at most K - 1 others, and Z
+# went on only if what it saw + K <= maxUses. Either way the uses <= maxUses.
+#
+# An advisory lock rather than the coupon's row, measured: under `FOR SHARE` on the row,
+# an admin's UPDATE waited until no claim at all was in progress (new shared lockers of a
+# row go ahead of a waiting writer: 8 s and 7,478 claims, then the statement timeout),
+# and every claim created a multixact listing every holder. PostgreSQL's lock manager
+# queues a shared request behind a waiting exclusive one, and keeps no multixacts.
 #
 # A shared claim that finds itself too near the limit must give its lock back before it
 # asks for the exclusive one (two holders both upgrading would deadlock): it is taken
-# inside a savepoint, and rolling back to the savepoint releases it.
+# inside a savepoint, and rolling back to the savepoint releases it. On success the
+# savepoint is left open (releasing it would cost a round trip): the order is written in
+# that subtransaction, and commits or rolls back with the whole.
 CLAIM_SAVEPOINT = "coursehub_coupon_claim"
 _SAVEPOINT_SQL = DriverStatement(text(f"SAVEPOINT {CLAIM_SAVEPOINT}"))
 _ROLLBACK_TO_SAVEPOINT_SQL = DriverStatement(text(f"ROLLBACK TO SAVEPOINT {CLAIM_SAVEPOINT}"))
+_COUPON_ID = bindparam("coupon_id", type_=Text)
+_CLAIMS_KEY = (COUPON_CLAIM_LOCK_CLASS, func.hashtext(_COUPON_ID))
+LOCK_CLAIMS_SHARED = select(func.pg_advisory_xact_lock_shared(*_CLAIMS_KEY))
+LOCK_CLAIMS = select(func.pg_advisory_xact_lock(*_CLAIMS_KEY))
 # The most transactions that can be in progress at once on the server (K above).
 IN_PROGRESS_SLOTS = (
     "max_connections",
@@ -209,30 +211,37 @@ _slots = [
     func.current_setting(literal_column(f"'{name}'")).cast(Integer) for name in IN_PROGRESS_SLOTS
 ]
 IN_PROGRESS_BOUND = sum(_slots[1:], start=_slots[0])
-LOCK_COUPON_SHARED = (
-    select(Coupon.max_uses, IN_PROGRESS_BOUND.label("bound"))
-    .where(Coupon.id == bindparam("coupon_id", type_=Text))
-    .with_for_update(read=True)
-)
-# The coupon's usages, cancelled orders' included, counted up to `at_most`: an index-only
-# scan of "CouponUsage_couponId_idx" that stops there.
-COUNT_ALL_USES_UP_TO = select(func.count()).select_from(
-    select(CouponUsage.coupon_id)
-    .where(CouponUsage.coupon_id == bindparam("coupon_id", type_=Text))
-    .limit(bindparam("at_most", type_=Integer))
-    .subquery("usages")
-)
-_LOCK_COUPON_SHARED_SQL = DriverStatement(LOCK_COUPON_SHARED)
-_COUNT_ALL_USES_UP_TO_SQL = DriverStatement(COUNT_ALL_USES_UP_TO)
 
 
-async def count_all_uses_up_to(writer: Writer, coupon_id: str, *, at_most: int) -> int:
-    """The coupon's usages, of cancelled orders too, counted up to `at_most`: an upper
-    bound of its uses that reads no order."""
-    rows = await _COUNT_ALL_USES_UP_TO_SQL.fetch_in_transaction(
-        writer, coupon_id=coupon_id, at_most=at_most
+def _usages_up_to(limit: Any) -> Any:
+    """The coupon's usages, cancelled orders' included, counted up to `limit`: an
+    index-only scan of "CouponUsage_couponId_idx" that stops there."""
+    usages = (
+        select(CouponUsage.coupon_id)
+        .where(CouponUsage.coupon_id == Coupon.id)
+        .limit(limit)
+        .correlate(Coupon)
+        .subquery("usages")
     )
-    return int(rows[0][0])
+    return select(func.count()).select_from(usages).scalar_subquery()
+
+
+# The coupon's limit, K, and its usages up to maxUses - K + 1: whether a shared claim fits.
+SHARED_CLAIM_ROOM = select(
+    Coupon.max_uses,
+    IN_PROGRESS_BOUND.label("bound"),
+    _usages_up_to(func.greatest(Coupon.max_uses - IN_PROGRESS_BOUND + 1, 0)).label("usages"),
+).where(Coupon.id == _COUPON_ID)
+# The coupon's limit and its usages up to maxUses: fewer than maxUses, and a use is free.
+CLAIM_ROOM = select(
+    Coupon.max_uses, _usages_up_to(func.coalesce(Coupon.max_uses, 0)).label("usages")
+).where(Coupon.id == _COUPON_ID)
+COUNT_USES = select(func.count()).where(CouponUsage.coupon_id == _COUPON_ID, COUNTING)
+_LOCK_CLAIMS_SHARED_SQL = DriverStatement(LOCK_CLAIMS_SHARED)
+_LOCK_CLAIMS_SQL = DriverStatement(LOCK_CLAIMS)
+_SHARED_CLAIM_ROOM_SQL = DriverStatement(SHARED_CLAIM_ROOM)
+_CLAIM_ROOM_SQL = DriverStatement(CLAIM_ROOM)
+_COUNT_USES_SQL = DriverStatement(COUNT_USES)
 
 
 @dataclass(frozen=True)
@@ -247,22 +256,43 @@ class SharedClaim:
 
 
 async def claim_use_shared(writer: Writer, coupon_id: str) -> SharedClaim:
-    """Claim a use of a limited coupon far from its limit under a shared lock (see above),
+    """Claim a use of a limited coupon far from its limit under the shared lock (see above),
     held until the transaction ends. Not claimed: nothing is held (the savepoint rolled
     back), and the caller takes the exclusive way."""
     await _SAVEPOINT_SQL.fetch_in_transaction(writer)
-    rows = await _LOCK_COUPON_SHARED_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
-    if not rows:
-        await _ROLLBACK_TO_SAVEPOINT_SQL.fetch_in_transaction(writer)
-        return SharedClaim(claimed=False, found=False, bound=None)
-    max_uses, bound = rows[0][0], int(rows[0][1])
-    if max_uses is None:  # the limit was removed meanwhile: nothing to count
-        return SharedClaim(claimed=True, found=True, bound=bound)
-    room = max_uses - bound  # the most usages there may already be
-    if room >= 0 and await count_all_uses_up_to(writer, coupon_id, at_most=room + 1) <= room:
-        return SharedClaim(claimed=True, found=True, bound=bound)
+    await _LOCK_CLAIMS_SHARED_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    rows = await _SHARED_CLAIM_ROOM_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    if rows:
+        max_uses, bound, usages = rows[0][0], int(rows[0][1]), int(rows[0][2])
+        # maxUses None: the limit was removed meanwhile, nothing to count.
+        if max_uses is None or usages + bound <= max_uses:
+            return SharedClaim(claimed=True, found=True, bound=bound)
     await _ROLLBACK_TO_SAVEPOINT_SQL.fetch_in_transaction(writer)
-    return SharedClaim(claimed=False, found=True, bound=bound)
+    return SharedClaim(claimed=False, found=bool(rows), bound=int(rows[0][1]) if rows else None)
+
+
+@dataclass(frozen=True)
+class ClaimRoom:
+    """Under the exclusive lock: whether the coupon exists, its current maxUses, and
+    its usages (cancelled orders' too) counted up to maxUses."""
+
+    found: bool
+    max_uses: int | None
+    usages: int
+
+
+async def lock_claims(writer: Writer, coupon_id: str) -> None:
+    """Take the coupon's claim lock exclusively, until the transaction ends: for a
+    checkout claiming one of its last uses, and for an admin changing or deleting it."""
+    await _LOCK_CLAIMS_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+
+
+async def claim_room(writer: Writer, coupon_id: str) -> ClaimRoom:
+    """The coupon's limit and usages, read after `lock_claims` (see `ClaimRoom`)."""
+    rows = await _CLAIM_ROOM_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
+    if not rows:
+        return ClaimRoom(found=False, max_uses=None, usages=0)
+    return ClaimRoom(found=True, max_uses=rows[0][0], usages=int(rows[0][1]))
 
 
 async def find_coupon_for_user(
@@ -275,20 +305,9 @@ async def find_coupon_for_user(
     return coupon_from_row(writer, rows[0]) if rows else None
 
 
-async def lock_coupon_for_use(writer: Writer, coupon_id: str) -> tuple[bool, int | None]:
-    """Lock the coupon's row until the transaction ends and read its current maxUses.
-
-    (found, maxUses). `FOR NO KEY UPDATE`: it queues checkouts of the same limited
-    coupon (and admin edits) behind one another, yet not the foreign-key checks of
-    usage inserts, which take only KEY SHARE.
-    """
-    rows = await _LOCK_COUPON_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
-    return (True, rows[0][0]) if rows else (False, None)
-
-
 async def count_uses(writer: Writer, coupon_id: str) -> int:
     """The coupon's uses by orders that are not cancelled. Race-free only under
-    `lock_coupon_for_use`: a use can start counting only by a checkout holding that lock
+    `lock_claims`: a use can start counting only by a checkout holding the claim lock
     (a cancelled order never becomes anything else), so a count taken under the lock can
     only be too high (an order cancelled meanwhile), never too low."""
     rows = await _COUNT_USES_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)

@@ -77,7 +77,11 @@ async def update_coupon(
     session: AsyncSession, coupon_id: str, data: CouponUpdate
 ) -> CouponWithStats:
     """Change only the fields sent; the coupon must still hold together (422) and keep a free
-    code (409). Lowering maxUses below the uses already made is allowed: it just has none left."""
+    code (409). Lowering maxUses below the uses already made is allowed: it just has none left.
+
+    Under the coupon's claim lock (coupons/repository.py): the change waits for the
+    checkouts claiming a use of it, and every claim after it sees the change."""
+    await repository.lock_claims(session, coupon_id)
     coupon = await repository.get_coupon(session, coupon_id)
     if coupon is None:
         raise CouponNotFound(f"no coupon with id {coupon_id!r}")
@@ -110,6 +114,7 @@ async def delete_coupon(session: AsyncSession, coupon_id: str) -> None:
         "the coupon has been used (by orders that may since have been cancelled), so deleting "
         "it would rewrite orders' history; end it early instead (PATCH endDate)"
     )
+    await repository.lock_claims(session, coupon_id)
     if await repository.is_coupon_used(session, coupon_id):
         raise in_use
     try:

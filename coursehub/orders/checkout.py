@@ -17,11 +17,11 @@ One transaction, in this order, holding locks as briefly as possible:
    coupon on a free order (originalAmount 0) is refused: it would take nothing off yet
    spend a use.
 5. Only for a coupon with a maxUses limit, as late as possible: a use is claimed
-   under a lock on its row, held until the commit. Far from the limit the lock is
+   under the coupon's claim lock, held until the commit. Far from the limit the lock is
    shared, and a bounded count of all its usages shows there is room even if every
    transaction in progress on the server took a use; for its last uses the lock is
    exclusive and its uses (usages of orders not cancelled) are counted exactly
-   (coupons/repository.py `claim_use_shared` says why no use is sold twice).
+   (coupons/repository.py, "claiming a use", says why no use is sold twice).
    Unlimited coupons (the common case) take no lock at all. A use starts counting
    only here, under that lock; one stops counting when its order is cancelled, which
    needs no lock: a count can then only be too high for a moment, never too low.
@@ -287,47 +287,72 @@ async def checkout(
     return CheckoutResult(order=order, replayed=False)
 
 
-class _InProgressBound:
-    """K of coupons/repository.py (the most transactions in progress at once), as the server
-    last reported it. A coupon whose maxUses is not above it is never claimed under the
-    shared lock, so its checkouts go straight to the exclusive one instead of trying first.
-    Only a hint, per process: each shared claim reads K afresh."""
+class _ClaimHints:
+    """What this process has learnt about claiming limited coupons' uses, to skip a shared
+    claim bound to fail (coupons/repository.py): it would take a savepoint, the shared
+    lock and a count, give them back, and only then queue for the exclusive lock.
 
-    value: int | None = None
+    `bound`: K as the server last reported it; a coupon whose maxUses is not above it can
+    never be claimed shared. `near_limit`: coupons a shared claim last found too near
+    their limit, until an exclusive claim finds them far from it again (their limit
+    raised, orders cancelled). Hints only: each claim checks afresh under its lock."""
+
+    MAX_NEAR_LIMIT = 1024
+
+    def __init__(self) -> None:
+        self.bound: int | None = None
+        self.near_limit: set[str] = set()
+
+    def try_shared(self, coupon: Coupon) -> bool:
+        assert coupon.max_uses is not None
+        if self.bound is not None and coupon.max_uses <= self.bound:
+            return False
+        return coupon.id not in self.near_limit
+
+    def shared_failed(self, coupon_id: str) -> None:
+        if len(self.near_limit) >= self.MAX_NEAR_LIMIT:
+            self.near_limit.clear()
+        self.near_limit.add(coupon_id)
+
+    def exclusive_found(self, coupon_id: str, *, usages: int, max_uses: int) -> None:
+        if self.bound is not None and usages + self.bound <= max_uses:
+            self.near_limit.discard(coupon_id)
+
+    def forget(self) -> None:
+        self.bound = None
+        self.near_limit.clear()
 
 
-_IN_PROGRESS_BOUND = _InProgressBound()
+CLAIM_HINTS = _ClaimHints()
 
 
 async def _claim_limited_use(writer: Writer, coupon: Coupon) -> None:
     """Claim one of the limited coupon's uses, held until the commit, so that no more than
     maxUses count however many checkouts run at once (coupons/repository.py): far from the
-    limit under a shared lock on its row (the checkouts of one coupon do not queue), for
-    its last uses under the exclusive lock, after an exact count."""
-    assert coupon.max_uses is not None
-    known_bound = _IN_PROGRESS_BOUND.value
-    if known_bound is None or coupon.max_uses > known_bound:
+    limit under the shared claim lock (the checkouts of one coupon do not queue), for its
+    last uses under the exclusive one, after an exact count."""
+    if CLAIM_HINTS.try_shared(coupon):
         shared = await coupons_repository.claim_use_shared(writer, coupon.id)
         if shared.bound is not None:
-            _IN_PROGRESS_BOUND.value = shared.bound
+            CLAIM_HINTS.bound = shared.bound
         if shared.claimed:
             return
         if not shared.found:
             raise CouponNotFound(f"there is no coupon {coupon.code}")
-    found, max_uses = await coupons_repository.lock_coupon_for_use(writer, coupon.id)
-    if not found:
+        CLAIM_HINTS.shared_failed(coupon.id)
+    await coupons_repository.lock_claims(writer, coupon.id)
+    room = await coupons_repository.claim_room(writer, coupon.id)
+    if not room.found:
         raise CouponNotFound(f"there is no coupon {coupon.code}")
-    if max_uses is None:
+    if room.max_uses is None:
         return  # the limit was removed meanwhile
+    CLAIM_HINTS.exclusive_found(coupon.id, usages=room.usages, max_uses=room.max_uses)
     # Fewer usages than maxUses at all (an index-only count): fewer that count. Only with
     # more (some of cancelled orders, or the coupon used up) is each usage's order read.
-    if (
-        await coupons_repository.count_all_uses_up_to(writer, coupon.id, at_most=max_uses)
-        < max_uses
-    ):
+    if room.usages < room.max_uses:
         return
     uses = await coupons_repository.count_uses(writer, coupon.id)
-    coupon_rules.check_not_used_up(coupon, max_uses=max_uses, uses=uses)
+    coupon_rules.check_not_used_up(coupon, max_uses=room.max_uses, uses=uses)
 
 
 async def _insert(

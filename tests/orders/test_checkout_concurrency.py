@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from coursehub.core.database import Database
 from coursehub.coupons import repository as coupons_repository
-from coursehub.models import Coupon, CouponUsage, Order, OrderItem, OrderStatus, PaymentStatus
+from coursehub.models import CouponUsage, Order, OrderItem, OrderStatus, PaymentStatus
 from tests.factories import (
     auth_headers,
     make_coupon,
@@ -21,7 +21,7 @@ from tests.factories import (
     make_user,
 )
 from tests.orders.invariants import assert_order_invariants, count_rows
-from tests.queries import waiting_for_locks
+from tests.queries import hold_coupon_claims, waiting_for_locks
 
 URL = "/api/v1/orders"
 BUYERS = 60
@@ -86,9 +86,10 @@ async def test_a_use_given_back_by_a_cancel_goes_to_exactly_one_of_two_racing_ch
     """maxUses 2: one use by a completed order, one by a pending order. Two buyers check
     out while that pending order is cancelled: the use it gives back goes to exactly one.
 
-    To make "while" exact, the coupon's row is held locked (as a checkout holds it) until
-    both checkouts queue on it and the cancel has committed: each must then count after
-    it has the lock, see the cancel, and see the other's use.
+    To make "while" exact, the coupon's claim lock is held (as a checkout claiming one of
+    its last uses holds it) until both checkouts queue on it and the cancel has
+    committed: each must then count after it has the lock, see the cancel, and see the
+    other's use.
     """
     async with committed_db.transaction() as session:
         earlier, holder, first, second = [await make_user(session) for _ in range(4)]
@@ -113,9 +114,7 @@ async def test_a_use_given_back_by_a_cancel_goes_to_exactly_one_of_two_racing_ch
         body = {"courseIds": [course.id], "couponCode": "LASTONE"}
 
     async with committed_db.transaction() as lock_session:
-        await lock_session.execute(
-            select(Coupon.id).where(Coupon.id == coupon_id).with_for_update(key_share=True)
-        )
+        await hold_coupon_claims(lock_session, coupon_id, exclusive=True)
         checkouts = [
             asyncio.create_task(committed_client.post(URL, json=body, headers=h)) for h in buyers
         ]

@@ -1,44 +1,91 @@
-"""A limited coupon's uses claimed at checkout: far from its limit under a shared lock on its
-row (checkouts of the coupon do not queue), for its last uses under the exclusive lock after
-an exact count (coupons/repository.py `claim_use_shared`). K is the server's bound on
-transactions in progress, as that module computes it."""
+"""A limited coupon's uses claimed at checkout under its claim lock (coupons/repository.py,
+"claiming a use"): shared far from its limit (checkouts of the coupon do not queue),
+exclusive for its last K uses and for admins' changes, with an exact count.
+
+K is the server's bound on transactions in progress, written out here rather than taken
+from the code under test."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import httpx
-from sqlalchemy import select, text
+import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
+from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, OrderStatus, PaymentStatus
-from tests.factories import auth_headers, make_coupon, make_course, make_order, make_user
+from coursehub.orders.checkout import CLAIM_HINTS
+from tests.factories import (
+    auth_headers,
+    make_admin,
+    make_coupon,
+    make_course,
+    make_order,
+    make_user,
+)
 from tests.orders.invariants import assert_order_invariants, count_rows
-from tests.queries import captured, waiting_for_locks
+from tests.queries import StatementLog, captured, hold_coupon_claims, waiting_for_locks
 
 URL = "/api/v1/orders"
 # Long enough for a checkout that does not wait to finish on a loaded machine; a checkout
 # that waits for the lock held meanwhile never finishes within it.
 NOT_QUEUED_WITHIN = 15.0
+SHARED_LOCK = "pg_advisory_xact_lock_shared("
+
+
+def claim_locks(log: StatementLog) -> list[str]:
+    """The coupon claim locks a request took, in order: "shared" or "exclusive" (not the
+    buyer's own checkout lock, which is another class)."""
+    taken = []
+    for statement, parameters in log.executed:
+        if COUPON_CLAIM_LOCK_CLASS in tuple(parameters or ()):
+            taken.append("shared" if SHARED_LOCK in statement else "exclusive")
+    return taken
+
+
+def savepoints(log: StatementLog) -> list[str]:
+    return [s for s in log.statements if s.startswith(("SAVEPOINT", "ROLLBACK TO SAVEPOINT"))]
+
+
+@pytest.fixture(autouse=True)
+def fresh_claim_hints() -> Iterator[None]:
+    """Each test starts from a process that has learnt nothing (K, coupons near their
+    limit), whatever ran before it."""
+    CLAIM_HINTS.forget()
+    yield
+    CLAIM_HINTS.forget()
 
 
 async def in_progress_bound(session: AsyncSession) -> int:
-    settings = ", ".join(f"'{name}'" for name in coupons_repository.IN_PROGRESS_SLOTS)
-    statement = text(f"SELECT sum(setting::int) FROM pg_settings WHERE name IN ({settings})")
+    statement = text(
+        "SELECT sum(setting::int) FROM pg_settings WHERE name IN ('max_connections',"
+        " 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions')"
+    )
     return int(await session.scalar(statement) or 0)
 
 
-async def hold_coupon_row(session: AsyncSession, coupon_id: str, *, exclusive: bool) -> None:
-    """Lock the coupon's row as a checkout's claim holds it, until `session` ends."""
-    statement = select(Coupon.id).where(Coupon.id == coupon_id)
-    locked = (
-        statement.with_for_update(key_share=True)  # FOR NO KEY UPDATE: an exclusive claim
-        if exclusive
-        else statement.with_for_update(read=True)  # FOR SHARE: a shared claim
-    )
-    assert (await session.execute(locked)).scalar_one() == coupon_id
+async def add_usages(
+    session: AsyncSession, coupon: Coupon, count: int, *, status: OrderStatus
+) -> None:
+    """`count` earlier orders of one earlier buyer with the coupon, in `status`."""
+    earlier = await make_user(session)
+    course = await make_course(session, price="1000.00")
+    refunded = status == OrderStatus.refunded
+    for _ in range(count):
+        await make_order(
+            session,
+            user=earlier,
+            courses=[course],
+            coupon=coupon,
+            discount="100.00",
+            status=status,
+            payment_status=PaymentStatus.refunded if refunded else PaymentStatus.pending,
+        )
 
 
 async def test_checkouts_far_from_a_coupons_limit_do_not_queue_on_it(
@@ -53,8 +100,7 @@ async def test_checkouts_far_from_a_coupons_limit_do_not_queue_on_it(
         coupon_id = coupon.id
 
     async with committed_db.transaction() as holder:
-        # Another checkout's shared claim, in progress.
-        await hold_coupon_row(holder, coupon_id, exclusive=False)
+        await hold_coupon_claims(holder, coupon_id, exclusive=False)  # a claim in progress
         response = await asyncio.wait_for(
             committed_client.post(URL, json=body, headers=headers), NOT_QUEUED_WITHIN
         )
@@ -65,11 +111,39 @@ async def test_checkouts_far_from_a_coupons_limit_do_not_queue_on_it(
         assert await coupons_repository.count_uses(session, coupon_id) == 1
 
 
+async def test_a_shared_claim_counts_the_uses_committed_while_it_waited(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """An exclusive holder uses the coupon up (K + 5 uses) while a checkout waits for the
+    lock, having read the coupon with none. The checkout counts after it has the lock,
+    sees them all and is refused: a count taken before the lock, or in the lock's own
+    statement (whose snapshot precedes the wait), would have sold one more."""
+    async with committed_db.transaction() as session:
+        bound = await in_progress_bound(session)
+        buyer = await make_user(session)
+        course = await make_course(session, price="1000.00")
+        coupon = await make_coupon(session, code="RUSH", value="10", max_uses=bound + 5)
+        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "RUSH"}
+        coupon_id = coupon.id
+
+    async with committed_db.transaction() as holder:
+        await hold_coupon_claims(holder, coupon_id, exclusive=True)
+        checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=headers))
+        await waiting_for_locks(committed_db, 1, what="checkouts")
+        held = await holder.get(Coupon, coupon_id)
+        assert held is not None
+        await add_usages(holder, held, bound + 5, status=OrderStatus.pending)
+    response = await checkout
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "coupon_used_up"
+    async with committed_db.transaction() as session:
+        assert await coupons_repository.count_uses(session, coupon_id) == bound + 5
+
+
 async def test_a_shared_claim_waits_for_an_exclusive_one(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
-    """The exclusive claimant counts exactly and sees every use: no shared claim may be in
-    progress beside it, and one that comes later counts after it has committed."""
     async with committed_db.transaction() as session:
         bound = await in_progress_bound(session)
         buyer = await make_user(session)
@@ -79,7 +153,7 @@ async def test_a_shared_claim_waits_for_an_exclusive_one(
         coupon_id = coupon.id
 
     async with committed_db.transaction() as holder:
-        await hold_coupon_row(holder, coupon_id, exclusive=True)
+        await hold_coupon_claims(holder, coupon_id, exclusive=True)
         checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=headers))
         await waiting_for_locks(committed_db, 1, what="checkouts")
         assert not checkout.done()
@@ -87,32 +161,59 @@ async def test_a_shared_claim_waits_for_an_exclusive_one(
     assert response.status_code == 201, response.text
 
 
-async def test_a_claim_of_one_of_the_last_uses_is_exclusive(
-    committed_client: httpx.AsyncClient, committed_db: Database
+@pytest.mark.parametrize(("cancelled", "shared"), [(3, True), (4, False)])
+async def test_a_shared_claim_needs_room_for_every_transaction_in_progress(
+    committed_client: httpx.AsyncClient, committed_db: Database, cancelled: int, shared: bool
 ) -> None:
-    """maxUses K + 2 with three usages of cancelled orders: none counts, yet all three could
-    (as far as the index-only count can tell), so the checkout is too near the limit for a
-    shared claim. It gives back the shared lock it took to count, and waits for the
-    exclusive one until the shared claim in progress has committed."""
+    """maxUses K + 3. With 3 usages (of cancelled orders: none counts, but the index-only
+    count cannot tell) 3 + K <= maxUses and the claim is shared; with 4 it is not: the
+    checkout gives the shared lock back and takes the exclusive one, and the process
+    remembers the coupon is near its limit, so the next checkout of it goes straight to
+    the exclusive lock. Both buyers get the coupon: the exact count finds one use at most."""
     async with committed_db.transaction() as session:
         bound = await in_progress_bound(session)
-        earlier, buyer = await make_user(session), await make_user(session)
+        first, second = await make_user(session), await make_user(session)
+        course = await make_course(session, price="1000.00")
+        coupon = await make_coupon(session, code="EDGE", value="10", max_uses=bound + 3)
+        await add_usages(session, coupon, cancelled, status=OrderStatus.cancelled)
+        body = {"courseIds": [course.id], "couponCode": "EDGE"}
+        buyers = [auth_headers(first), auth_headers(second)]
+
+    logs = []
+    for headers in buyers:
+        with captured(committed_db.engine, keep_savepoints=True) as log:
+            response = await committed_client.post(URL, json=body, headers=headers)
+        assert response.status_code == 201, response.text
+        logs.append(log)
+
+    first_log, second_log = logs
+    if shared:
+        assert claim_locks(first_log) == ["shared"]
+        assert len(savepoints(first_log)) == 1  # taken, kept
+        # The first one's use makes 4 usages: the second is past the edge.
+        assert claim_locks(second_log) == ["shared", "exclusive"]
+    else:
+        assert claim_locks(first_log) == ["shared", "exclusive"]
+        assert len(savepoints(first_log)) == 2  # taken, rolled back to
+        # Remembered near its limit: straight to the exclusive lock.
+        assert claim_locks(second_log) == ["exclusive"]
+        assert savepoints(second_log) == []
+
+
+async def test_a_claim_of_one_of_the_last_uses_waits_for_the_shared_claims(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    async with committed_db.transaction() as session:
+        bound = await in_progress_bound(session)
+        buyer = await make_user(session)
         course = await make_course(session, price="1000.00")
         coupon = await make_coupon(session, code="NEARLY", value="10", max_uses=bound + 2)
-        for _ in range(3):
-            await make_order(
-                session,
-                user=earlier,
-                courses=[course],
-                coupon=coupon,
-                discount="100.00",
-                status=OrderStatus.cancelled,
-            )
+        await add_usages(session, coupon, 3, status=OrderStatus.cancelled)
         headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "NEARLY"}
         coupon_id = coupon.id
 
     async with committed_db.transaction() as holder:
-        await hold_coupon_row(holder, coupon_id, exclusive=False)
+        await hold_coupon_claims(holder, coupon_id, exclusive=False)
         checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=headers))
         await waiting_for_locks(committed_db, 1, what="checkouts")
         assert not checkout.done()
@@ -122,30 +223,55 @@ async def test_a_claim_of_one_of_the_last_uses_is_exclusive(
         assert await coupons_repository.count_uses(session, coupon_id) == 1
 
 
+async def test_an_admins_change_waits_for_the_claims_in_progress_and_comes_before_later_ones(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """A claim is in progress; an admin lowers maxUses to the uses made (one); then a buyer
+    checks out. The admin waits for the claim, and the buyer, though a shared claim could
+    join the one in progress, queues behind the admin (no admin waits for a stream of
+    claims to dry up) and then sees the new limit."""
+    async with committed_db.transaction() as session:
+        bound = await in_progress_bound(session)
+        admin, buyer = await make_admin(session), await make_user(session)
+        course = await make_course(session, price="1000.00")
+        coupon = await make_coupon(session, code="CUTOFF", value="10", max_uses=bound + 50)
+        await add_usages(session, coupon, 1, status=OrderStatus.pending)
+        coupon_id = coupon.id
+        admin_headers, buyer_headers = auth_headers(admin), auth_headers(buyer)
+        body = {"courseIds": [course.id], "couponCode": "CUTOFF"}
+
+    async with committed_db.transaction() as holder:
+        await hold_coupon_claims(holder, coupon_id, exclusive=False)
+        change = asyncio.create_task(
+            committed_client.patch(
+                f"/api/v1/admin/coupons/{coupon_id}", json={"maxUses": 1}, headers=admin_headers
+            )
+        )
+        await waiting_for_locks(committed_db, 1, what="admin changes")
+        checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=buyer_headers))
+        await waiting_for_locks(committed_db, 2, what="admin changes and checkouts")
+        assert not change.done() and not checkout.done()
+    changed, response = await change, await checkout
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["maxUses"] == 1
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "coupon_used_up"
+
+
 async def test_the_last_uses_of_a_coupon_above_the_bound_go_to_exactly_that_many_buyers(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
     """maxUses K + 3, with K - 4 uses by refunded orders (they count): 7 left for 40 buyers
-    at once.
-    Each tries a shared claim first (maxUses is above K), finds too many usages for one,
-    gives it back and takes the exclusive way: exactly 7 get the coupon."""
+    at once. Each tries a shared claim first (maxUses is above K), finds too many usages
+    for one, gives it back and takes the exclusive way: exactly 7 get the coupon."""
     buyers, left = 40, 7
     async with committed_db.transaction() as session:
         bound = await in_progress_bound(session)
-        earlier = await make_user(session)
         users = [await make_user(session) for _ in range(buyers)]
         course = await make_course(session, price="1000.00")
         coupon = await make_coupon(session, code="LASTSEVEN", value="10", max_uses=bound + 3)
-        for _ in range(bound + 3 - left):
-            await make_order(
-                session,
-                user=earlier,
-                courses=[course],
-                coupon=coupon,
-                discount="100.00",
-                status=OrderStatus.refunded,
-                payment_status=PaymentStatus.refunded,
-            )
+        await add_usages(session, coupon, bound + 3 - left, status=OrderStatus.refunded)
         headers = [auth_headers(user) for user in users]
         course_id, coupon_id = course.id, coupon.id
 
@@ -163,11 +289,11 @@ async def test_the_last_uses_of_a_coupon_above_the_bound_go_to_exactly_that_many
     assert {r.json()["code"] for r in responses if r.status_code != 201} == {"coupon_used_up"}
     async with committed_db.transaction() as session:
         assert await coupons_repository.count_uses(session, coupon_id) == bound + 3
-        earlier_orders = bound + 3 - left
+        rows = bound + 3
         assert await count_rows(session) == {
-            "orders": earlier_orders + left,
-            "items": earlier_orders + left,
-            "usages": earlier_orders + left,
+            "orders": rows,
+            "items": rows,
+            "usages": rows,
             "enrollments": 0,
         }
         await assert_order_invariants(session)
@@ -195,10 +321,7 @@ async def test_a_coupon_limited_to_no_more_than_the_bound_is_claimed_exclusively
         with captured(committed_db.engine, keep_savepoints=True) as log:
             response = await committed_client.post(URL, json=body, headers=headers)
         assert response.status_code == 201, response.text
-        logs.append(log.statements)
+        logs.append(log)
     big, small = logs
-    assert any(s.startswith("SAVEPOINT") for s in big)
-    assert any(s.rstrip().endswith("FOR SHARE") for s in big)
-    assert not any(s.startswith("SAVEPOINT") for s in small)
-    assert not any(s.rstrip().endswith("FOR SHARE") for s in small)
-    assert any(s.rstrip().endswith("FOR NO KEY UPDATE") for s in small)
+    assert claim_locks(big) == ["shared"] and len(savepoints(big)) == 1
+    assert claim_locks(small) == ["exclusive"] and savepoints(small) == []
