@@ -64,13 +64,18 @@ async def test_checkouts_courses_are_planned_once_and_found_by_primary_key(
         )
         assert sorted(row.course.id for row in loaded.courses) == sorted(pair)  # published: n % 10
         assert (loaded.coupon is not None) == (coupon_code is not None)
-    generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
-    before = generic, custom
-    for n in range(11, 15):
-        await repository.load_courses_for_checkout(
-            session, user_id=buyer.id, course_ids=[f"course-{n}"], coupon_code=coupon_code
-        )
-    generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
+    # Four executions, all on the generic plan. Autovacuum analyzing a table the statement
+    # reads (the committed tests' rows) invalidates the plan, and the next execution is
+    # then planned afresh once: a window it fell in is measured again.
+    for _ in range(3):
+        before = (await session.execute(PLANS, {"sql": sql})).one()
+        for n in range(11, 15):
+            await repository.load_courses_for_checkout(
+                session, user_id=buyer.id, course_ids=[f"course-{n}"], coupon_code=coupon_code
+            )
+        generic, custom = (await session.execute(PLANS, {"sql": sql})).one()
+        if (generic - before[0], custom - before[1]) == (4, 0):
+            break
     assert (generic - before[0], custom - before[1]) == (4, 0), "re-planned each time"
 
     arguments = [

@@ -8,7 +8,6 @@ from the code under test."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -19,7 +18,6 @@ from coursehub.core.database import Database
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, OrderStatus, PaymentStatus
-from coursehub.orders.checkout import CLAIM_HINTS
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -50,15 +48,6 @@ def claim_locks(log: StatementLog) -> list[str]:
 
 def savepoints(log: StatementLog) -> list[str]:
     return [s for s in log.statements if s.startswith(("SAVEPOINT", "ROLLBACK TO SAVEPOINT"))]
-
-
-@pytest.fixture(autouse=True)
-def fresh_claim_hints() -> Iterator[None]:
-    """Each test starts from a process that has learnt nothing (K, coupons near their
-    limit), whatever ran before it."""
-    CLAIM_HINTS.forget()
-    yield
-    CLAIM_HINTS.forget()
 
 
 async def in_progress_bound(session: AsyncSession) -> int:
