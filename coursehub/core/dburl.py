@@ -125,6 +125,14 @@ class DatabaseConfig:
         # Times are stored as UTC in `timestamp without time zone` (as Prisma does),
         # so the session time zone must be UTC for CURRENT_TIMESTAMP to agree.
         settings = {"timezone": "UTC", "application_name": self.application_name}
+        if not self.pgbouncer:
+            # The store's units of work are written for READ COMMITTED, one snapshot a
+            # statement: a count taken after a lock sees what its holders committed
+            # (checkout's coupon claims, coupons/repository.py). A role or database
+            # defaulting to REPEATABLE READ would take the snapshot earlier, silently.
+            # PgBouncer refuses startup parameters it does not track: behind it, the write
+            # transactions say READ COMMITTED in their BEGIN (core/database.py).
+            settings["default_transaction_isolation"] = "read committed"
         if self.schema != "public":
             settings["search_path"] = f'"{self.schema}"'
         return settings

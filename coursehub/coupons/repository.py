@@ -173,7 +173,9 @@ def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bo
 #   never write a row.
 # - For its last K uses the lock is EXCLUSIVE and the uses are counted exactly. Admins take
 #   it too to change or delete a coupon: the change waits for the claims in progress, and
-#   every claim after it sees the change.
+#   every claim after it counts against the new maxUses. (Its other rules, the window and
+#   the discount, were checked as the checkout read the coupon, a moment before its claim:
+#   a checkout that read it before an admin's change completes on those terms.)
 #
 # Why no use is sold beyond maxUses: take Z, of the checkouts that commit a use, the one
 # whose count was taken last. Every other one either committed before that count (Z saw
@@ -234,7 +236,10 @@ SHARED_CLAIM_ROOM = select(
 ).where(Coupon.id == _COUPON_ID)
 # The coupon's limit and its usages up to maxUses: fewer than maxUses, and a use is free.
 CLAIM_ROOM = select(
-    Coupon.max_uses, _usages_up_to(func.coalesce(Coupon.max_uses, 0)).label("usages")
+    # greatest: a negative maxUses (no CHECK forbids one in adopted data) is used up, not
+    # a negative LIMIT's error.
+    Coupon.max_uses,
+    _usages_up_to(func.greatest(func.coalesce(Coupon.max_uses, 0), 0)).label("usages"),
 ).where(Coupon.id == _COUPON_ID)
 COUNT_USES = select(func.count()).where(CouponUsage.coupon_id == _COUPON_ID, COUNTING)
 _LOCK_CLAIMS_SHARED_SQL = DriverStatement(LOCK_CLAIMS_SHARED)

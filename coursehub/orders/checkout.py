@@ -292,10 +292,11 @@ class _ClaimHints:
     claim bound to fail (coupons/repository.py): it would take a savepoint, the shared
     lock and a count, give them back, and only then queue for the exclusive lock.
 
-    `bound`: K as the server last reported it; a coupon whose maxUses is not above it can
-    never be claimed shared. `near_limit`: coupons a shared claim last found too near
-    their limit, until an exclusive claim finds them far from it again (their limit
-    raised, orders cancelled). Hints only: each claim checks afresh under its lock."""
+    `bound`: K as the server last reported it; a coupon whose maxUses is below it can
+    never be claimed shared (at K, only while it has no usage at all). `near_limit`:
+    coupons a shared claim last found too near their limit, until an exclusive claim
+    finds them far from it again (their limit raised, orders cancelled). Hints only:
+    each claim checks afresh under its lock."""
 
     MAX_NEAR_LIMIT = 1024
 
@@ -305,7 +306,7 @@ class _ClaimHints:
 
     def try_shared(self, coupon: Coupon) -> bool:
         assert coupon.max_uses is not None
-        if self.bound is not None and coupon.max_uses <= self.bound:
+        if self.bound is not None and coupon.max_uses < self.bound:
             return False
         return coupon.id not in self.near_limit
 

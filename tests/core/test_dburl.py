@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
+import asyncpg
 import pytest
 
+from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig, default_pool_size, parse_database_url
 from coursehub.core.errors import ConfigurationError
 
@@ -84,3 +88,62 @@ def test_to_url_round_trips(url: str) -> None:
     config = parse_database_url(url)
 
     assert parse_database_url(config.to_url()) == config
+
+
+async def test_the_stores_connections_are_read_committed_whatever_the_databases_default(
+    scratch_db: DatabaseConfig,
+) -> None:
+    """Checkout's coupon claims count after a lock, on a statement's own snapshot
+    (coupons/repository.py): a database or role defaulting to REPEATABLE READ must not
+    change that for the store's connections."""
+    admin = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{scratch_db.database}" '
+            "SET default_transaction_isolation = 'repeatable read'"
+        )
+    finally:
+        await admin.close()
+    plain = await asyncpg.connect(**{**scratch_db.asyncpg_connect_kwargs(), "server_settings": {}})
+    store = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        assert await plain.fetchval("SHOW default_transaction_isolation") == "repeatable read"
+        async with store.transaction():
+            assert await store.fetchval("SHOW transaction_isolation") == "read committed"
+    finally:
+        await plain.close()
+        await store.close()
+
+
+def test_behind_pgbouncer_no_untracked_startup_parameter_is_sent() -> None:
+    """PgBouncer refuses a startup parameter it does not track: the isolation level is then
+    said in the write transactions' BEGIN instead."""
+    config = parse_database_url("postgresql://u@db:6432/shop?pgbouncer=true")
+    assert "default_transaction_isolation" not in config.server_settings()
+    assert (
+        parse_database_url("postgresql://u@db/shop").server_settings()[
+            "default_transaction_isolation"
+        ]
+        == "read committed"
+    )
+
+
+async def test_write_transactions_are_read_committed_behind_any_default(
+    scratch_db: DatabaseConfig,
+) -> None:
+    admin = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{scratch_db.database}" '
+            "SET default_transaction_isolation = 'repeatable read'"
+        )
+    finally:
+        await admin.close()
+    # As behind PgBouncer: no startup setting; the BEGIN says it.
+    database = Database(replace(scratch_db, pgbouncer=True), pool_size=1)
+    try:
+        async with database.write_transaction() as writer:
+            connection = await writer.connection()
+            assert await connection.fetchval("SHOW transaction_isolation") == "read committed"
+    finally:
+        await database.dispose()

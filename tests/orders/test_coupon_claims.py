@@ -291,8 +291,8 @@ async def test_the_last_uses_of_a_coupon_above_the_bound_go_to_exactly_that_many
 async def test_a_coupon_limited_to_no_more_than_the_bound_is_claimed_exclusively_at_once(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
-    """Once a shared claim has told the process K, a coupon whose maxUses is not above it
-    (it can never be claimed shared) goes straight to the exclusive lock: no savepoint, no
+    """Once a shared claim has told the process K, a coupon whose maxUses is below it (it
+    can never be claimed shared) goes straight to the exclusive lock: no savepoint, no
     shared lock taken and given back first."""
     async with committed_db.transaction() as session:
         bound = await in_progress_bound(session)
@@ -314,3 +314,20 @@ async def test_a_coupon_limited_to_no_more_than_the_bound_is_claimed_exclusively
     big, small = logs
     assert claim_locks(big) == ["shared"] and len(savepoints(big)) == 1
     assert claim_locks(small) == ["exclusive"] and savepoints(small) == []
+
+
+async def test_a_coupon_with_a_negative_limit_is_used_up(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """The API refuses maxUses below 1, but no CHECK does: data adopted from the Node app
+    may hold one. It is a used-up coupon (409), not a negative LIMIT's error (a 500)."""
+    async with committed_db.transaction() as session:
+        buyer = await make_user(session)
+        course = await make_course(session, price="1000.00")
+        await make_coupon(session, code="BROKEN", value="10", max_uses=-1)
+        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "BROKEN"}
+
+    response = await committed_client.post(URL, json=body, headers=headers)
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "coupon_used_up"
