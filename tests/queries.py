@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
@@ -132,3 +133,16 @@ async def hold_coupon_claims(session: AsyncSession, coupon_id: str, *, exclusive
         text(f"SELECT {function}(:lock_class, hashtext(:coupon_id))"),
         {"lock_class": COUPON_CLAIM_LOCK_CLASS, "coupon_id": coupon_id},
     )
+
+
+async def terminate(database: Database, connection: asyncpg.Connection) -> None:
+    """End `connection`'s server process from another of `database`'s connections, as a
+    restart or an admin's pg_terminate_backend would, and wait until asyncpg has seen it
+    close (it reads the server's goodbye by itself; 5 s at most)."""
+    async with database.read_connection() as other:
+        await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
+    for _ in range(500):
+        if connection.is_closed():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("asyncpg never saw the terminated connection close")

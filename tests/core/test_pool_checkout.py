@@ -29,6 +29,7 @@ from sqlalchemy.util.concurrency import greenlet_spawn
 
 from coursehub.core.database import Database, check_out
 from coursehub.core.dburl import DatabaseConfig
+from tests.queries import terminate
 
 
 @pytest.fixture
@@ -208,18 +209,6 @@ async def test_with_none_idle_a_checkout_waits_for_one_to_come_back(single: Data
     assert _pool_counts(single.engine) == (1, 0)
 
 
-async def _terminate_and_wait(database: Database, connection: asyncpg.Connection) -> None:
-    """End `connection`'s server process, as a restart would, and wait until asyncpg has
-    seen it close (it reads the server's goodbye while the connection sits idle)."""
-    async with database.read_connection() as other:
-        await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
-    for _ in range(500):
-        if connection.is_closed():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("asyncpg never saw the terminated connection close")
-
-
 @pytest.mark.parametrize("unit", ["read connection", "write transaction", "session"])
 async def test_a_connection_the_server_ended_while_idle_is_replaced_at_checkout(
     single: Database, database: Database, unit: str
@@ -229,7 +218,7 @@ async def test_a_connection_the_server_ended_while_idle_is_replaced_at_checkout(
     a greenlet only because opening one awaits."""
     async with single.read_connection() as first:
         old_pid = first.get_server_pid()
-    await _terminate_and_wait(database, first)
+    await terminate(database, first)
 
     if unit == "read connection":
         async with single.read_connection() as reader:

@@ -7,7 +7,6 @@ connection that broke during the read is discarded, not handed to the next reque
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -19,6 +18,7 @@ from coursehub.core.database import Database
 from coursehub.core.sql import DriverStatement
 from coursehub.models import User
 from tests.factories import make_user
+from tests.queries import terminate
 
 SELECT_EMAIL = DriverStatement(
     select(User.email).where(User.id == bindparam("user_id", type_=Text()))
@@ -67,12 +67,7 @@ async def test_a_connection_that_broke_during_a_read_is_discarded(
             async with single.read_connection() as reader:
                 broken = reader
                 # The server ends the connection, as a restart or a network cut would.
-                async with committed_db.read_connection() as other:
-                    await other.execute("SELECT pg_terminate_backend($1)", reader.get_server_pid())
-                for _ in range(100):  # until the client has seen the server hang up
-                    if reader.is_closed():
-                        break
-                    await asyncio.sleep(0.01)
+                await terminate(committed_db, reader)
                 await SELECT_EMAIL.fetchrow(reader, user_id="anyone")
 
         assert checked_out(single) == 0

@@ -9,7 +9,6 @@ their values as loaded.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +24,7 @@ from coursehub.models import Role, User
 from tests.core.test_read_connection import checked_out
 from tests.core.test_sql import INSERT_USER, SELECT_ONE_USER, _user_values
 from tests.factories import make_user
+from tests.queries import terminate
 
 
 async def _exists(database: Database, user_id: str) -> bool:
@@ -178,16 +178,11 @@ async def test_a_connection_the_server_ended_raises_its_own_error_and_is_discard
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         async with committed_db.write_transaction() as writer:
             connection = await writer.connection()
-            async with committed_db.read_connection() as other:
-                await other.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
             # Once asyncpg has seen the connection close, the statement's failure is raised
             # as the connection's loss (core/sql.py). Sent into the instant between the
             # server's farewell message and the close, it would fail as InternalClientError
-            # (also a 503; seen once in a full run): wait, for one outcome.
-            for _ in range(500):
-                if connection.is_closed():
-                    break
-                await asyncio.sleep(0.01)
+            # (also a 503; seen once in a full run): `terminate` waits, for one outcome.
+            await terminate(committed_db, connection)
             await INSERT_USER.fetch_in_transaction(writer, **_user_values(26))
     assert checked_out(committed_db) == before
     async with committed_db.write_transaction() as writer:
