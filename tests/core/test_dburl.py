@@ -90,20 +90,25 @@ def test_to_url_round_trips(url: str) -> None:
     assert parse_database_url(config.to_url()) == config
 
 
+async def default_to_repeatable_read(config: DatabaseConfig) -> None:
+    """Make REPEATABLE READ the database's default, as a DBA might."""
+    admin = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        await admin.execute(
+            f'ALTER DATABASE "{config.database}" '
+            "SET default_transaction_isolation = 'repeatable read'"
+        )
+    finally:
+        await admin.close()
+
+
 async def test_the_stores_connections_are_read_committed_whatever_the_databases_default(
     scratch_db: DatabaseConfig,
 ) -> None:
     """Checkout's coupon claims count after a lock, on a statement's own snapshot
     (coupons/repository.py): a database or role defaulting to REPEATABLE READ must not
     change that for the store's connections."""
-    admin = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
-    try:
-        await admin.execute(
-            f'ALTER DATABASE "{scratch_db.database}" '
-            "SET default_transaction_isolation = 'repeatable read'"
-        )
-    finally:
-        await admin.close()
+    await default_to_repeatable_read(scratch_db)
     plain = await asyncpg.connect(**{**scratch_db.asyncpg_connect_kwargs(), "server_settings": {}})
     store = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
     try:
@@ -131,14 +136,7 @@ def test_behind_pgbouncer_no_untracked_startup_parameter_is_sent() -> None:
 async def test_write_transactions_are_read_committed_behind_any_default(
     scratch_db: DatabaseConfig,
 ) -> None:
-    admin = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
-    try:
-        await admin.execute(
-            f'ALTER DATABASE "{scratch_db.database}" '
-            "SET default_transaction_isolation = 'repeatable read'"
-        )
-    finally:
-        await admin.close()
+    await default_to_repeatable_read(scratch_db)
     # As behind PgBouncer: no startup setting; the BEGIN says it.
     database = Database(replace(scratch_db, pgbouncer=True), pool_size=1)
     try:

@@ -8,6 +8,8 @@ from the code under test."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -77,16 +79,35 @@ async def add_usages(
         )
 
 
-async def test_checkouts_far_from_a_coupons_limit_do_not_queue_on_it(
-    committed_client: httpx.AsyncClient, committed_db: Database
-) -> None:
-    async with committed_db.transaction() as session:
+@dataclass(frozen=True)
+class LimitedCoupon:
+    bound: int  # K
+    coupon_id: str
+    headers: dict[str, str]  # its buyer's
+    body: dict[str, Any]  # that buyer's checkout of one course with the coupon
+
+
+async def a_buyer_and_a_limited_coupon(
+    database: Database, *, code: str, above_bound: int, cancelled: int = 0
+) -> LimitedCoupon:
+    """A buyer, a course, and a coupon limited to K + `above_bound` uses with `cancelled`
+    usages of cancelled orders (none counts), all committed."""
+    async with database.transaction() as session:
         bound = await in_progress_bound(session)
         buyer = await make_user(session)
         course = await make_course(session, price="1000.00")
-        coupon = await make_coupon(session, code="LAUNCH", value="10", max_uses=bound + 50)
-        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "LAUNCH"}
-        coupon_id = coupon.id
+        coupon = await make_coupon(session, code=code, value="10", max_uses=bound + above_bound)
+        if cancelled:
+            await add_usages(session, coupon, cancelled, status=OrderStatus.cancelled)
+        body = {"courseIds": [course.id], "couponCode": code}
+        return LimitedCoupon(bound, coupon.id, auth_headers(buyer), body)
+
+
+async def test_checkouts_far_from_a_coupons_limit_do_not_queue_on_it(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    setup = await a_buyer_and_a_limited_coupon(committed_db, code="LAUNCH", above_bound=50)
+    coupon_id, headers, body = setup.coupon_id, setup.headers, setup.body
 
     async with committed_db.transaction() as holder:
         await hold_coupon_claims(holder, coupon_id, exclusive=False)  # a claim in progress
@@ -107,13 +128,8 @@ async def test_a_shared_claim_counts_the_uses_committed_while_it_waited(
     lock, having read the coupon with none. The checkout counts after it has the lock,
     sees them all and is refused: a count taken before the lock, or in the lock's own
     statement (whose snapshot precedes the wait), would have sold one more."""
-    async with committed_db.transaction() as session:
-        bound = await in_progress_bound(session)
-        buyer = await make_user(session)
-        course = await make_course(session, price="1000.00")
-        coupon = await make_coupon(session, code="RUSH", value="10", max_uses=bound + 5)
-        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "RUSH"}
-        coupon_id = coupon.id
+    setup = await a_buyer_and_a_limited_coupon(committed_db, code="RUSH", above_bound=5)
+    bound, coupon_id, headers, body = setup.bound, setup.coupon_id, setup.headers, setup.body
 
     async with committed_db.transaction() as holder:
         await hold_coupon_claims(holder, coupon_id, exclusive=True)
@@ -133,13 +149,8 @@ async def test_a_shared_claim_counts_the_uses_committed_while_it_waited(
 async def test_a_shared_claim_waits_for_an_exclusive_one(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
-    async with committed_db.transaction() as session:
-        bound = await in_progress_bound(session)
-        buyer = await make_user(session)
-        course = await make_course(session, price="1000.00")
-        coupon = await make_coupon(session, code="LAUNCH2", value="10", max_uses=bound + 50)
-        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "LAUNCH2"}
-        coupon_id = coupon.id
+    setup = await a_buyer_and_a_limited_coupon(committed_db, code="LAUNCH2", above_bound=50)
+    coupon_id, headers, body = setup.coupon_id, setup.headers, setup.body
 
     async with committed_db.transaction() as holder:
         await hold_coupon_claims(holder, coupon_id, exclusive=True)
@@ -192,14 +203,10 @@ async def test_a_shared_claim_needs_room_for_every_transaction_in_progress(
 async def test_a_claim_of_one_of_the_last_uses_waits_for_the_shared_claims(
     committed_client: httpx.AsyncClient, committed_db: Database
 ) -> None:
-    async with committed_db.transaction() as session:
-        bound = await in_progress_bound(session)
-        buyer = await make_user(session)
-        course = await make_course(session, price="1000.00")
-        coupon = await make_coupon(session, code="NEARLY", value="10", max_uses=bound + 2)
-        await add_usages(session, coupon, 3, status=OrderStatus.cancelled)
-        headers, body = auth_headers(buyer), {"courseIds": [course.id], "couponCode": "NEARLY"}
-        coupon_id = coupon.id
+    setup = await a_buyer_and_a_limited_coupon(
+        committed_db, code="NEARLY", above_bound=2, cancelled=3
+    )
+    coupon_id, headers, body = setup.coupon_id, setup.headers, setup.body
 
     async with committed_db.transaction() as holder:
         await hold_coupon_claims(holder, coupon_id, exclusive=False)
