@@ -11,7 +11,8 @@ cancelled, so their uses count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +33,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
@@ -173,9 +175,9 @@ def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bo
 #   never write a row.
 # - For its last K uses the lock is EXCLUSIVE and the uses are counted exactly. Admins take
 #   it too to change or delete a coupon: the change waits for the claims in progress, and
-#   every claim after it counts against the new maxUses. (Its other rules, the window and
-#   the discount, were checked as the checkout read the coupon, a moment before its claim:
-#   a checkout that read it before an admin's change completes on those terms.)
+#   every claim after it sees the change: it counts against the new maxUses, and the
+#   coupon's terms (window, discount), read again with the claim, replace those the
+#   checkout read a moment before (orders/checkout.py).
 #
 # Why no use is sold beyond maxUses: take Z, of the checkouts that commit a use, the one
 # whose count was taken last. Every other one either committed before that count (Z saw
@@ -228,18 +230,73 @@ def _usages_up_to(limit: Any) -> Any:
     return select(func.count()).select_from(usages).scalar_subquery()
 
 
-# The coupon's limit, K, and its usages up to maxUses - K + 1: whether a shared claim fits.
+@dataclass(frozen=True)
+class CouponTerms:
+    """A coupon's window and discount: checked when checkout reads the coupon, read again
+    with its claim, after any admin's change the claim waited for."""
+
+    type: CouponType
+    value: Decimal
+    max_discount: Decimal | None
+    min_purchase: Decimal | None
+    start_date: datetime
+    end_date: datetime
+
+    @classmethod
+    def of(cls, coupon: Coupon) -> CouponTerms:
+        return cls(
+            coupon.type,
+            coupon.value,
+            coupon.max_discount,
+            coupon.min_purchase,
+            coupon.start_date,
+            coupon.end_date,
+        )
+
+    def give_to(self, coupon: Coupon) -> None:
+        """Make these the coupon object's terms, as loaded (the database holds them: no
+        UPDATE to flush)."""
+        for name, value in asdict(self).items():
+            set_committed_value(coupon, name, value)
+
+
+_TERMS = (
+    Coupon.type,
+    Coupon.value,
+    Coupon.max_discount,
+    Coupon.min_purchase,
+    Coupon.start_date,
+    Coupon.end_date,
+)
+
+
+def _terms_from_row(row: Record, at: int) -> CouponTerms:
+    return CouponTerms(
+        CouponType(row[at]),
+        row[at + 1],
+        row[at + 2],
+        row[at + 3],
+        aware(row[at + 4]),
+        aware(row[at + 5]),
+    )
+
+
+# The coupon's limit, K, its usages up to maxUses - K + 1 (whether a shared claim fits),
+# and its terms.
 SHARED_CLAIM_ROOM = select(
     Coupon.max_uses,
     IN_PROGRESS_BOUND.label("bound"),
     _usages_up_to(func.greatest(Coupon.max_uses - IN_PROGRESS_BOUND + 1, 0)).label("usages"),
+    *_TERMS,
 ).where(Coupon.id == _COUPON_ID)
-# The coupon's limit and its usages up to maxUses: fewer than maxUses, and a use is free.
+# The coupon's limit, its usages up to maxUses (fewer than maxUses: a use is free), and its
+# terms.
 CLAIM_ROOM = select(
     # greatest: a negative maxUses (no CHECK forbids one in adopted data) is used up, not
     # a negative LIMIT's error.
     Coupon.max_uses,
     _usages_up_to(func.greatest(func.coalesce(Coupon.max_uses, 0), 0)).label("usages"),
+    *_TERMS,
 ).where(Coupon.id == _COUPON_ID)
 COUNT_USES = select(func.count()).where(CouponUsage.coupon_id == _COUPON_ID, COUNTING)
 _LOCK_CLAIMS_SHARED_SQL = DriverStatement(LOCK_CLAIMS_SHARED)
@@ -258,6 +315,7 @@ class SharedClaim:
     claimed: bool
     found: bool
     bound: int | None
+    terms: CouponTerms | None = None  # as read under the lock, when claimed
 
 
 async def claim_use_shared(writer: Writer, coupon_id: str) -> SharedClaim:
@@ -271,19 +329,21 @@ async def claim_use_shared(writer: Writer, coupon_id: str) -> SharedClaim:
         max_uses, bound, usages = rows[0][0], int(rows[0][1]), int(rows[0][2])
         # maxUses None: the limit was removed meanwhile, nothing to count.
         if max_uses is None or usages + bound <= max_uses:
-            return SharedClaim(claimed=True, found=True, bound=bound)
+            terms = _terms_from_row(rows[0], 3)
+            return SharedClaim(claimed=True, found=True, bound=bound, terms=terms)
     await _ROLLBACK_TO_SAVEPOINT_SQL.fetch_in_transaction(writer)
     return SharedClaim(claimed=False, found=bool(rows), bound=int(rows[0][1]) if rows else None)
 
 
 @dataclass(frozen=True)
 class ClaimRoom:
-    """Under the exclusive lock: whether the coupon exists, its current maxUses, and
-    its usages (cancelled orders' too) counted up to maxUses."""
+    """Under the exclusive lock: whether the coupon exists, its current maxUses, its
+    usages (cancelled orders' too) counted up to maxUses, and its terms."""
 
     found: bool
     max_uses: int | None
     usages: int
+    terms: CouponTerms | None
 
 
 async def lock_claims(writer: Writer, coupon_id: str) -> None:
@@ -296,8 +356,9 @@ async def claim_room(writer: Writer, coupon_id: str) -> ClaimRoom:
     """The coupon's limit and usages, read after `lock_claims` (see `ClaimRoom`)."""
     rows = await _CLAIM_ROOM_SQL.fetch_in_transaction(writer, coupon_id=coupon_id)
     if not rows:
-        return ClaimRoom(found=False, max_uses=None, usages=0)
-    return ClaimRoom(found=True, max_uses=rows[0][0], usages=int(rows[0][1]))
+        return ClaimRoom(found=False, max_uses=None, usages=0, terms=None)
+    row = rows[0]
+    return ClaimRoom(found=True, max_uses=row[0], usages=int(row[1]), terms=_terms_from_row(row, 2))
 
 
 async def find_coupon_for_user(

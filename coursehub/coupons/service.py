@@ -80,7 +80,7 @@ async def update_coupon(
     code (409). Lowering maxUses below the uses already made is allowed: it just has none left.
 
     Under the coupon's claim lock (coupons/repository.py): the change waits for the
-    checkouts claiming a use of it, and every claim after it counts against the new maxUses."""
+    checkouts claiming a use of it, and every claim after it sees the change."""
     await repository.lock_claims(session, coupon_id)
     coupon = await repository.get_coupon(session, coupon_id)
     if coupon is None:

@@ -21,7 +21,9 @@ One transaction, in this order, holding locks as briefly as possible:
    shared, and a bounded count of all its usages shows there is room even if every
    transaction in progress on the server took a use; for its last uses the lock is
    exclusive and its uses (usages of orders not cancelled) are counted exactly
-   (coupons/repository.py, "claiming a use", says why no use is sold twice).
+   (coupons/repository.py, "claiming a use", says why no use is sold twice). The
+   coupon's terms are read again with the claim: changed by an admin meanwhile, the
+   new ones are checked and applied.
    Unlimited coupons (the common case) take no lock at all. A use starts counting
    only here, under that lock; one stops counting when its order is cancelled, which
    needs no lock: a count can then only be too high for a moment, never too low.
@@ -54,6 +56,7 @@ from coursehub.coupons import repository as coupons_repository
 from coursehub.coupons import rules as coupon_rules
 from coursehub.coupons.errors import CouponNotFound
 from coursehub.coupons.models import Coupon, CouponUsage
+from coursehub.coupons.repository import CouponTerms
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders import repository
 from coursehub.orders.errors import (
@@ -231,9 +234,16 @@ async def checkout(
         coupon_rules.check_applies(
             coupon, original_amount=original, now=now, used_by_user=used_by_user
         )
-        discount = coupon_rules.discount_for(coupon, original)
         if coupon.max_uses is not None:
-            await _claim_limited_use(writer, coupon)
+            terms = await _claim_limited_use(writer, coupon)
+            if terms != CouponTerms.of(coupon):
+                # An admin changed the coupon between our read and our claim (which waited
+                # for the change): its new terms are the ones that apply.
+                terms.give_to(coupon)
+                coupon_rules.check_applies(
+                    coupon, original_amount=original, now=now, used_by_user=used_by_user
+                )
+        discount = coupon_rules.discount_for(coupon, original)
     amount = max(ZERO, to_paise(original - discount))
 
     order = loaded_object(
@@ -327,17 +337,19 @@ class _ClaimHints:
 CLAIM_HINTS = _ClaimHints()
 
 
-async def _claim_limited_use(writer: Writer, coupon: Coupon) -> None:
+async def _claim_limited_use(writer: Writer, coupon: Coupon) -> CouponTerms:
     """Claim one of the limited coupon's uses, held until the commit, so that no more than
     maxUses count however many checkouts run at once (coupons/repository.py): far from the
     limit under the shared claim lock (the checkouts of one coupon do not queue), for its
-    last uses under the exclusive one, after an exact count."""
+    last uses under the exclusive one, after an exact count. Returns the coupon's terms as
+    read under the lock."""
     if CLAIM_HINTS.try_shared(coupon):
         shared = await coupons_repository.claim_use_shared(writer, coupon.id)
         if shared.bound is not None:
             CLAIM_HINTS.bound = shared.bound
         if shared.claimed:
-            return
+            assert shared.terms is not None
+            return shared.terms
         if not shared.found:
             raise CouponNotFound(f"there is no coupon {coupon.code}")
         CLAIM_HINTS.shared_failed(coupon.id)
@@ -345,15 +357,17 @@ async def _claim_limited_use(writer: Writer, coupon: Coupon) -> None:
     room = await coupons_repository.claim_room(writer, coupon.id)
     if not room.found:
         raise CouponNotFound(f"there is no coupon {coupon.code}")
+    assert room.terms is not None
     if room.max_uses is None:
-        return  # the limit was removed meanwhile
+        return room.terms  # the limit was removed meanwhile
     CLAIM_HINTS.exclusive_found(coupon.id, usages=room.usages, max_uses=room.max_uses)
     # Fewer usages than maxUses at all (an index-only count): fewer that count. Only with
     # more (some of cancelled orders, or the coupon used up) is each usage's order read.
     if room.usages < room.max_uses:
-        return
+        return room.terms
     uses = await coupons_repository.count_uses(writer, coupon.id)
     coupon_rules.check_not_used_up(coupon, max_uses=room.max_uses, uses=uses)
+    return room.terms
 
 
 async def _insert(

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
+from coursehub.core.models import utcnow
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import Coupon, OrderStatus, PaymentStatus
 from tests.factories import (
@@ -219,13 +220,27 @@ async def test_a_claim_of_one_of_the_last_uses_waits_for_the_shared_claims(
         assert await coupons_repository.count_uses(session, coupon_id) == 1
 
 
+@pytest.mark.parametrize(
+    ("change", "status", "outcome"),
+    [
+        ({"maxUses": 1}, 409, "coupon_used_up"),  # the one use made
+        ({"endDate": "now"}, 422, "coupon_expired"),
+        ({"value": "50"}, 201, "500.00"),  # the discount on ₹1,000
+    ],
+    ids=["lower maxUses", "end it now", "raise the discount"],
+)
 async def test_an_admins_change_waits_for_the_claims_in_progress_and_comes_before_later_ones(
-    committed_client: httpx.AsyncClient, committed_db: Database
+    committed_client: httpx.AsyncClient,
+    committed_db: Database,
+    change: dict[str, str | int],
+    status: int,
+    outcome: str,
 ) -> None:
-    """A claim is in progress; an admin lowers maxUses to the uses made (one); then a buyer
-    checks out. The admin waits for the claim, and the buyer, though a shared claim could
-    join the one in progress, queues behind the admin (no admin waits for a stream of
-    claims to dry up) and then sees the new limit."""
+    """A claim is in progress; an admin changes the coupon; then a buyer checks out, having
+    read the coupon as it was. The admin waits for the claim, and the buyer, though a
+    shared claim could join the one in progress, queues behind the admin (no admin waits
+    for a stream of claims to dry up) and then gets the coupon as changed: its new limit,
+    window or discount."""
     async with committed_db.transaction() as session:
         bound = await in_progress_bound(session)
         admin, buyer = await make_admin(session), await make_user(session)
@@ -235,24 +250,29 @@ async def test_an_admins_change_waits_for_the_claims_in_progress_and_comes_befor
         coupon_id = coupon.id
         admin_headers, buyer_headers = auth_headers(admin), auth_headers(buyer)
         body = {"courseIds": [course.id], "couponCode": "CUTOFF"}
+    if change.get("endDate") == "now":
+        change = {"endDate": utcnow().isoformat()}
 
     async with committed_db.transaction() as holder:
         await hold_coupon_claims(holder, coupon_id, exclusive=False)
-        change = asyncio.create_task(
+        changing = asyncio.create_task(
             committed_client.patch(
-                f"/api/v1/admin/coupons/{coupon_id}", json={"maxUses": 1}, headers=admin_headers
+                f"/api/v1/admin/coupons/{coupon_id}", json=change, headers=admin_headers
             )
         )
         await waiting_for_locks(committed_db, 1, what="admin changes")
         checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=buyer_headers))
         await waiting_for_locks(committed_db, 2, what="admin changes and checkouts")
-        assert not change.done() and not checkout.done()
-    changed, response = await change, await checkout
+        assert not changing.done() and not checkout.done()
+    changed, response = await changing, await checkout
 
     assert changed.status_code == 200, changed.text
-    assert changed.json()["maxUses"] == 1
-    assert response.status_code == 409, response.text
-    assert response.json()["code"] == "coupon_used_up"
+    assert response.status_code == status, response.text
+    if status == 201:
+        assert response.json()["coupon"]["discount"] == outcome
+        assert response.json()["amount"] == "500.00"
+    else:
+        assert response.json()["code"] == outcome
 
 
 async def test_the_last_uses_of_a_coupon_above_the_bound_go_to_exactly_that_many_buyers(
