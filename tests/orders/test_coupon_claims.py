@@ -147,21 +147,6 @@ async def test_a_shared_claim_counts_the_uses_committed_while_it_waited(
         assert await coupons_repository.count_uses(session, coupon_id) == bound + 5
 
 
-async def test_a_shared_claim_waits_for_an_exclusive_one(
-    committed_client: httpx.AsyncClient, committed_db: Database
-) -> None:
-    setup = await a_buyer_and_a_limited_coupon(committed_db, code="LAUNCH2", above_bound=50)
-    coupon_id, headers, body = setup.coupon_id, setup.headers, setup.body
-
-    async with committed_db.transaction() as holder:
-        await hold_coupon_claims(holder, coupon_id, exclusive=True)
-        checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=headers))
-        await waiting_for_locks(committed_db, 1, what="checkouts")
-        assert not checkout.done()
-    response = await checkout
-    assert response.status_code == 201, response.text
-
-
 @pytest.mark.parametrize(("cancelled", "shared"), [(3, True), (4, False)])
 async def test_a_shared_claim_needs_room_for_every_transaction_in_progress(
     committed_client: httpx.AsyncClient, committed_db: Database, cancelled: int, shared: bool
@@ -201,16 +186,29 @@ async def test_a_shared_claim_needs_room_for_every_transaction_in_progress(
         assert savepoints(second_log) == []
 
 
-async def test_a_claim_of_one_of_the_last_uses_waits_for_the_shared_claims(
-    committed_client: httpx.AsyncClient, committed_db: Database
+@pytest.mark.parametrize(
+    ("code", "above_bound", "cancelled", "held_exclusive"),
+    [("LAUNCH2", 50, 0, True), ("NEARLY", 2, 3, False)],
+    ids=["a shared claim waits for an exclusive one", "one of the last uses waits for shared"],
+)
+async def test_a_claim_waits_for_the_claim_lock_held_against_it(
+    committed_client: httpx.AsyncClient,
+    committed_db: Database,
+    code: str,
+    above_bound: int,
+    cancelled: int,
+    held_exclusive: bool,
 ) -> None:
+    """Far from its limit (K + 50) a checkout's shared claim waits for an exclusive claim in
+    progress; near it (K + 2 with three usages of cancelled orders) the checkout's
+    exclusive claim waits for a shared one. Each goes on once the holder has committed."""
     setup = await a_buyer_and_a_limited_coupon(
-        committed_db, code="NEARLY", above_bound=2, cancelled=3
+        committed_db, code=code, above_bound=above_bound, cancelled=cancelled
     )
     coupon_id, headers, body = setup.coupon_id, setup.headers, setup.body
 
     async with committed_db.transaction() as holder:
-        await hold_coupon_claims(holder, coupon_id, exclusive=False)
+        await hold_coupon_claims(holder, coupon_id, exclusive=held_exclusive)
         checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=headers))
         await waiting_for_locks(committed_db, 1, what="checkouts")
         assert not checkout.done()
