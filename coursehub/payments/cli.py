@@ -23,9 +23,12 @@ def _amount(value: str | None) -> Decimal | None:
     if value is None:
         return None
     try:
-        return Decimal(value)
+        amount = Decimal(value)
     except InvalidOperation:
         fail(f"--amount {value!r} is not a number")
+    if not amount.is_finite() or amount < 0:
+        fail(f"--amount {value!r} is not an amount of money (a number, 0 or more)")
+    return amount
 
 
 async def _apply(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 
 from coursehub.auth.dependencies import CurrentUser, Public, SettingsDep
 from coursehub.core.dependencies import SessionDep
@@ -92,8 +92,18 @@ async def payment_webhook(
     return _result(result)
 
 
+async def simulator_switched_on(settings: SettingsDep) -> None:
+    """404 while the simulator is off, before anything else of the request is looked at
+    (its token, its body): as if the route did not exist."""
+    if not settings.payment_simulator:
+        raise PaymentSimulatorDisabled("no such route")
+
+
 @router.post(
     "/dev/payments/simulate",
+    # First of the route's dependencies, so it runs before authentication and the body's
+    # validation, either of which would otherwise answer 401 or 422 and show the route.
+    dependencies=[Depends(simulator_switched_on)],
     response_model=WebhookResultRead,
     responses=responses(
         PaymentSimulatorDisabled,
@@ -110,7 +120,6 @@ async def simulate_payment(
     deliver the gateway's event for one of your orders (any order, for an admin)."""
     result = await service.simulate(
         session,
-        enabled=settings.payment_simulator,
         order_number=body.order_number,
         event=body.event,
         amount=body.amount,

@@ -69,6 +69,6 @@ class SimulatePayment(PaymentsModel):
 
     order_number: OrderNumber
     event: PaymentEventType = PaymentEventType.captured
-    amount: Annotated[Decimal | None, Field(ge=0)] = Field(
+    amount: Annotated[Decimal | None, Field(ge=0, allow_inf_nan=False, max_digits=30)] = Field(
         default=None, description="Defaults to the order's amount; another one is refused."
     )

@@ -51,7 +51,6 @@ from coursehub.payments.errors import (
     InvalidSignature,
     PaymentAmountMismatch,
     PaymentCurrencyMismatch,
-    PaymentSimulatorDisabled,
 )
 from coursehub.payments.schemas import PaymentEvent, PaymentEventType, WebhookOutcome
 from coursehub.payments.signature import is_valid_signature, sign
@@ -257,7 +256,9 @@ def simulated_event_body(
         "event": event.value,
         "orderNumber": order.order_number,
         "paymentId": payment_id,
-        "amount": str(to_paise(order.amount if amount is None else amount)),
+        # Another amount exactly as given, unrounded: 499.004 on a 499.00 order is a
+        # mismatch to show refused, as the gateway's would be.
+        "amount": str(to_paise(order.amount) if amount is None else amount),
         "currency": order.currency,
     }
     if event is PaymentEventType.failed:
@@ -277,16 +278,12 @@ async def simulate(
     secret: str,
     amount: Decimal | None = None,
     owner_id: str | None = None,
-    enabled: bool = True,
 ) -> WebhookResult:
     """Sign and deliver one gateway event for an order, through the real webhook path.
 
     `owner_id`: only that user's order may be simulated (a customer demoing their
-    own checkout); None for an admin or the CLI. `enabled`: settings.payment_simulator
-    for the HTTP route, which is a 404 while it is off.
+    own checkout); None for an admin or the CLI.
     """
-    if not enabled:
-        raise PaymentSimulatorDisabled("no such route")
     body = await simulated_body_for(
         session, order_number=order_number, event=event, amount=amount, owner_id=owner_id
     )

@@ -96,6 +96,35 @@ async def test_a_wrong_simulated_amount_is_refused_as_the_webhook_would(
     assert (await fresh(session, order)).status == OrderStatus.pending
 
 
+@pytest.mark.parametrize(
+    ("amount", "code"),
+    [
+        # Not rounded to the paisa on the way: the gateway's 499.004 is not 499.00.
+        ("499.004", "payment_amount_mismatch"),
+        ("1e30", "validation_failed"),
+        ("Infinity", "validation_failed"),
+        ("NaN", "validation_failed"),
+    ],
+)
+async def test_a_simulated_amount_is_sent_as_given_and_a_non_amount_is_422(
+    client: httpx.AsyncClient, session: AsyncSession, amount: str, code: str
+) -> None:
+    buyer = await make_user(session)
+    course = await make_course(session, price="499.00")
+    order = await make_order(session, user=buyer, courses=[course])
+    await commit_setup(session)
+
+    response = await client.post(
+        URL,
+        json={"orderNumber": order.order_number, "amount": amount},
+        headers=auth_headers(buyer),
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == code
+    assert (await fresh(session, order)).status == OrderStatus.pending
+
+
 async def test_the_simulator_needs_sign_in(client: httpx.AsyncClient) -> None:
     assert (await client.post(URL, json={"orderNumber": "CH-X"})).status_code == 401
 
@@ -125,6 +154,12 @@ async def test_with_the_simulator_off_the_route_does_not_exist(
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"
     assert (await fresh(session, order)).status == OrderStatus.pending
+    # Nothing else of the request is looked at first: neither a missing token (401)
+    # nor a bad body (422) shows that the route is there.
+    anonymous = await simulator_off_client.post(URL, json={"orderNumber": order.order_number})
+    bad_body = await simulator_off_client.post(URL, json={"bogus": 1}, headers=auth_headers(buyer))
+    assert [anonymous.status_code, bad_body.status_code] == [404, 404]
+    assert anonymous.json() == bad_body.json() == response.json()
 
 
 # --- the CLI ---------------------------------------------------------------------------
@@ -156,6 +191,7 @@ async def test_cli_simulates_capture_and_failure(
     replay = simulate(to_pay.order_number, config=db_config)
     wrong = simulate(to_fail.order_number, "--amount", "1.00", config=db_config)
     missing = simulate("CH-NOPE", config=db_config)
+    not_money = simulate(to_fail.order_number, "--amount", "inf", config=db_config)
 
     assert paid.returncode == 0, paid.stderr
     assert "captured: order" in paid.stdout and "completed" in paid.stdout
@@ -163,6 +199,8 @@ async def test_cli_simulates_capture_and_failure(
     assert replay.returncode == 0 and "already_captured" in replay.stdout
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert missing.returncode == 1 and "no order 'CH-NOPE'" in missing.stderr
+    assert not_money.returncode == 1 and "Traceback" not in not_money.stderr
+    assert "--amount 'inf' is not an amount of money" in not_money.stderr
     async with committed_db.transaction() as session:
         states = {
             o.order_number: (o.status, o.payment_status)
