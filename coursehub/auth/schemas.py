@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from coursehub.users.schemas import AccountModel, GivenPassword, NewPassword
 
+# In Unicode's composed form (NFC), as sign-up stores an email (email-validator
+# normalises it): "zoë" typed as o + combining diaeresis still finds the account.
 Login = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=254),
+    AfterValidator(lambda login: unicodedata.normalize("NFC", login)),
     Field(description="The account's email or username, any case."),
 ]
 

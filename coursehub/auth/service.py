@@ -21,7 +21,7 @@ from coursehub.core.security import (
     decode_token,
     hash_password_off_loop,
     password_fingerprint,
-    verify_password_off_loop,
+    verify_sign_in_password,
 )
 from coursehub.core.settings import Settings
 from coursehub.users import repository
@@ -90,14 +90,16 @@ async def login(
 
     A missing account and a wrong password get the same answer, and take the same
     time: without an account the password is still checked, against a dummy argon2id
-    hash. A hash from the Node app (bcrypt) is replaced by an argon2id one on success.
+    hash, and a failed check against a Node bcrypt hash (quicker) is drawn out to an
+    argon2id check's time (core/security.py). A hash from the Node app (bcrypt) is
+    replaced by an argon2id one on success.
     Each attempt counts against its account's and its address's limits before the
     password is checked (auth/throttle.py); a success clears the account's counts.
     """
     user = await repository.find_user_by_login(session, login.strip())
     account = account_key(user_id=user.id if user else None, login=login)
     await throttle.admit(account=account, address=address)
-    matches, new_hash = await verify_password_off_loop(password, user.password if user else None)
+    matches, new_hash = await verify_sign_in_password(password, user.password if user else None)
     if user is None or not matches:
         raise InvalidCredentials(WRONG_CREDENTIALS)
     if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):

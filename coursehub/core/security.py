@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from typing import Literal
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.base import ensure_bytes
 from pwdlib.hashers.bcrypt import BcryptHasher
 
 from coursehub.core.models import utcnow
@@ -29,11 +31,28 @@ from coursehub.core.models import utcnow
 TokenType = Literal["access", "refresh"]
 JWT_ALGORITHM = "HS256"
 
-password_hash = PasswordHash((Argon2Hasher(), BcryptHasher()))
+# bcrypt reads at most this many bytes of a password.
+BCRYPT_MAX_PASSWORD_BYTES = 72
+
+
+class NodeBcryptHasher(BcryptHasher):
+    """Verifies bcrypt hashes as the Node app made them. Node's bcrypt (and bcryptjs)
+    hashed a password's first 72 bytes and ignored the rest, silently; the bcrypt package
+    here refuses a longer password (ValueError), which would lock out every carried-over
+    account whose password is longer: a passphrase, or ~25 characters of Hindi or Tamil
+    (3 bytes each in UTF-8). Its argon2id replacement is made from the whole password."""
+
+    def verify(self, password: str | bytes, hash: str | bytes) -> bool:
+        return super().verify(ensure_bytes(password)[:BCRYPT_MAX_PASSWORD_BYTES], hash)
+
+
+password_hash = PasswordHash((Argon2Hasher(), NodeBcryptHasher()))
 
 # Verified against when the account does not exist, so a wrong login takes the
 # same time whether or not the account exists.
+_began = time.perf_counter()
 _DUMMY_HASH = password_hash.hash("coursehub-timing-equaliser")
+_DUMMY_HASH_SECONDS = time.perf_counter() - _began
 
 # A password hash that no password verifies: used for anonymised accounts.
 UNUSABLE_PASSWORD = "!unusable"
@@ -66,6 +85,40 @@ async def hash_password_off_loop(password: str) -> str:
 async def verify_password_off_loop(password: str, hashed: str | None) -> tuple[bool, str | None]:
     """`verify_password` in a worker thread (see `hash_password_off_loop`)."""
     return await asyncio.to_thread(verify_password, password, hashed)
+
+
+class _Argon2idCheckTime:
+    """How long a sign-in's argon2id check has taken lately, in seconds, waiting for a
+    worker thread included: a moving average over the checks, starting from what making
+    the dummy hash took (the same work)."""
+
+    WEIGHT = 0.2  # of each new check
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def observe(self, seconds: float) -> None:
+        self.seconds += self.WEIGHT * (seconds - self.seconds)
+
+
+ARGON2ID_CHECK_TIME = _Argon2idCheckTime(_DUMMY_HASH_SECONDS)
+
+
+async def verify_sign_in_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
+    """`verify_password_off_loop` for a sign-in, whose failure must take as long whether or
+    not the account exists. A missing account is checked against the dummy argon2id hash,
+    so it costs what an argon2id account costs; a Node bcrypt hash (cost 10: about half
+    of that here) would answer sooner and tell that the account exists. So a failed check
+    against a bcrypt hash is drawn out to the recent argon2id checks' time, by a sleep on
+    the event loop (no thread, no CPU)."""
+    began = time.perf_counter()
+    matches, new_hash = await verify_password_off_loop(password, hashed)
+    took = time.perf_counter() - began
+    if hashed is None or not NodeBcryptHasher.identify(hashed):
+        ARGON2ID_CHECK_TIME.observe(took)  # the account's argon2id hash, or the dummy
+    elif not matches:
+        await asyncio.sleep(max(0.0, ARGON2ID_CHECK_TIME.seconds - took))
+    return matches, new_hash
 
 
 def password_fingerprint(secret: str, hashed: str) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import unicodedata
 from datetime import timedelta
 from typing import Any
 
@@ -204,6 +206,61 @@ async def test_a_bcrypt_hash_from_node_verifies_and_becomes_argon2id(
     # The token was made for the new hash, so it works.
     assert (await client.get(ME, headers=bearer(tokens["accessToken"]))).status_code == 200
     await sign_in(client, username, "node-era-password")  # and again, now argon2id
+
+
+async def test_a_node_password_longer_than_bcrypts_72_bytes_signs_in(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Node's bcrypt hashed only a password's first 72 bytes; the bcrypt package here
+    refuses longer ones. Such an account must still sign in, with its whole password, and
+    its argon2id replacement is of the whole password."""
+    password = "नमस्ते दुनिया " * 5  # 185 bytes in UTF-8
+    legacy = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
+    user = await make_user(session, password_hash=legacy)
+    await session.commit()
+    user_id, username = user.id, user.username
+
+    await sign_in(client, username, password)
+
+    stored = await session.scalar(select(User.password).where(User.id == user_id))
+    assert stored is not None and stored.startswith("$argon2id$")
+    assert security.verify_password(password, stored)[0]
+    assert not security.verify_password(password.encode()[:72].decode(), stored)[0]
+
+
+async def test_a_wrong_password_for_a_node_account_takes_an_argon2id_checks_time(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """A failed sign-in must not tell, by answering sooner, that the account exists: a
+    Node bcrypt hash (cost 4 here, ~1 ms) is checked far quicker than the dummy argon2id
+    hash a missing account is checked against."""
+    legacy = bcrypt.hashpw(b"node-era-password", bcrypt.gensalt(rounds=4)).decode()
+    user = await make_user(session, password_hash=legacy)
+    await session.commit()
+    username = user.username
+
+    async def failed_sign_in(login: str) -> float:
+        began = time.perf_counter()
+        response = await client.post(LOGIN, json={"login": login, "password": "not-it-1"})
+        assert response.status_code == 401
+        return time.perf_counter() - began
+
+    missing = min([await failed_sign_in(f"nobody{i}") for i in range(3)])
+    known = await failed_sign_in(username)
+
+    assert known >= missing / 2, (known, missing)
+
+
+async def test_sign_in_finds_an_email_typed_in_decomposed_unicode(
+    client: httpx.AsyncClient,
+) -> None:
+    """Sign-up stores an email composed (NFC); the same email typed decomposed (o and a
+    combining diaeresis, as some keyboards send it) must sign in too."""
+    email = unicodedata.normalize("NFD", "Zoë@example.com")
+    body = {"email": email, "username": "zoe1", "password": "long-enough"}
+    assert (await client.post(REGISTER, json=body)).status_code == 201
+
+    await sign_in(client, email, "long-enough")
 
 
 async def test_an_anonymised_or_unusable_password_never_signs_in(
