@@ -227,6 +227,14 @@ _LOCK_ACCOUNT_SQL = DriverStatement(
     .where(USERS.c.id == _USER_ID)
     .with_for_update(of=USERS)
 )
+# The row as the request's token found it (the same password hash), locked FOR KEY SHARE:
+# the weakest lock that conflicts with an account removal's FOR UPDATE (and takes nothing
+# from a checkout, whose foreign-key checks take the same).
+_HOLD_ACCOUNT_SQL = DriverStatement(
+    select(USERS.c.id)
+    .where(USERS.c.id == _USER_ID, USERS.c.password == bindparam("password", type_=Text))
+    .with_for_update(of=USERS, read=True, key_share=True)
+)
 _USER_DETAIL_SQL = DriverStatement(
     select(
         *_USER_COLUMNS,
@@ -543,6 +551,17 @@ async def lock_account(writer: Writer, user_id: str) -> LockedAccount | None:
     if not rows:
         return None
     return LockedAccount(role=Role(rows[0][0]), admins=int(rows[0][1]))
+
+
+async def hold_account(writer: Writer, *, user_id: str, password_hash: str) -> bool:
+    """Lock the user's row until the transaction ends, if it is still there with this
+    password hash (not deleted, anonymised or given a new password since it was read).
+    A removal in progress is waited for, and then seen (READ COMMITTED re-checks a row
+    that changed while the lock was awaited); one that starts later waits for us."""
+    rows = await _HOLD_ACCOUNT_SQL.fetch_in_transaction(
+        writer, user_id=user_id, password=password_hash
+    )
+    return bool(rows)
 
 
 # --- profile and preferences ---------------------------------------------------------------

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.database import violated_constraint
-from coursehub.core.errors import FieldError, StoreError
+from coursehub.core.errors import FieldError, StoreError, Unauthorized
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.core.security import (
     UNUSABLE_PASSWORD,
@@ -150,12 +150,23 @@ async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) 
         )
 
 
+async def _hold_own_account(session: AsyncSession, user: User) -> None:
+    """Before the signed-in user changes their own account: hold its row as their token
+    found it, so an account removal (deletion or anonymisation, by an admin or by their own
+    DELETE /me) either waits for this change or is seen done, answered like any request
+    after it (401). Without it a change racing a removal failed on the profile's foreign
+    key (500), or wrote a new email back onto the anonymised row."""
+    if not await repository.hold_account(session, user_id=user.id, password_hash=user.password):
+        raise Unauthorized("the access token is no longer valid; sign in again")
+
+
 async def update_account(session: AsyncSession, user: User, data: UserUpdate) -> User:
     """PATCH /me: a new email and/or username, with sign-up's rules and conflicts."""
     changes = data.model_dump(exclude_unset=True)
     changes = {name: value for name, value in changes.items() if getattr(user, name) != value}
     if not changes:
         return user
+    await _hold_own_account(session, user)
     await _check_free(
         session,
         email=changes.get("email"),
@@ -239,6 +250,7 @@ async def get_profile(session: AsyncSession, user: User) -> UserProfile | None:
 
 async def put_profile(session: AsyncSession, user: User, data: ProfilePut) -> UserProfile:
     """Create the profile on first write, replace it after (left-out fields are cleared)."""
+    await _hold_own_account(session, user)
     return await repository.put_profile(session, user_id=user.id, fields=data.model_dump())
 
 
@@ -252,6 +264,7 @@ async def patch_preferences(
     """Change the fields sent; created on first write with the schema's defaults for the
     rest."""
     changes = data.model_dump(exclude_unset=True, mode="json")  # enums as their values
+    await _hold_own_account(session, user)
     return await repository.patch_preferences(session, user_id=user.id, changes=changes)
 
 

@@ -16,7 +16,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.auth import dependencies as auth_dependencies
 from coursehub.core.database import Database
+from coursehub.core.sql import Reader
 from coursehub.models import (
     CourseEnrollment,
     Order,
@@ -24,6 +26,8 @@ from coursehub.models import (
     UserPreference,
     UserProfile,
 )
+from coursehub.users import repository as users_repository
+from coursehub.users import service as users_service
 from tests.factories import (
     DEFAULT_PASSWORD,
     auth_headers,
@@ -464,3 +468,51 @@ async def test_simultaneous_first_writes_make_one_profile_and_one_preferences_ro
     async with committed_db.transaction() as session:
         assert await rows(session, UserProfile, user.id) == 1
         assert await rows(session, UserPreference, user.id) == 1
+
+
+@pytest.mark.parametrize("with_orders", [False, True], ids=["deleted", "anonymised"])
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("PUT", PROFILE, {"firstName": "Late"}),
+        ("PATCH", PREFERENCES, {"theme": "dark"}),
+        ("PATCH", ME, {"email": "late@example.com"}),
+    ],
+)
+async def test_a_change_racing_the_accounts_removal_is_401_and_writes_nothing(
+    committed_db: Database,
+    committed_client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    url: str,
+    body: dict[str, str],
+    with_orders: bool,
+) -> None:
+    """The account is removed (deleted, or anonymised as one with orders is) after the
+    request's token was checked and before its change is written: the change must be
+    refused as any request after the removal is, not fail on the profile's foreign key
+    (500) nor write a new email back onto the anonymised row."""
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+        if with_orders:
+            await make_order(session, user=user, courses=[await make_course(session)])
+    user_id, headers = user.id, auth_headers(user)
+    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
+
+    async def removed_once_read(reader: Reader, read_id: str) -> User | None:
+        found = await read_token_user(reader, read_id)
+        async with committed_db.write_transaction() as other:
+            await users_service.remove_account(other, user_id)
+        return found
+
+    monkeypatch.setattr(auth_dependencies, "get_user_by_id", removed_once_read)
+
+    response = await committed_client.request(method, url, json=body, headers=headers)
+
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "not_authenticated"
+    async with committed_db.transaction() as session:
+        assert await rows(session, UserProfile, user_id) == 0
+        assert await rows(session, UserPreference, user_id) == 0
+        email = await session.scalar(select(User.email).where(User.id == user_id))
+        assert email is None if not with_orders else email != "late@example.com"
