@@ -6,13 +6,20 @@ import enum
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from coursehub.orders.models import OrderStatus, PaymentStatus
 
 OrderNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 PaymentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+REASON_MAX_LENGTH = 500
+
+
+def _first_of_reason(reason: object) -> object:
+    return reason[:REASON_MAX_LENGTH] if isinstance(reason, str) else reason
+
+
 Currency = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
 ]
@@ -49,8 +56,12 @@ class PaymentEvent(PaymentsModel):
     payment_id: PaymentId
     amount: Annotated[Decimal, Field(ge=0, description='Rupees, e.g. 1499.00 or "1499.00".')]
     currency: Currency
-    reason: Annotated[str | None, StringConstraints(max_length=500)] = Field(
-        default=None, description="Why a payment failed, as the gateway words it."
+    # Cut to its first 500 characters, not refused: a failure must be applied whatever
+    # the gateway's wording (refused, the order would stay pending until it expired).
+    reason: Annotated[str | None, BeforeValidator(_first_of_reason)] = Field(
+        default=None,
+        description="Why a payment failed, as the gateway words it (its first "
+        f"{REASON_MAX_LENGTH} characters are kept).",
     )
 
 

@@ -254,6 +254,24 @@ async def test_failure_cancels_and_gives_the_coupon_use_back(
     assert again.json()["coupon"] == {"code": "FAILSAFE", "discount": "100.00"}
 
 
+async def test_a_failure_with_a_long_reason_is_applied_with_the_reasons_start(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    """However the gateway words a failure, it must cancel the order: refused, the order
+    would stay pending until it expired."""
+    reason = "issuer declined: " + "x" * 2000
+
+    response = await deliver(
+        client, event(pending_order, "payment.failed", payment_id="pay_long", reason=reason)
+    )
+
+    assert response.status_code == 200, response.text
+    stored = await fresh(session, pending_order)
+    assert stored.status == OrderStatus.cancelled
+    assert stored.metadata_ is not None
+    assert stored.metadata_["paymentFailure"]["reason"] == reason[:500]
+
+
 async def test_a_failure_after_the_capture_is_ignored_and_logged(
     client: httpx.AsyncClient,
     session: AsyncSession,
