@@ -39,6 +39,8 @@ class WebhookOutcome(enum.StrEnum):
     already_closed = "already_closed"  # a failure for an order already cancelled: nothing changed
     ignored_after_capture = "ignored_after_capture"  # a failure after the capture: logged only
     late_capture_flagged = "late_capture_flagged"  # paid after cancellation: kept for refund
+    # Paid again, by another payment, after the order was paid: kept for refund.
+    second_capture_flagged = "second_capture_flagged"
 
 
 class PaymentsModel(BaseModel):

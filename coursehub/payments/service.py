@@ -7,7 +7,9 @@ harmless:
 - `payment.captured` on a pending or processing order completes it (through the
   state machine), marks it paid, keeps the paymentId in metadata and enrolls the
   buyer (reactivating a revoked enrollment). On an order already paid (or paid and
-  refunded since) it changes nothing.
+  refunded since) it changes nothing, unless its paymentId is another one: the
+  customer paid twice, and that second payment is recorded for a refund as a late
+  capture is (below).
 - `payment.failed` on a pending or processing order cancels it and marks the payment
   failed; being cancelled, its coupon use no longer counts (the usage row stays).
   After a capture it is ignored and logged: a gateway may report an earlier failed
@@ -141,26 +143,39 @@ async def _apply_capture(
 ) -> WebhookOutcome:
     if order.payment_status in (PaymentStatus.paid, PaymentStatus.refunded):
         known = (order.metadata_ or {}).get("paymentId")
-        if known is not None and known != event.payment_id:
-            # The customer may have paid twice; the store keeps the first payment and
-            # leaves the other for an operator (the gateway's dashboard lists both).
-            logger.warning(
-                "second capture %s for order %s, already paid by %s: nothing changed",
-                event.payment_id,
-                order.order_number,
-                known,
-            )
-        return WebhookOutcome.already_captured
+        if known is None or known == event.payment_id:
+            return WebhookOutcome.already_captured  # a replay (or no paymentId to tell by)
+        # The customer paid twice. The order keeps its first payment; the second is owed
+        # back, and is recorded where an operator finds money to refund (refundDue), not
+        # only in the log.
+        _record_capture_to_refund(order, event)
+        logger.warning(
+            "second capture %s for order %s, already paid by %s: recorded, refund it at "
+            "the gateway",
+            event.payment_id,
+            order.order_number,
+            known,
+        )
+        return WebhookOutcome.second_capture_flagged
     if order.status in (OrderStatus.pending, OrderStatus.processing):
         await record_payment(
             session, order, payment_id=event.payment_id, method=None, details={"via": "gateway"}
         )
         logger.info("order %s paid by %s", order.order_number, event.payment_id)
         return WebhookOutcome.captured
-    return _flag_late_capture(order, event)
+    _record_capture_to_refund(order, event)
+    logger.warning(
+        "late capture %s for order %s, which is %s: recorded, refund it at the gateway",
+        event.payment_id,
+        order.order_number,
+        order.status.value,
+    )
+    return WebhookOutcome.late_capture_flagged
 
 
-def _flag_late_capture(order: Order, event: PaymentEvent) -> WebhookOutcome:
+def _record_capture_to_refund(order: Order, event: PaymentEvent) -> None:
+    """Add the capture to the order's `lateCaptures` and set `refundDue` (a replay of
+    one already there adds nothing)."""
     metadata = dict(order.metadata_ or {})
     late: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
     if all(entry.get("paymentId") != event.payment_id for entry in late):
@@ -175,13 +190,6 @@ def _flag_late_capture(order: Order, event: PaymentEvent) -> WebhookOutcome:
         metadata["lateCaptures"] = late
         metadata["refundDue"] = True
         order.metadata_ = metadata
-    logger.warning(
-        "late capture %s for order %s, which is %s: recorded, refund it at the gateway",
-        event.payment_id,
-        order.order_number,
-        order.status.value,
-    )
-    return WebhookOutcome.late_capture_flagged
 
 
 async def _apply_failure(

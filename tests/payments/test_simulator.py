@@ -188,7 +188,8 @@ async def test_cli_simulates_capture_and_failure(
 
     paid = simulate(to_pay.order_number, config=db_config)
     failed = simulate(to_fail.order_number, "--fail", config=db_config)
-    replay = simulate(to_pay.order_number, config=db_config)
+    # Each simulated event is a new payment (a new paymentId): paying again is paying twice.
+    paid_again = simulate(to_pay.order_number, config=db_config)
     wrong = simulate(to_fail.order_number, "--amount", "1.00", config=db_config)
     missing = simulate("CH-NOPE", config=db_config)
     not_money = simulate(to_fail.order_number, "--amount", "inf", config=db_config)
@@ -196,7 +197,7 @@ async def test_cli_simulates_capture_and_failure(
     assert paid.returncode == 0, paid.stderr
     assert "captured: order" in paid.stdout and "completed" in paid.stdout
     assert failed.returncode == 0 and "failed:" in failed.stdout
-    assert replay.returncode == 0 and "already_captured" in replay.stdout
+    assert paid_again.returncode == 0 and "second_capture_flagged" in paid_again.stdout
     assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
     assert missing.returncode == 1 and "no order 'CH-NOPE'" in missing.stderr
     assert not_money.returncode == 1 and "Traceback" not in not_money.stderr

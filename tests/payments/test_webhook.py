@@ -29,6 +29,7 @@ from coursehub.payments.signature import SIGNATURE_HEADER, sign
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.factories import (
     auth_headers,
+    make_admin,
     make_coupon,
     make_course,
     make_enrollment,
@@ -161,12 +162,38 @@ async def test_a_replayed_capture_changes_nothing(
     before = await snapshot(session, pending_order)
 
     replay = await deliver(client, event(pending_order, payment_id="pay_1"))
-    other = await deliver(client, event(pending_order, payment_id="pay_2"))
 
     assert replay.status_code == 200 and replay.json()["outcome"] == "already_captured"
-    assert other.status_code == 200 and other.json()["outcome"] == "already_captured"
     assert await snapshot(session, pending_order) == before
     assert (await fresh(session, pending_order)).metadata_["paymentId"] == "pay_1"  # type: ignore[index]
+
+
+async def test_a_second_payment_of_a_paid_order_is_recorded_for_a_refund(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    """The customer paid twice (two payment ids): the order keeps its first payment, and
+    the second is flagged refundDue where admins find the money to give back, as a late
+    capture is; its replay adds nothing."""
+    admin = await make_admin(session)
+    await commit_setup(session)
+    assert (await deliver(client, event(pending_order, payment_id="pay_1"))).status_code == 200
+    status_before = (await fresh(session, pending_order)).status
+
+    second = await deliver(client, event(pending_order, payment_id="pay_2"))
+    replayed = await deliver(client, event(pending_order, payment_id="pay_2"))
+
+    assert second.status_code == replayed.status_code == 200
+    assert second.json()["outcome"] == replayed.json()["outcome"] == "second_capture_flagged"
+    stored = await fresh(session, pending_order)
+    assert (stored.status, stored.payment_status) == (status_before, PaymentStatus.paid)
+    assert stored.metadata_ is not None
+    assert stored.metadata_["paymentId"] == "pay_1"
+    assert stored.metadata_["refundDue"] is True
+    assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == ["pay_2"]
+    due = await client.get(
+        "/api/v1/admin/orders", params={"refund_due": "true"}, headers=auth_headers(admin)
+    )
+    assert [o["orderNumber"] for o in due.json()["items"]] == [pending_order.order_number]
 
 
 async def test_capture_of_a_refunded_order_changes_nothing(
