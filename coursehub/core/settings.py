@@ -125,8 +125,12 @@ def with_installation_secrets(settings: Settings) -> Settings:
         settings.home.mkdir(parents=True, exist_ok=True)
         generated = {name: secrets.token_urlsafe(48) for name in SECRET_VARIABLES}
         temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(generated))
-        temporary.chmod(0o600)
+        # Created private (0600), not chmod-ed after the write: the secrets are never
+        # readable by other local users, not even for a moment.
+        temporary.unlink(missing_ok=True)  # left by a crashed process of the same pid
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(json.dumps(generated))
         try:
             os.link(temporary, path)
         except FileExistsError:
