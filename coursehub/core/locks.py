@@ -9,7 +9,7 @@ locks (`pg_advisory_xact_lock`) are released by the commit or rollback, never by
 from __future__ import annotations
 
 # Single-key locks.
-MIGRATION_LOCK_KEY = 0x636F757273656875  # "coursehu": one `db migrate` at a time (session lock)
+MIGRATION_LOCK_KEY = 0x636F757273656875  # "coursehu": one migrate or downgrade at a time (session)
 ADMIN_SET_LOCK_KEY = 0x636861646D696E73  # "chadmins": changes to the set of admins
 
 # Two-int locks: (class, hashtext(thing)).

@@ -8,14 +8,26 @@ from pathlib import Path
 import typer
 
 from coursehub.core.console import console, err_console, fail, one_line_errors, run, target_database
+from coursehub.core.dburl import parse_database_url
+from coursehub.core.settings import get_settings
 from coursehub.db import migrations
 
 db_app = typer.Typer(help="Migrate, seed, back up and restore the database.", no_args_is_help=True)
 
 
+def _require_direct_connection() -> None:
+    """Refuse a DATABASE_URL through PgBouncer (`migrations.require_direct_connection`)
+    before a command creates or drops anything."""
+    with one_line_errors():
+        url = get_settings().database_url
+        if url:
+            migrations.require_direct_connection(parse_database_url(url))
+
+
 @db_app.command("migrate")
 def migrate_command() -> None:
     """Apply pending migrations (Prisma's `migrate deploy`). Safe to run concurrently."""
+    _require_direct_connection()
     resolved = target_database(create=True)
     result = run(migrations.migrate(resolved.config))
     if result.adopted:
@@ -65,15 +77,6 @@ def makemigration_command(
         console.print(f"Wrote {path}; review it, then run `coursehub db migrate`.")
 
 
-def _undoes_the_baseline(revision: str, applied: list[str]) -> bool:
-    """Whether downgrading to `revision` would undo the baseline, dropping every table."""
-    if revision == "base":
-        return True
-    if revision.startswith("-") and revision[1:].isdigit():
-        return int(revision[1:]) >= len(applied)
-    return False
-
-
 # "-1" must reach REVISION as a value, not be taken for an unknown option.
 @db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def downgrade_command(
@@ -83,16 +86,13 @@ def downgrade_command(
     ),
 ) -> None:
     """Undo migrations down to REVISION."""
+    _require_direct_connection()
     resolved = target_database()
-    applied = run(migrations.status(resolved.config)).applied
-    if _undoes_the_baseline(revision, applied) and not force:
-        # On a database adopted from the Node app too: the baseline is Prisma's tables.
-        fail(
-            f"downgrading to {revision} undoes the baseline and drops every table with its "
-            "rows; back up first (`coursehub db backup`), then pass --force"
-        )
-    run(migrations.downgrade(resolved.config, revision))
-    console.print(f"Downgraded to {revision}.")
+    result = run(migrations.downgrade(resolved.config, revision, undo_baseline=force))
+    if result.undone:
+        console.print(f"Downgraded to {result.after or 'base'}; undid: " + ", ".join(result.undone))
+    else:
+        console.print(f"Nothing to undo: already at {result.before or 'base'}.")
 
 
 @db_app.command("reset")
@@ -101,6 +101,7 @@ def reset_command(
     seed: bool = typer.Option(True, help="Seed the demo data afterwards."),
 ) -> None:
     """Drop everything in the database, migrate, and seed. Asks first unless --force."""
+    _require_direct_connection()
     if seed:
         from coursehub.db.seed import admin_settings
 

@@ -1,13 +1,16 @@
 """Applying, inspecting and generating migrations (Alembic), and adopting Prisma databases.
 
-`migrate` holds a PostgreSQL advisory lock for its whole run, so two processes
-starting together (two app replicas, say) apply each migration once. Each
+`migrate` and `downgrade` hold a PostgreSQL advisory lock for their whole run, so two
+processes starting together (two app replicas, say) apply each migration once. Each
 revision runs in its own transaction: a run killed half-way leaves whole
-revisions behind it, and the next run carries on from there.
+revisions behind it, and the next run carries on from there. The lock is a session's,
+so both refuse a connection through PgBouncer (`pgbouncer=true`).
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,9 +21,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RangeNotAncestorError, RevisionError
 from alembic.util.exc import CommandError as AlembicCommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coursehub.core.database import create_engine, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
@@ -171,9 +176,26 @@ def _revisions_between(before: str | None, after: str | None) -> list[str]:
     return list(reversed([r for r in revisions if r != before]))
 
 
-async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult:
-    """Apply pending migrations (Prisma's `migrate deploy`), under the advisory lock."""
-    await ensure_database_exists(config)
+def require_direct_connection(config: DatabaseConfig) -> None:
+    """Refuse a database reached through PgBouncer in transaction mode (`pgbouncer=true`).
+
+    Such a pooler hands each transaction whichever server connection is free, so the
+    migration lock, a session's, lands on a connection the next revision may not get:
+    concurrent runs would each apply the same revisions. Prisma's answer is the same: its
+    migrations take a direct URL (`directUrl`)."""
+    if config.pgbouncer:
+        raise ConfigurationError(
+            "DATABASE_URL goes through PgBouncer (pgbouncer=true), whose transaction pooling "
+            "defeats the lock that keeps migrations from running twice at once; run db "
+            "migrate, downgrade and reset with DATABASE_URL pointing at PostgreSQL directly "
+            "(Prisma's directUrl); nothing was changed"
+        )
+
+
+@asynccontextmanager
+async def _holding_migration_lock(config: DatabaseConfig) -> AsyncIterator[AsyncConnection]:
+    """A connection holding the migration advisory lock, outside any transaction."""
+    require_direct_connection(config)
     engine = create_engine(config, pool_size=1)
     try:
         async with engine.connect() as connection:
@@ -184,8 +206,7 @@ async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult
             # in a transaction of its own.
             await connection.commit()
             try:
-                adopted, before, after = await connection.run_sync(_upgrade, target)
-                await connection.commit()
+                yield connection
             finally:
                 await connection.rollback()
                 await connection.execute(
@@ -194,21 +215,76 @@ async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult
                 await connection.commit()
     finally:
         await engine.dispose()
+
+
+async def migrate(config: DatabaseConfig, target: str = "head") -> MigrateResult:
+    """Apply pending migrations (Prisma's `migrate deploy`), under the advisory lock."""
+    require_direct_connection(config)
+    await ensure_database_exists(config)
+    async with _holding_migration_lock(config) as connection:
+        adopted, before, after = await connection.run_sync(_upgrade, target)
+        await connection.commit()
     return MigrateResult(
         before=before, after=after, adopted=adopted, applied=_revisions_between(before, after)
     )
 
 
-async def downgrade(config: DatabaseConfig, target: str) -> None:
-    engine = create_engine(config, pool_size=1)
+@dataclass
+class DowngradeResult:
+    before: str | None
+    after: str | None
+    undone: list[str]
+
+
+def _revisions_undone(current: str | None, target: str) -> list[str]:
+    """The revisions downgrading from `current` to `target` undoes, newest first, resolved as
+    Alembic's downgrade resolves them: `base`, `-N`, `REV-N`, `REV+N`, `head(s)`, a
+    revision id or a unique prefix of one."""
+    script = ScriptDirectory.from_config(alembic_config())
     try:
-        async with engine.connect() as connection:
-            await connection.run_sync(
-                lambda c: _run_alembic(command.downgrade, alembic_config(c), target)
-            )
-            await connection.commit()
-    finally:
-        await engine.dispose()
+        if not target.strip():
+            reason = "no revision given"
+        else:
+            revisions = script.iterate_revisions(current, target, select_for_downgrade=True)
+            return [revision.revision for revision in revisions]
+    except RangeNotAncestorError:
+        reason = "it is not an earlier revision"
+    except RevisionError as exc:
+        reason = first_line(exc)
+    raise MigrationError(
+        f"cannot downgrade to {target!r} from {current or 'base'}: {reason}; nothing was changed"
+    )
+
+
+def _downgrade(connection: Connection, target: str, undo_baseline: bool) -> DowngradeResult:
+    before = _current_revision(connection)
+    _check_known(before)
+    undone = _revisions_undone(before, target)
+    if BASELINE_REVISION in undone and not undo_baseline:
+        # On a database adopted from the Node app too: the baseline is Prisma's tables.
+        raise MigrationError(
+            f"downgrading to {target} undoes the baseline and drops every table with its "
+            "rows; back up first (`coursehub db backup`), then pass --force"
+        )
+    # As in `_upgrade`: each revision is then undone in a transaction of its own. Under the
+    # lock the database stays at `before`, so Alembic resolves `target` to the same
+    # revisions.
+    connection.commit()
+    if undone:
+        _run_alembic(command.downgrade, alembic_config(connection), target)
+    return DowngradeResult(before=before, after=_current_revision(connection), undone=undone)
+
+
+async def downgrade(
+    config: DatabaseConfig, target: str, *, undo_baseline: bool = False
+) -> DowngradeResult:
+    """Undo migrations down to `target` (`_revisions_undone` lists its forms), under the
+    advisory lock. A target that undoes the baseline, dropping every table, is refused
+    unless `undo_baseline`; whatever the refusal, nothing is changed."""
+    async with _holding_migration_lock(config) as connection:
+        result = await connection.run_sync(_downgrade, target, undo_baseline)
+        await connection.commit()
+    return result
 
 
 def _describe_diff(diff: Any) -> str:

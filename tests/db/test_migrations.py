@@ -8,15 +8,20 @@ import shutil
 import signal
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.errors import ConfigurationError
+from coursehub.core.locks import MIGRATION_LOCK_KEY
 from coursehub.db import migrations
 from coursehub.db.migrations import BASELINE_REVISION, MigrationError, head_revision, migrate
 from tests.core.catalogue import missing_or_different, read_catalogue
+from tests.db.helpers import run_cli
+from tests.test_cli import error_lines
 
 PRISMA_DDL = (Path(__file__).parents[1] / "core" / "prisma_schema.sql").read_text()
 # The indexes schema.prisma marks "added": a database made from DATABASE.md lacks them.
@@ -70,7 +75,7 @@ async def test_upgrade_downgrade_upgrade(scratch_db: DatabaseConfig) -> None:
     await migrate(scratch_db)
     migrated = await read_catalogue(scratch_db)
 
-    await migrations.downgrade(scratch_db, "base")
+    await migrations.downgrade(scratch_db, "base", undo_baseline=True)
     emptied = await read_catalogue(scratch_db)
     await migrate(scratch_db)
     again = await read_catalogue(scratch_db)
@@ -85,7 +90,7 @@ async def test_every_revision_downgrades_one_step(scratch_db: DatabaseConfig) ->
     for revision in revisions:
         await migrate(scratch_db, revision)
         before = await read_catalogue(scratch_db)
-        await migrations.downgrade(scratch_db, "-1")
+        await migrations.downgrade(scratch_db, "-1", undo_baseline=True)
         await migrate(scratch_db, revision)
 
         assert await read_catalogue(scratch_db) == before, revision
@@ -363,3 +368,95 @@ async def test_cli_downgrade_refuses_to_undo_the_baseline_without_force(
     assert still_there[0][0] == 0  # the table survived the refusal
     assert forced.returncode == 0, forced.stderr
     assert await fetch(scratch_db, "SELECT 1 FROM pg_tables WHERE tablename = 'User'") == []
+
+
+async def test_downgrade_refuses_every_form_of_target_that_undoes_the_baseline(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db)
+    # Relative to the head, to a named revision (whole or a prefix), or to base.
+    targets = ["base", f"-{len(all_revisions())}", "0002-2", "0003_catalogue_indexes-3", "0001-1"]
+
+    for target in targets:
+        with pytest.raises(MigrationError, match=r"undoes the baseline.*--force"):
+            await migrations.downgrade(scratch_db, target)
+        assert (await migrations.status(scratch_db)).current == head_revision(), target
+
+    kept = await migrations.downgrade(scratch_db, "0002-1")
+    assert kept.after == BASELINE_REVISION
+    assert kept.undone == all_revisions()[:0:-1]
+
+
+async def test_cli_downgrade_relative_to_a_named_revision_keeps_the_baseline_of_a_seeded_database(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrate(scratch_db)
+    seeded = await asyncio.to_thread(run_cli, "db", "seed", config=scratch_db)
+    assert seeded.returncode == 0, seeded.stderr
+    courses = await fetch(scratch_db, 'SELECT count(*) FROM "Course"')
+
+    refused = await asyncio.to_thread(run_cli, "db", "downgrade", "0002-2", config=scratch_db)
+    unknown = await asyncio.to_thread(run_cli, "db", "downgrade", "0002-9", config=scratch_db)
+    one_step = await asyncio.to_thread(run_cli, "db", "downgrade", "0002-1", config=scratch_db)
+
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "--force" in error_lines(refused)[0] and len(error_lines(refused)) == 1
+    assert unknown.returncode == 1 and len(error_lines(unknown)) == 1
+    assert "0002-9" in error_lines(unknown)[0]
+    assert one_step.returncode == 0, one_step.stderr
+    assert f"Downgraded to {BASELINE_REVISION}" in one_step.stdout
+    assert await fetch(scratch_db, 'SELECT count(*) FROM "Course"') == courses
+
+
+async def test_downgrade_waits_for_the_migration_lock(scratch_db: DatabaseConfig) -> None:
+    await migrate(scratch_db)
+    holder = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    downgrading = asyncio.create_task(migrations.downgrade(scratch_db, "-1"))
+    try:
+        waiting = 0
+        for _ in range(600):  # up to 30 s: until it waits for the lock, or is done without
+            waiting = await holder.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+            if waiting or downgrading.done():
+                break
+            await asyncio.sleep(0.05)
+        assert waiting, "the downgrade did not wait for the migration lock"
+        assert (await migrations.status(scratch_db)).current == head_revision()
+    finally:
+        await holder.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        await holder.close()
+        result = await downgrading
+
+    assert result.after == all_revisions()[-2]
+
+
+async def test_schema_changes_through_pgbouncer_are_refused_before_anything_changes(
+    scratch_db: DatabaseConfig,
+) -> None:
+    # The refusal rests on `pgbouncer=true` alone: the real server stands in for PgBouncer.
+    through_pgbouncer = replace(scratch_db, pgbouncer=True)
+
+    fresh = await asyncio.to_thread(run_cli, "db", "migrate", config=through_pgbouncer)
+    with pytest.raises(ConfigurationError, match="pgbouncer=true"):
+        await migrate(through_pgbouncer)
+    untouched = await fetch(
+        scratch_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+    )
+    await migrate(scratch_db)
+    refused = [
+        await asyncio.to_thread(run_cli, *command, config=through_pgbouncer)
+        for command in (("db", "downgrade", "-1"), ("db", "reset", "--force"))
+    ]
+    with pytest.raises(ConfigurationError, match="pgbouncer=true"):
+        await migrations.downgrade(through_pgbouncer, "-1")
+
+    assert untouched == []
+    for result in (fresh, *refused):
+        assert result.returncode == 1, result.args
+        assert len(error_lines(result)) == 1 and "Traceback" not in result.stderr
+        assert "pgbouncer=true" in error_lines(result)[0]
+    assert (await migrations.status(scratch_db)).current == head_revision()
+    assert await fetch(scratch_db, "SELECT 1 FROM pg_tables WHERE tablename = 'User'") != []
