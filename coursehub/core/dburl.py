@@ -2,27 +2,56 @@
 
 An existing Prisma `.env` must work unchanged, so the URL keeps Prisma's
 parameters and meanings: `schema`, `connection_limit`, `pool_timeout`,
-`connect_timeout`, `sslmode`, `pgbouncer` and friends. A parameter we do not know
-is an error that names it, rather than something silently ignored.
+`connect_timeout`, `sslmode`, `sslcert`, `sslidentity`, `sslaccept`, `pgbouncer` and
+friends. A parameter we do not know, or a value the driver or the client tools would
+refuse or misread, is an error that names it, rather than something silently ignored.
+
+TLS follows Prisma, and libpq where the two do not clash. Prisma's `sslcert` is the
+certificate of the CA to verify the server with, `sslidentity` a PKCS12 file holding the
+client's certificate and key (`sslpassword` its password), and `sslaccept` says whether the
+server's certificate is verified at all (`strict`, with its host name) or not
+(`accept_invalid_certs`, Prisma's default). With `sslkey` in the URL it is a libpq URL:
+`sslcert` is then the client's certificate, `sslkey` its key (`sslpassword` the key's),
+`sslrootcert` the CA's certificate. Relative paths are taken from the current directory
+(Prisma takes them from its ./prisma directory).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import math
 import os
+import shutil
 import ssl
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from uuid import uuid4
 
+import asyncpg
+from asyncpg.transaction import Transaction
 from sqlalchemy.engine import URL
 
-from coursehub.core.errors import ConfigurationError
+from coursehub.core.errors import ConfigurationError, first_line
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# Prisma's `sslaccept`: verify the server's certificate (and host name), or accept any.
+SSL_ACCEPT_MODES = ("strict", "accept_invalid_certs")
+# libpq's (PostgreSQL 16+) `sslrootcert` value for the system's trusted CAs.
+SYSTEM_CAS = "system"
+# The largest number of seconds (and count) a parameter may hold: libpq reads
+# PGCONNECT_TIMEOUT as a C int, and nothing here needs more.
+LARGEST_NUMBER = 2**31 - 1
 
 # Parameters Prisma documents for PostgreSQL, plus `host` (a Unix-socket
-# directory, as libpq and Prisma accept it) and `application_name`.
+# directory, as libpq and Prisma accept it), `application_name`, and libpq's
+# `sslkey` and `sslrootcert`.
 KNOWN_PARAMETERS = frozenset(
     {
         "schema",
@@ -34,13 +63,18 @@ KNOWN_PARAMETERS = frozenset(
         "sslcert",
         "sslkey",
         "sslrootcert",
+        "sslidentity",
         "sslpassword",
+        "sslaccept",
         "pgbouncer",
         "statement_cache_size",
         "application_name",
         "host",
     }
 )
+_FILE_PARAMETERS = ("sslcert", "sslkey", "sslrootcert", "sslidentity")
+
+Verification = Literal["none", "chain", "full"]
 
 
 def default_pool_size() -> int:
@@ -59,14 +93,18 @@ class DatabaseConfig:
     database: str
     schema: str = "public"
     pool_size: int = 0  # 0: Prisma's default, resolved by `effective_pool_size`
-    pool_timeout: float = 10.0
-    connect_timeout: float = 5.0
-    socket_timeout: float | None = None
+    pool_timeout: float = 10.0  # 0: no limit
+    connect_timeout: float = 5.0  # 0: no limit
+    socket_timeout: float | None = None  # None: no limit
     sslmode: str | None = None
+    # The TLS parameters as the URL gives them (files as absolute paths); what they mean
+    # depends on each other (the module's docstring): see `tls_mode` and `_ssl_argument`.
     sslcert: str | None = None
     sslkey: str | None = None
     sslrootcert: str | None = None
+    sslidentity: str | None = None
     sslpassword: str | None = None
+    sslaccept: str | None = None
     pgbouncer: bool = False
     statement_cache_size: int = 100
     application_name: str = "coursehub"
@@ -99,10 +137,21 @@ class DatabaseConfig:
         params = [("host", self.host)] if self.is_socket else []
         if self.schema != "public":
             params.append(("schema", self.schema))
-        if self.sslmode:
-            params.append(("sslmode", self.sslmode))
         if self.pool_size:
             params.append(("connection_limit", str(self.pool_size)))
+        defaults = DatabaseConfig("", None, "", 0, "")
+        for name in ("pool_timeout", "connect_timeout", "socket_timeout"):
+            seconds = getattr(self, name)
+            if seconds != getattr(defaults, name):
+                params.append((name, _seconds_text(seconds)))
+        if self.statement_cache_size != defaults.statement_cache_size:
+            params.append(("statement_cache_size", str(self.statement_cache_size)))
+        if self.application_name != defaults.application_name:
+            params.append(("application_name", self.application_name))
+        for name in ("sslmode", *_FILE_PARAMETERS, "sslpassword", "sslaccept"):
+            value = getattr(self, name)
+            if value:
+                params.append((name, value))
         if self.pgbouncer:
             params.append(("pgbouncer", "true"))
         query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params)
@@ -121,6 +170,14 @@ class DatabaseConfig:
             database=self.database,
         )
 
+    @property
+    def schema_per_transaction(self) -> bool:
+        """Whether the schema is set at the start of each transaction rather than once, at
+        connect: behind PgBouncer (which refuses `search_path` as a startup parameter, and
+        hands each transaction whichever server connection is free), for a schema other
+        than the server's default."""
+        return self.pgbouncer and self.schema != "public"
+
     def server_settings(self) -> dict[str, str]:
         # Times are stored as UTC in `timestamp without time zone` (as Prisma does),
         # so the session time zone must be UTC for CURRENT_TIMESTAMP to agree.
@@ -133,8 +190,8 @@ class DatabaseConfig:
             # PgBouncer refuses startup parameters it does not track: behind it, the write
             # transactions say READ COMMITTED in their BEGIN (core/database.py).
             settings["default_transaction_isolation"] = "read committed"
-        if self.schema != "public":
-            settings["search_path"] = f'"{self.schema}"'
+            if self.schema != "public":
+                settings["search_path"] = _quoted_identifier(self.schema)
         return settings
 
     def asyncpg_connect_kwargs(self) -> dict[str, Any]:
@@ -154,6 +211,8 @@ class DatabaseConfig:
         }
         if self.socket_timeout is not None:
             kwargs["command_timeout"] = self.socket_timeout
+        if self.schema_per_transaction:
+            kwargs["connection_class"] = _connection_class_setting_search_path(self.schema)
         ssl_arg = self._ssl_argument()
         if ssl_arg is not None:
             kwargs["ssl"] = ssl_arg
@@ -173,53 +232,410 @@ class DatabaseConfig:
             kwargs["prepared_statement_name_func"] = lambda: f"__coursehub_{uuid4()}__"
         return kwargs
 
+    # --- TLS -----------------------------------------------------------------------
+
+    @property
+    def _ca_file(self) -> str | None:
+        """The CA certificate to verify the server with: libpq's `sslrootcert`, or Prisma's
+        `sslcert` when no `sslkey` makes it a client certificate. None for the system's."""
+        if self.sslrootcert:
+            return None if self.sslrootcert == SYSTEM_CAS else self.sslrootcert
+        return None if self.sslkey else self.sslcert
+
+    @property
+    def _has_client_certificate(self) -> bool:
+        return bool(self.sslidentity or self.sslkey)
+
+    @property
+    def _verification(self) -> Verification:
+        """What of the server's certificate is verified: nothing, its chain up to a trusted
+        CA, or its chain and that it names the host."""
+        mode = self.sslmode
+        if mode == "disable":
+            return "none"
+        if mode == "verify-full" or self.sslaccept == "strict" or self.sslrootcert == SYSTEM_CAS:
+            # libpq refuses the system's CAs with less than verify-full (a public CA vouches
+            # for many servers: only the host name says it is this one).
+            return "full"
+        if mode == "verify-ca" or (mode == "require" and self.sslrootcert):
+            # libpq: `require` with a root certificate given verifies as `verify-ca` does.
+            return "chain"
+        return "none"
+
+    @property
+    def tls_mode(self) -> str | None:
+        """The sslmode the connections use, in libpq's words (None: the driver's default,
+        `prefer`). What Prisma's parameters ask for is said in it: `sslaccept=strict` is
+        `verify-full`; a client certificate or a certificate to verify makes TLS required
+        (Prisma's `prefer` would go on without TLS if the server has none)."""
+        if self.sslmode == "disable":
+            return "disable"
+        verification = self._verification
+        if verification == "full":
+            return "verify-full"
+        if verification == "chain":
+            return "verify-ca"
+        if self._has_client_certificate and self.sslmode in (None, "allow", "prefer"):
+            return "require"
+        return self.sslmode
+
     def _ssl_argument(self) -> str | ssl.SSLContext | None:
-        if self.sslmode is None:
-            return None
-        if not (self.sslrootcert or self.sslcert):
-            return self.sslmode
-        if self.sslmode in ("disable", "allow", "prefer"):
-            return self.sslmode
-        context = ssl.create_default_context(cafile=self.sslrootcert)
-        if self.sslcert:
-            context.load_cert_chain(self.sslcert, self.sslkey, password=self.sslpassword)
-        context.check_hostname = self.sslmode == "verify-full"
-        if self.sslmode == "require":
+        mode = self.tls_mode
+        if mode in (None, "disable", "allow", "prefer"):
+            return mode
+        verification = self._verification
+        builds_context = (
+            self._has_client_certificate
+            or self.sslaccept == "strict"
+            or (verification != "none" and (self._ca_file or self.sslrootcert))
+        )
+        if not builds_context:
+            # asyncpg reads the mode as libpq does (~/.postgresql/root.crt included).
+            return mode
+        return self._ssl_context(verification)
+
+    def _ssl_context(self, verification: Verification) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2  # as asyncpg's own contexts
+        if verification == "none":
+            context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        else:
+            context.check_hostname = verification == "full"
+            context.verify_mode = ssl.CERT_REQUIRED
+            ca_file = self._ca_file
+            if ca_file:
+                parameter = "sslrootcert" if self.sslrootcert else "sslcert"
+                with _loading(f"parameter {parameter}: cannot use {ca_file} as the CA certificate"):
+                    context.load_verify_locations(cafile=ca_file)
+            if not ca_file or self.sslaccept == "strict":
+                # Prisma's strict trusts the system's CAs besides its `sslcert`.
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if self.sslidentity:
+            certificate, key = _read_pkcs12(self.sslidentity, self.sslpassword)
+            with (
+                _private_files(certificate, key) as (certificate_file, key_file),
+                _loading(f"parameter sslidentity: cannot use {self.sslidentity}"),
+            ):
+                context.load_cert_chain(certificate_file, key_file)
+        elif self.sslkey:
+            assert self.sslcert is not None  # the parser requires it with sslkey
+            reading = (
+                f"parameters sslcert and sslkey: cannot use the client certificate {self.sslcert} "
+                f"with the key {self.sslkey}"
+            )
+            with _loading(reading, password_hint=True):
+                # An empty password rather than None, which makes OpenSSL ask the terminal.
+                context.load_cert_chain(self.sslcert, self.sslkey, password=self.sslpassword or "")
         return context
 
     def libpq_environment(self) -> dict[str, str]:
-        """Environment for pg_dump, pg_restore and psql to reach this database."""
+        """Environment for pg_dump, pg_restore and psql to reach this database.
+
+        The same TLS as the store's connections. libpq reads neither PKCS12 files nor a
+        key's password from the environment: for those the tools get the certificate and
+        the decrypted key as PEM files of this process's own (mode 600, in a private
+        directory removed when the process ends)."""
         env = {
             "PGUSER": self.user,
             "PGHOST": self.host,
             "PGPORT": str(self.port),
             "PGDATABASE": self.database,
-            "PGCONNECT_TIMEOUT": str(max(1, int(self.connect_timeout))),
+            # libpq reads whole seconds, 0 as no limit (as Prisma); a fraction rounds up,
+            # so that a short limit does not become none.
+            "PGCONNECT_TIMEOUT": str(math.ceil(self.connect_timeout)),
             "PGAPPNAME": self.application_name,
             "PGTZ": "UTC",
         }
         if self.password:
             env["PGPASSWORD"] = self.password
-        optional = {
-            "PGSSLMODE": self.sslmode,
-            "PGSSLCERT": self.sslcert,
-            "PGSSLKEY": self.sslkey,
-            "PGSSLROOTCERT": self.sslrootcert,
-        }
-        env.update({k: v for k, v in optional.items() if v})
-        if self.schema != "public":
+        mode = self.tls_mode
+        if mode:
+            env["PGSSLMODE"] = mode
+        if mode != "disable":
+            env.update(self._libpq_tls_files())
+        if self.schema != "public" and not self.pgbouncer:
+            # PgBouncer refuses `options` it does not track; pg_dump and the restore's psql
+            # name the schema themselves (`--schema`, the dump's own search_path).
             env["PGOPTIONS"] = f"-c search_path={self.schema}"
         return env
 
+    def _libpq_tls_files(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self._verification != "none":
+            if self._ca_file:
+                env["PGSSLROOTCERT"] = self._ca_file
+            elif self.sslrootcert == SYSTEM_CAS or self.sslaccept == "strict":
+                env["PGSSLROOTCERT"] = _system_ca_file()
+        if self.sslidentity:
+            certificate, key = _pem_files_for_tools(self.sslidentity, self.sslpassword, pkcs12=True)
+            env.update(PGSSLCERT=certificate, PGSSLKEY=key)
+        elif self.sslkey:
+            assert self.sslcert is not None
+            key = self.sslkey
+            if self.sslpassword:
+                _, key = _pem_files_for_tools(self.sslkey, self.sslpassword, pkcs12=False)
+            env.update(PGSSLCERT=self.sslcert, PGSSLKEY=key)
+        return env
 
-def _number(name: str, raw: str, *, minimum: float) -> float:
+
+# --- behind PgBouncer: the schema at the start of each transaction ---------------------
+
+
+class _TransactionSettingSearchPath(Transaction):  # type: ignore[misc]
+    """asyncpg's transaction, which sets the connection's schema (`SET LOCAL search_path`,
+    one round trip) once its BEGIN has gone through; a savepoint is inside a transaction
+    that did already."""
+
+    def __init__(
+        self,
+        connection: _ConnectionSettingSearchPath,
+        isolation: str | None,
+        readonly: bool,
+        deferrable: bool,
+    ) -> None:
+        super().__init__(connection, isolation, readonly, deferrable)
+        self._search_path_connection = connection
+
+    async def start(self) -> None:
+        connection = self._search_path_connection
+        outermost = not connection.is_in_transaction()
+        await super().start()
+        if outermost:
+            try:
+                await connection.execute(connection.search_path_statement)
+            except BaseException:
+                # Not left begun: whoever called start() takes it as not started.
+                with contextlib.suppress(Exception):
+                    await self.rollback()
+                raise
+
+
+class _ConnectionSettingSearchPath(asyncpg.Connection):  # type: ignore[misc]
+    """An asyncpg connection behind PgBouncer for a schema other than the default
+    (`DatabaseConfig.schema_per_transaction`). PgBouncer refuses `search_path` as a startup
+    parameter, and in transaction mode a session's SET would stay on whichever server
+    connection ran it, for other clients to inherit. So every transaction sets the schema
+    for itself (`SET LOCAL`), and a statement run outside any transaction (a plain read on
+    a pooled connection, core/sql.py) is run inside one of its own. The cost, a round trip
+    a transaction and three a statement outside one, is for these connections only.
+
+    `execute` without arguments (the simple protocol, as for CREATE DATABASE or VACUUM,
+    which no transaction may hold) is sent as it is: such statements name their schema."""
+
+    search_path_statement = ""  # set by `_connection_class_setting_search_path`
+
+    def transaction(
+        self,
+        *,
+        isolation: str | None = None,
+        readonly: bool = False,
+        deferrable: bool = False,
+    ) -> _TransactionSettingSearchPath:
+        return _TransactionSettingSearchPath(self, isolation, readonly, deferrable)
+
+    async def fetch(self, query: str, *args: Any, **options: Any) -> Any:
+        if self.is_in_transaction():
+            return await super().fetch(query, *args, **options)
+        async with self.transaction():
+            return await super().fetch(query, *args, **options)
+
+    async def fetchrow(self, query: str, *args: Any, **options: Any) -> Any:
+        if self.is_in_transaction():
+            return await super().fetchrow(query, *args, **options)
+        async with self.transaction():
+            return await super().fetchrow(query, *args, **options)
+
+    async def fetchval(self, query: str, *args: Any, **options: Any) -> Any:
+        if self.is_in_transaction():
+            return await super().fetchval(query, *args, **options)
+        async with self.transaction():
+            return await super().fetchval(query, *args, **options)
+
+    async def fetchmany(self, query: str, args: Any, **options: Any) -> Any:
+        if self.is_in_transaction():
+            return await super().fetchmany(query, args, **options)
+        async with self.transaction():
+            return await super().fetchmany(query, args, **options)
+
+    async def execute(self, query: str, *args: Any, **options: Any) -> str:
+        if not args or self.is_in_transaction():
+            status: str = await super().execute(query, *args, **options)
+            return status
+        async with self.transaction():
+            status = await super().execute(query, *args, **options)
+            return status
+
+    async def executemany(self, command: str, args: Any, **options: Any) -> None:
+        if self.is_in_transaction():
+            await super().executemany(command, args, **options)
+            return
+        async with self.transaction():
+            await super().executemany(command, args, **options)
+
+
+@cache
+def _connection_class_setting_search_path(schema: str) -> type[_ConnectionSettingSearchPath]:
+    """The connection class for `schema` (asyncpg makes the connection: it takes a class)."""
+    statement = f"SET LOCAL search_path TO {_quoted_identifier(schema)}"
+    return type(
+        "ConnectionSettingSearchPath",
+        (_ConnectionSettingSearchPath,),
+        {"search_path_statement": statement},
+    )
+
+
+def _quoted_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+# --- TLS files --------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _loading(what: str, *, password_hint: bool = False) -> Iterator[None]:
+    """A file an SSL context cannot use is the URL's error: `what` names the parameter."""
+    try:
+        yield
+    except (OSError, ssl.SSLError) as exc:
+        hint = " (a wrong or missing sslpassword shows as this too)" if password_hint else ""
+        raise ConfigurationError(f"DATABASE_URL {what}: {first_line(exc)}{hint}") from exc
+
+
+def _openssl(parameter: str, path: str, password: str | None, *arguments: str) -> str:
+    """What the `openssl` command writes for `arguments` about the file at `path`, read
+    with `password` (passed in its environment, never on its command line)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {parameter}: reading {path} needs the openssl command, "
+            "which is not installed; install OpenSSL, or give the client certificate and an "
+            "unencrypted key as PEM files with sslcert and sslkey"
+        )
+    environment = {**os.environ, "COURSEHUB_TLS_PASSWORD": password or ""}
+    errors: list[str] = []
+    # OpenSSL 3 reads PKCS12 files made with old ciphers (RC2, as OpenSSL 1 and older Java
+    # wrote them) only with its legacy provider.
+    retries = [("-legacy",)] if arguments[0] == "pkcs12" else []
+    for legacy in [(), *retries]:
+        result = subprocess.run(  # noqa: S603 (openssl from PATH, our own arguments)
+            [openssl, *arguments, *legacy, "-in", path, "-passin", "env:COURSEHUB_TLS_PASSWORD"],
+            capture_output=True,
+            text=True,
+            env=environment,
+            check=False,
+        )
+        if result.returncode == 0:
+            return result.stdout
+        errors.append(next((line for line in result.stderr.splitlines() if line.strip()), ""))
+    raise ConfigurationError(
+        f"DATABASE_URL parameter {parameter}: cannot read {path}: "
+        f"{errors[0] or 'openssl failed'} (is sslpassword right?)"
+    )
+
+
+def _read_pkcs12(path: str, password: str | None) -> tuple[str, str]:
+    """The client certificate (then any CA certificates of its chain) and the decrypted key
+    in a PKCS12 file, as PEM text."""
+    key = _openssl("sslidentity", path, password, "pkcs12", "-nocerts", "-nodes")
+    certificate = _openssl("sslidentity", path, password, "pkcs12", "-nokeys", "-clcerts")
+    chain = _openssl("sslidentity", path, password, "pkcs12", "-nokeys", "-cacerts")
+    if "PRIVATE KEY-----" not in key or "CERTIFICATE-----" not in certificate:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter sslidentity: {path} holds no client certificate with its key"
+        )
+    return certificate + chain, key
+
+
+@cache
+def _private_directory() -> Path:
+    """A directory only this user can read, removed when the process ends."""
+    directory = Path(tempfile.mkdtemp(prefix="coursehub-tls-"))  # mode 700
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def _write_private(text: str, name: str) -> str:
+    path = _private_directory() / f"{uuid4().hex}-{name}"
+    # Created 600: a key must never be readable by others, even for a moment.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
+    return str(path)
+
+
+@contextlib.contextmanager
+def _private_files(certificate: str, key: str) -> Iterator[tuple[str, str]]:
+    """The certificate and key as PEM files for as long as the block runs (the driver's
+    SSL context reads them once, when it is made)."""
+    paths = (_write_private(certificate, "client.crt"), _write_private(key, "client.key"))
+    try:
+        yield paths
+    finally:
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+
+
+@cache
+def _pem_files_for_tools(path: str, password: str | None, *, pkcs12: bool) -> tuple[str, str]:
+    """PEM files of the client certificate and decrypted key the client tools can read:
+    from a PKCS12 file, or (for `pkcs12=False`) a decrypted copy of the PEM key at `path`,
+    whose certificate file is then unused. Made once a process, kept until it ends."""
+    if pkcs12:
+        certificate, key = _read_pkcs12(path, password)
+    else:
+        certificate, key = "", _openssl("sslkey", path, password, "pkey")
+    return _write_private(certificate, "client.crt"), _write_private(key, "client.key")
+
+
+def _system_ca_file() -> str:
+    """The system's trusted CAs, as a file libpq can read (PostgreSQL 16's libpq also
+    understands "system"; older ones need the file)."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return SYSTEM_CAS
+
+
+# --- parsing ----------------------------------------------------------------------------
+
+
+def _seconds_text(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
+
+
+def _seconds(name: str, raw: str, *, zero_is_no_limit: bool) -> float:
+    """A number of seconds; 0 is refused unless it means no limit."""
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigurationError(f"DATABASE_URL parameter {name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise ConfigurationError(f"DATABASE_URL parameter {name} must be at least {minimum:g}")
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {name}={raw!r} is not a number of seconds"
+        ) from None
+    if not math.isfinite(value) or not 0 <= value <= LARGEST_NUMBER:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {name}={raw!r} must be from 0 to {LARGEST_NUMBER} seconds"
+        )
+    if value == 0 and not zero_is_no_limit:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {name}=0 would end every statement at once; "
+            f"leave {name} out for no limit"
+        )
+    return value
+
+
+def _whole_number(name: str, raw: str, *, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {name}={raw!r} is not a whole number"
+        ) from None
+    if not minimum <= value <= LARGEST_NUMBER:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter {name} must be from {minimum} to {LARGEST_NUMBER}"
+        )
     return value
 
 
@@ -230,6 +646,58 @@ def _boolean(name: str, raw: str) -> bool:
     if lowered in ("false", "0", "no"):
         return False
     raise ConfigurationError(f"DATABASE_URL parameter {name}={raw!r} must be true or false")
+
+
+def _existing_file(name: str, raw: str) -> str:
+    if name == "sslrootcert" and raw == SYSTEM_CAS:
+        return raw
+    path = os.path.abspath(raw)
+    if not os.path.isfile(path):
+        where = ""
+        if not os.path.isabs(raw):
+            where = (
+                " (a relative path is taken from the current directory, "
+                "not from Prisma's ./prisma directory)"
+            )
+        raise ConfigurationError(f"DATABASE_URL parameter {name}: no such file {path}{where}")
+    return path
+
+
+def _check_tls(params: dict[str, str]) -> None:
+    """Refuse TLS parameters that contradict each other (module docstring: their meanings)."""
+    if params.get("sslkey") and not params.get("sslcert"):
+        raise ConfigurationError(
+            "DATABASE_URL parameter sslkey needs sslcert, the client certificate it is the key of"
+        )
+    if params.get("sslidentity") and params.get("sslkey"):
+        raise ConfigurationError(
+            "DATABASE_URL parameters sslidentity and sslkey both give a client certificate: "
+            "give either sslidentity (a PKCS12 file, as Prisma) or sslcert and sslkey "
+            "(PEM files, as libpq)"
+        )
+    if params.get("sslcert") and params.get("sslrootcert") and not params.get("sslkey"):
+        raise ConfigurationError(
+            "DATABASE_URL parameters sslcert and sslrootcert both give the CA certificate "
+            "(without sslkey, sslcert is Prisma's: the server's CA); give one of them, or "
+            "add sslkey if sslcert is your client certificate"
+        )
+    accept = params.get("sslaccept")
+    if accept is not None and accept not in SSL_ACCEPT_MODES:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter sslaccept={accept!r} must be one of "
+            + ", ".join(SSL_ACCEPT_MODES)
+        )
+    mode = params.get("sslmode")
+    if (
+        accept
+        and mode in ("verify-ca", "verify-full")
+        and (accept, mode) != ("strict", "verify-full")
+    ):
+        raise ConfigurationError(
+            f"DATABASE_URL parameters sslaccept={accept} and sslmode={mode} disagree on "
+            "verifying the server's certificate; sslaccept belongs with Prisma's sslmode "
+            "(prefer or require): drop one of them"
+        )
 
 
 def parse_database_url(url: str) -> DatabaseConfig:
@@ -269,20 +737,22 @@ def parse_database_url(url: str) -> DatabaseConfig:
             raise ConfigurationError("DATABASE_URL parameter schema is empty")
         changes["schema"] = params["schema"]
     if "connection_limit" in params:
-        changes["pool_size"] = int(
-            _number("connection_limit", params["connection_limit"], minimum=1)
+        changes["pool_size"] = _whole_number(
+            "connection_limit", params["connection_limit"], minimum=1
         )
-    if "pool_timeout" in params:
-        changes["pool_timeout"] = _number("pool_timeout", params["pool_timeout"], minimum=0)
-    if "connect_timeout" in params:
-        changes["connect_timeout"] = _number(
-            "connect_timeout", params["connect_timeout"], minimum=0
-        )
-    if "socket_timeout" in params:
-        changes["socket_timeout"] = _number("socket_timeout", params["socket_timeout"], minimum=0)
+    # Prisma: 0 is no limit for pool_timeout and connect_timeout. A socket_timeout of 0
+    # would time every statement out at once (in Prisma too): refused.
+    for name, zero_is_no_limit in (
+        ("pool_timeout", True),
+        ("connect_timeout", True),
+        ("socket_timeout", False),
+    ):
+        if name in params:
+            changes[name] = _seconds(name, params[name], zero_is_no_limit=zero_is_no_limit)
     if "statement_cache_size" in params:
-        changes["statement_cache_size"] = int(
-            _number("statement_cache_size", params["statement_cache_size"], minimum=0)
+        # 0: no cache, as in Prisma and asyncpg.
+        changes["statement_cache_size"] = _whole_number(
+            "statement_cache_size", params["statement_cache_size"], minimum=0
         )
     if "sslmode" in params:
         if params["sslmode"] not in SSL_MODES:
@@ -291,9 +761,15 @@ def parse_database_url(url: str) -> DatabaseConfig:
                 + ", ".join(SSL_MODES)
             )
         changes["sslmode"] = params["sslmode"]
-    for name in ("sslcert", "sslkey", "sslrootcert", "sslpassword", "application_name"):
-        if params.get(name):
-            changes[name] = params[name]
     if "pgbouncer" in params:
         changes["pgbouncer"] = _boolean("pgbouncer", params["pgbouncer"])
+    # An empty value is as if the parameter were not there (as before, and as libpq).
+    given = {key: value for key, value in params.items() if value != ""}
+    _check_tls(given)
+    for name in _FILE_PARAMETERS:
+        if name in given:
+            changes[name] = _existing_file(name, given[name])
+    for name in ("sslpassword", "sslaccept", "application_name"):
+        if name in given:
+            changes[name] = given[name]
     return replace(config, **changes)

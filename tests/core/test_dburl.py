@@ -1,13 +1,18 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from dataclasses import replace
 
 import asyncpg
 import pytest
+from sqlalchemy import text
 
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig, default_pool_size, parse_database_url
 from coursehub.core.errors import ConfigurationError
+from tests.test_cli import error_lines, run_cli
 
 
 def test_prisma_env_url_is_read_as_is() -> None:
@@ -36,7 +41,8 @@ def test_prisma_parameters_are_honoured() -> None:
     assert config.pool_timeout == 3
     assert config.sslmode == "require"
     kwargs = config.asyncpg_connect_kwargs()
-    assert kwargs["server_settings"]["search_path"] == '"store"'
+    # Behind PgBouncer the schema is set in each transaction, not at connect (below).
+    assert "search_path" not in kwargs["server_settings"]
     assert kwargs["statement_cache_size"] == 0
     assert kwargs["ssl"] == "require"
     assert kwargs["timeout"] == 2
@@ -145,3 +151,149 @@ async def test_write_transactions_are_read_committed_behind_any_default(
             assert await connection.fetchval("SHOW transaction_isolation") == "read committed"
     finally:
         await database.dispose()
+
+
+# --- numbers: what the driver and the client tools would refuse or misread ----------------
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("socket_timeout", "0"),  # asyncpg refuses it (and in Prisma it ends every query)
+        ("socket_timeout", "nan"),
+        ("connect_timeout", "inf"),
+        ("connect_timeout", "1e12"),  # libpq reads PGCONNECT_TIMEOUT as a C int
+        ("pool_timeout", "nan"),
+        ("connection_limit", "2.5"),
+        ("connection_limit", "nan"),
+        ("statement_cache_size", "0.5"),
+        ("statement_cache_size", "inf"),
+    ],
+)
+def test_numbers_the_driver_or_the_tools_cannot_take_are_refused_naming_them(
+    parameter: str, value: str
+) -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        parse_database_url(f"postgresql://u@h/db?{parameter}={value}")
+
+    assert f"parameter {parameter}" in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_refused_number_is_one_line_from_the_cli(server: DatabaseConfig) -> None:
+    url = server.to_url()
+    result = run_cli(
+        "db", "status", database_url=url + ("&" if "?" in url else "?") + "socket_timeout=0"
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1 and "socket_timeout" in error_lines(result)[0]
+
+
+async def test_zero_timeouts_mean_no_limit_for_the_driver_and_the_tools(
+    server: DatabaseConfig,
+) -> None:
+    url = server.with_database("postgres").to_url()
+    config = parse_database_url(
+        url + ("&" if "?" in url else "?") + "connect_timeout=0&pool_timeout=0"
+    )
+
+    env = config.libpq_environment()
+    assert env["PGCONNECT_TIMEOUT"] == "0"  # libpq's "wait indefinitely"
+    assert replace(config, connect_timeout=2.5).libpq_environment()["PGCONNECT_TIMEOUT"] == "3"
+    psql = shutil.which("psql")
+    if psql is not None:
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        answered = subprocess.run(
+            [psql, "--no-psqlrc", "--tuples-only", "--no-align", "--command=SELECT 1"],
+            env={**inherited, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (answered.returncode, answered.stdout.strip()) == (0, "1"), answered.stderr
+    database = Database(config, pool_size=1)
+    try:
+        assert database.engine.pool.timeout() is None  # type: ignore[attr-defined]
+        assert await database.ping()
+    finally:
+        await database.dispose()
+
+
+# --- behind PgBouncer: the schema without a startup parameter --------------------------
+
+
+async def _two_schemas(config: DatabaseConfig) -> None:
+    """A table `item` in the public schema and in "fix shop", told apart by their rows."""
+    admin = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        await admin.execute(
+            'CREATE SCHEMA "fix shop"; '
+            "CREATE TABLE public.item (name text); INSERT INTO public.item VALUES ('public'); "
+            """CREATE TABLE "fix shop".item (name text); INSERT INTO "fix shop".item VALUES ('shop')"""
+        )
+    finally:
+        await admin.close()
+
+
+async def _sent(config: DatabaseConfig, statements: list[str]) -> asyncpg.Connection:
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    connection.add_query_logger(lambda logged: statements.append(logged.query))
+    return connection
+
+
+async def test_behind_pgbouncer_the_schema_is_set_in_each_transaction(
+    scratch_db: DatabaseConfig,
+) -> None:
+    """PgBouncer refuses `search_path` as a startup parameter, and in transaction mode a
+    session's SET would land on whichever server connection ran it. So: no startup
+    parameter, and `SET LOCAL` in each transaction, for the session's, the write
+    transactions' and the plain reads' (each then in a transaction of its own)."""
+    await _two_schemas(scratch_db)
+    config = replace(scratch_db, schema="fix shop", pgbouncer=True)
+    assert "search_path" not in config.asyncpg_connect_kwargs()["server_settings"]
+    # Nor for the client tools, as `options` (which PgBouncer refuses too).
+    assert "PGOPTIONS" not in config.libpq_environment()
+
+    statements: list[str] = []
+    connection = await _sent(config, statements)
+    try:
+        assert await connection.fetchval("SELECT name FROM item") == "shop"
+        async with connection.transaction():
+            assert await connection.fetchval("SELECT name FROM item") == "shop"
+        assert not connection.is_in_transaction()
+        # The session itself kept the server's default: only transactions had the schema.
+        plain = asyncpg.Connection.fetchval
+        assert await plain(connection, "SELECT current_schema()") == "public"
+    finally:
+        await connection.close()
+    assert statements.count('SET LOCAL search_path TO "fix shop"') == 2
+
+    database = Database(config, pool_size=1)
+    try:
+        async with database.write_transaction() as writer:
+            driver = await writer.connection()
+            assert await driver.fetchval("SELECT name FROM item") == "shop"
+        async with database.read_connection() as reader:
+            assert await reader.fetchval("SELECT name FROM item") == "shop"
+        async with database.transaction() as session:
+            assert (await session.execute(text("SELECT name FROM item"))).scalar() == "shop"
+    finally:
+        await database.dispose()
+
+    # The round trip is for these connections only. Without PgBouncer the schema is a
+    # startup parameter; behind it with the default schema there is nothing to set.
+    for elsewhere, schema in (
+        (replace(scratch_db, schema="fix shop"), "shop"),
+        (replace(scratch_db, pgbouncer=True), "public"),
+    ):
+        statements.clear()
+        connection = await _sent(elsewhere, statements)
+        try:
+            async with connection.transaction():
+                assert await connection.fetchval("SELECT name FROM item") == schema
+        finally:
+            await connection.close()
+        assert not any("search_path" in statement for statement in statements)
