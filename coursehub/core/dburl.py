@@ -354,10 +354,9 @@ class DatabaseConfig:
             env["PGSSLMODE"] = mode
         if mode != "disable":
             env.update(self._libpq_tls_files())
-        if self.schema != "public" and not self.pgbouncer:
-            # PgBouncer refuses `options` it does not track; pg_dump and the restore's psql
-            # name the schema themselves (`--schema`, the dump's own search_path).
-            env["PGOPTIONS"] = f"-c search_path={self.schema}"
+        # No search_path (PGOPTIONS): pg_dump is given the schema (`--schema`) and the
+        # restore's SQL names it, and PGOPTIONS would split a schema named with a space into
+        # two server arguments; PgBouncer refuses `options` besides.
         return env
 
     def _libpq_tls_files(self) -> dict[str, str]:

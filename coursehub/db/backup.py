@@ -1,23 +1,29 @@
 """Backup and restore over pg_dump, pg_restore and psql.
 
-Backup: pg_dump takes one snapshot (a repeatable-read transaction) for the whole
-dump, so a backup taken while the store is writing is consistent: every order
-with all its items or not at all. It writes to `.<name>.partial` beside the
-target and renames it into place only when pg_dump succeeded, so a failed or
-interrupted backup never leaves a file that looks like a good one.
+Backup: the store's schema and nothing else (`pg_dump --schema`): not the
+database's other schemas, extensions or large objects. pg_dump takes one snapshot
+(a repeatable-read transaction) for the whole dump, so a backup taken while the
+store is writing is consistent: every order with all its items or not at all. It
+writes to `.<name>.partial` beside the target and renames it into place only when
+pg_dump succeeded, so a failed or interrupted backup never leaves a file that
+looks like a good one.
 
-Restore: all or nothing. The file is checked first (`pg_restore --list` reads an
-archive's table of contents; a plain SQL file must end with pg_dump's closing
-line), and then the whole replacement — dropping the old schema, creating every
-object, loading every row — runs in ONE transaction on one psql connection,
-which commits only after the dump was read to its end without error.
-PostgreSQL's DDL is transactional, so anything going wrong (a corrupt or
-truncated archive found half-way, a failed statement, the process killed) rolls
-back to the database exactly as it was; other sessions keep reading the old
-data until the commit. Restoring into a scratch database and renaming it over
-the target would give the same guarantee only with CREATEDB rights, no other
-session connected to the target, and the database's own owner, grants and
-settings lost; it cannot serve a `?schema=` URL at all.
+Restore: all or nothing, into the target's schema only. The file is checked first
+(`pg_restore --list` reads an archive's table of contents; a plain SQL file must
+end with pg_dump's closing line, and is read through), and refused unless it
+holds the target's schema alone and no large objects (pg_dump writes those in
+transactions of their own, which would commit the restore half-way). Then the
+whole replacement — dropping the schema's objects, creating every object, loading
+every row — runs in ONE transaction on one psql connection, which commits only
+after the dump was read to its end without error. PostgreSQL's DDL is
+transactional, so anything going wrong (a corrupt or truncated archive found
+half-way, a failed statement, the process killed) rolls back to the database
+exactly as it was; other sessions keep reading the old data until the commit.
+Restoring into a scratch database and renaming it over the target would give the
+same guarantee only with CREATEDB rights, no other session connected to the
+target, and the database's own owner, grants and settings lost; it cannot serve a
+`?schema=` URL at all. The schema itself is kept, with its owner, grants and
+comment: the dump's statements on it are left out.
 
 Passwords go to the tools through the environment (PGPASSWORD), never argv,
 where `ps` would show them. Every tool runs with asyncio subprocesses, so the
@@ -30,10 +36,13 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 
@@ -49,9 +58,6 @@ PLAIN_DUMP_START = "-- PostgreSQL database dump"
 CHUNK = 1 << 20
 # Longest stderr line read whole (psql quotes a failing COPY row in its error's context).
 LINE_LIMIT = 16 << 20
-# How far into a plain dump to look for its CREATE SCHEMA; pg_dump writes schemas
-# before any other object.
-SCHEMA_SCAN_LIMIT = 16 << 20
 # Tables that do not make a database "non-empty": Alembic's bookkeeping (a freshly
 # migrated, unused database loses nothing by being replaced).
 BOOKKEEPING_TABLES = frozenset({"alembic_version"})
@@ -143,7 +149,7 @@ async def backup_database(
     embedded: bool = False,
     show_progress: bool = True,
 ) -> BackupResult:
-    """Dump the database to `file` (custom format, or plain SQL with `plain`)."""
+    """Dump the store's schema to `file` (custom format, or plain SQL with `plain`)."""
     tools = await find_tools(config, ("pg_dump",), prefer_wheel=embedded)
     pg_dump = tools["pg_dump"]
     path = file or default_backup_path(plain=plain)
@@ -155,14 +161,18 @@ async def backup_database(
     arguments = [
         "--verbose",
         "--no-password",
-        f"--file={partial}",
+        # The store's schema and nothing else: not the database's other schemas (which a
+        # restore would not replace), nor its large objects (pg_dump leaves them out when
+        # a schema is named). A pattern would be folded to lower case and read `*`, `?`
+        # and `.` as wildcards: the name goes in double quotes, as pg_dump takes it.
+        f"--schema={_identifier(config.schema)}",
         "--format=plain" if plain else "--format=custom",
     ]
     if plain:
         # Restorable by any user with `psql < backup.sql`, not only by the dump's owner.
         arguments += ["--no-owner", "--no-privileges"]
-    if config.schema != "public":
-        arguments.append(f"--schema={config.schema}")
+    else:
+        arguments.append(f"--file={partial}")
 
     stderr: list[str] = []
     with bytes_progress(enabled=show_progress) as progress:
@@ -178,22 +188,31 @@ async def backup_database(
             *arguments,
             env=tool_environment(config),
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if plain else asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             limit=LINE_LIMIT,
         )
         assert process.stderr is not None
-        reader = asyncio.create_task(_lines(process.stderr, stderr, on_line))
+        workers = {asyncio.create_task(_lines(process.stderr, stderr, on_line))}
+        if plain:
+            assert process.stdout is not None
+            workers.add(asyncio.create_task(_write_plain_dump(process.stdout, partial, config)))
         try:
-            while not reader.done():
+            while not all(worker.done() for worker in workers):
                 progress.update(task, completed=_file_size(partial))
-                await asyncio.wait({reader}, timeout=0.2)
-            await reader
+                await asyncio.wait(workers, timeout=0.2, return_when=asyncio.FIRST_EXCEPTION)
+                if any(w.done() and w.exception() is not None for w in workers):
+                    break
+            for worker in workers:
+                await worker
             returncode = await process.wait()
         except BaseException:
+            for worker in workers:
+                worker.cancel()
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
+            await asyncio.gather(*workers, return_exceptions=True)
             partial.unlink(missing_ok=True)
             raise
     if returncode != 0:
@@ -202,6 +221,70 @@ async def backup_database(
     await asyncio.to_thread(_fsync, partial)
     os.replace(partial, path)
     return BackupResult(path=path, size=_file_size(path), plain=plain, pg_dump=pg_dump)
+
+
+# `pg_dump --schema=public` writes `CREATE SCHEMA public;` (and the schema's comment), which
+# every database refuses, since every database has public: `psql -v ON_ERROR_STOP=1 <
+# backup.sql` would stop at it. A plain backup of public comments these two statements out,
+# leaving the file what a whole-database `pg_dump > backup.sql` of such a database writes.
+# (A restore keeps the target's schema as it is in any case.)
+_PUBLIC_SCHEMA_STATEMENT = re.compile(
+    rb"(?:CREATE SCHEMA public;|COMMENT ON SCHEMA public IS '(?:[^'\n]|'')*';)\r?\n"
+)
+# pg_dump writes the schemas before any other object and before any data.
+_AFTER_THE_SCHEMAS = re.compile(rb"(?:CREATE (?!SCHEMA )|COPY )")
+
+
+class _PublicSchemaStatements:
+    """A filter over a plain dump's bytes that comments out `_PUBLIC_SCHEMA_STATEMENT`s,
+    looking at whole lines up to the first statement after the schemas."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+        self._passing = False
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._passing:
+            return chunk
+        data = self._pending + chunk
+        cut = data.rfind(b"\n") + 1
+        complete, self._pending = data[:cut], data[cut:]
+        out = bytearray()
+        for line in complete.splitlines(keepends=True):
+            if self._passing:
+                out += line
+            elif _PUBLIC_SCHEMA_STATEMENT.fullmatch(line):
+                out += b"-- " + line
+            else:
+                out += line
+                self._passing = _AFTER_THE_SCHEMAS.match(line) is not None
+        if self._passing:
+            out += self._pending
+            self._pending = b""
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return rest
+
+
+async def _write_plain_dump(
+    stream: asyncio.StreamReader, partial: Path, config: DatabaseConfig
+) -> None:
+    """pg_dump's plain output into `partial` (see `_PublicSchemaStatements`)."""
+    statements = _PublicSchemaStatements() if config.schema == "public" else None
+    try:
+        handle = await asyncio.to_thread(partial.open, "wb")
+        try:
+            while chunk := await stream.read(CHUNK):
+                data = statements.feed(chunk) if statements else chunk
+                await asyncio.to_thread(handle.write, data)
+            if statements:
+                await asyncio.to_thread(handle.write, statements.finish())
+        finally:
+            await asyncio.to_thread(handle.close)
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {partial}: {exc}") from None
 
 
 def _fsync(path: Path) -> None:
@@ -216,7 +299,15 @@ def _fsync(path: Path) -> None:
 class BackupFile:
     path: Path
     archive: bool  # pg_dump's custom, directory or tar format (read by pg_restore)
-    creates_schema: bool  # the dump creates the target schema itself
+    # The schemas the dump creates or puts objects in, as pg_dump names them.
+    schemas: frozenset[str]
+    large_objects: bool
+    # The restore keeps the target's schema as it is, so the dump's statements on the
+    # schema itself (its CREATE SCHEMA, owner, grants, comment) are left out: for an
+    # archive, its table of contents with those entries commented out (for `pg_restore
+    # --use-list`); for a plain file, the byte ranges of those statements, in order.
+    use_list: str | None = None
+    skip: tuple[tuple[int, int], ...] = ()
 
 
 def _path_kind(path: Path) -> str:
@@ -236,30 +327,163 @@ def _read_tail(path: Path, size: int) -> bytes:
         return handle.read()
 
 
-def _create_schema_statement(schema: str) -> re.Pattern[str]:
-    quoted = re.escape(schema)
-    return re.compile(rf'^CREATE SCHEMA (?:{quoted}|"{quoted}");', re.MULTILINE)
+def _sql_name(written: str) -> str:
+    """An identifier as SQL reads it: `"MySchema"` → MySchema, `shop` → shop."""
+    if written.startswith('"') and written.endswith('"') and len(written) > 1:
+        return written[1:-1].replace('""', '"')
+    return written.lower()
 
 
-def _plain_dump_creates_schema(path: Path, schema: str) -> bool:
-    pattern = _create_schema_statement(schema)
-    with path.open("r", encoding="utf-8", errors="replace") as handle:
-        read = 0
+# What pg_dump writes in a plain dump. Every object comes with a comment naming it, its
+# kind and its schema (`-` for objects outside any schema):
+_PLAIN_ENTRY = re.compile(
+    r"-- (?:Data for )?Name: (?P<name>.*?); Type: (?P<kind>.*?); Schema: (?P<schema>.*?); Owner: "
+)
+_LARGE_OBJECT_KINDS = frozenset({"BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT", "LARGE OBJECTS"})
+_LARGE_OBJECT_CALL = re.compile(rb"SELECT (?:pg_catalog\.)?lo_(?:create|open)\(")
+_CREATE_SCHEMA = re.compile(rb'CREATE SCHEMA (?P<name>"(?:[^"]|"")+"|[^\s";]+);\r?\n')
+# pg_dump before 10.3 set the search_path and left names unqualified.
+_SEARCH_PATH = re.compile(rb'SET search_path = (?P<name>"(?:[^"]|"")+"|[^\s",;]+)')
+_COPY_FROM_STDIN = re.compile(rb"COPY .* FROM stdin;\r?\n")
+
+
+def _statements_on_the_schema(schema: str) -> re.Pattern[bytes]:
+    """The one-line statements pg_dump writes on the schema itself: CREATE SCHEMA, its
+    owner, its comment, its grants, its security label."""
+    spellings = [_identifier(schema)]
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", schema):
+        spellings.append(schema)  # pg_dump quotes only the names that need it
+    name = "(?:" + "|".join(re.escape(spelling) for spelling in spellings) + ")"
+    literal = r"'(?:[^'\n]|'')*'"
+    return re.compile(
+        (
+            rf"(?:CREATE SCHEMA {name}|ALTER SCHEMA {name} OWNER TO [^;\n]+"
+            rf"|COMMENT ON SCHEMA {name} IS {literal}"
+            rf"|(?:GRANT|REVOKE) [^;\n]* ON SCHEMA {name} (?:TO|FROM) [^;\n]+"
+            rf"|SECURITY LABEL (?:FOR [^;\n]+ )?ON SCHEMA {name} IS {literal});\r?\n"
+        ).encode()
+    )
+
+
+def _scan_plain_dump(path: Path, schema: str) -> BackupFile:
+    """Read a plain dump through, as psql will (COPY data is skipped: its rows are no
+    statements), for the schemas it names, its large objects and its statements on the
+    target schema itself."""
+    on_the_schema = _statements_on_the_schema(schema)
+    schemas: set[str] = set()
+    large_objects = False
+    skip: list[tuple[int, int]] = []
+    in_copy = False
+    offset = 0
+    with path.open("rb") as handle:
         for line in handle:
-            read += len(line)
-            if pattern.match(line):
-                return True
-            # Schemas come first; the first other CREATE means there is none to find.
-            if (line.startswith("CREATE ") and not line.startswith("CREATE SCHEMA")) or (
-                read > SCHEMA_SCAN_LIMIT
-            ):
-                return False
-    return False
+            start, offset = offset, offset + len(line)
+            if in_copy:
+                in_copy = not (line.startswith(b"\\.") and line.rstrip(b"\r\n") == b"\\.")
+            elif line.startswith(b"-- "):
+                entry = _PLAIN_ENTRY.match(line.decode("utf-8", "replace"))
+                if entry is None:
+                    continue
+                if entry["kind"] in _LARGE_OBJECT_KINDS:
+                    large_objects = True
+                elif entry["kind"] == "SCHEMA":
+                    schemas.add(entry["name"])
+                elif entry["schema"] != "-":
+                    schemas.add(entry["schema"])
+            elif _COPY_FROM_STDIN.fullmatch(line):
+                in_copy = True
+            elif _LARGE_OBJECT_CALL.match(line):
+                large_objects = True
+            elif on_the_schema.fullmatch(line):
+                skip.append((start, offset))
+                if line.startswith(b"CREATE SCHEMA "):
+                    schemas.add(schema)
+            elif created := _CREATE_SCHEMA.fullmatch(line):
+                schemas.add(_sql_name(created["name"].decode("utf-8", "replace")))
+            elif search_path := _SEARCH_PATH.match(line):
+                name = _sql_name(search_path["name"].decode("utf-8", "replace"))
+                if name != "pg_catalog":
+                    schemas.add(name)
+    return BackupFile(
+        path=path,
+        archive=False,
+        schemas=frozenset(schemas),
+        large_objects=large_objects,
+        skip=tuple(skip),
+    )
+
+
+# `pg_restore --list`: `ID; CATALOG OID KIND SCHEMA NAME OWNER`, the kind in capitals (one
+# or more words), the schema `-` for objects outside any schema.
+_ARCHIVE_ENTRY = re.compile(r"(?P<id>\d+); \d+ \d+ (?P<rest>.*)")
+_LARGE_OBJECT_ENTRY = re.compile(r"(?:BLOBS?|BLOB METADATA|LARGE OBJECTS?) ")
+_ENTRY_WITHOUT_SCHEMA = re.compile(r"[A-Z]+(?: [A-Z]+)* - ")
+_ENTRY_SCHEMA = re.compile(r"[A-Z]+(?: [A-Z]+)* (?P<schema>\S+)")
+# The schema itself, then (outside any schema) its comment, grants and security label;
+# each followed by the schema's name and its owner.
+_SCHEMA_ENTRY = re.compile(r"(?:SCHEMA|COMMENT - SCHEMA|ACL - SCHEMA|SECURITY LABEL - SCHEMA) ")
+
+
+def _name_before_owner(named: str) -> str:
+    """`public pg_database_owner` → public (the owner comes last, and may be empty)."""
+    return named.rsplit(" ", 1)[0] if " " in named else named
+
+
+def _other_schema(rest: str, created: list[str]) -> str:
+    """The schema of an entry outside the target's: one the archive creates if the entry
+    names it (the longest: names may hold spaces), else the word after the kind."""
+    for name in sorted(created, key=len, reverse=True):
+        if re.match(rf"[A-Z]+(?: [A-Z]+)*? {re.escape(name)} ", rest):
+            return name
+    other = _ENTRY_SCHEMA.match(rest)
+    return other["schema"] if other else rest
+
+
+def _read_archive_listing(path: Path, listing: str, in_target: set[str], schema: str) -> BackupFile:
+    """The archive's schemas and large objects from its table of contents. `in_target`:
+    the ids of the entries in the target schema, as `pg_restore --schema` selects them
+    (an exact name, unlike the listing's fields, which names with spaces make ambiguous)."""
+    created = [
+        _name_before_owner(entry["rest"].removeprefix("SCHEMA - "))
+        for entry in map(_ARCHIVE_ENTRY.fullmatch, listing.splitlines())
+        if entry is not None and entry["rest"].startswith("SCHEMA - ")
+    ]
+    schemas: set[str] = set()
+    large_objects = False
+    lines = []
+    leaves_out = False
+    for line in listing.splitlines():
+        entry = _ARCHIVE_ENTRY.fullmatch(line)
+        if entry is not None:
+            rest = entry["rest"]
+            on_a_schema = _SCHEMA_ENTRY.match(rest)
+            if _LARGE_OBJECT_ENTRY.match(rest):
+                large_objects = True
+            elif on_a_schema:
+                named = rest[on_a_schema.end() :].removeprefix("- ")
+                name = _name_before_owner(named)
+                if rest.startswith("SCHEMA "):
+                    schemas.add(name)
+                if name == schema:
+                    line = ";" + line
+                    leaves_out = True
+            elif entry["id"] in in_target:
+                schemas.add(schema)
+            elif not _ENTRY_WITHOUT_SCHEMA.match(rest):
+                schemas.add(_other_schema(rest, created))
+        lines.append(line)
+    return BackupFile(
+        path=path,
+        archive=True,
+        schemas=frozenset(schemas),
+        large_objects=large_objects,
+        use_list="\n".join(lines) + "\n" if leaves_out else None,
+    )
 
 
 async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> BackupFile:
-    """What kind of dump `path` is, checked to be complete enough to try; RestoreFailed if
-    it is not a dump at all, or visibly corrupt or truncated."""
+    """What kind of dump `path` is and what it holds, checked to be complete enough to try;
+    RestoreFailed if it is not a dump at all, or visibly corrupt or truncated."""
     kind = await asyncio.to_thread(_path_kind, path)
     if kind == "missing":
         raise RestoreFailed(f"no such file: {path}")
@@ -275,8 +499,7 @@ async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> Ba
                 f"{path} is truncated or not a complete pg_dump file: it lacks pg_dump's "
                 f"closing line ({PLAIN_DUMP_END!r}); nothing was changed"
             )
-        creates = await asyncio.to_thread(_plain_dump_creates_schema, path, schema)
-        return BackupFile(path=path, archive=False, creates_schema=creates)
+        return await asyncio.to_thread(_scan_plain_dump, path, schema)
     assert pg_restore is not None
     listing = await _run_capture(pg_restore.path, "--list", str(path))
     if listing.returncode != 0:
@@ -291,9 +514,64 @@ async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> Ba
         raise RestoreFailed(
             f"{path} is not a readable pg_dump archive ({reason}); nothing was changed"
         )
-    schema_entry = re.compile(rf"^\d+; \d+ \d+ SCHEMA - {re.escape(schema)} ", re.MULTILINE)
-    creates = bool(schema_entry.search(listing.stdout))
-    return BackupFile(path=path, archive=True, creates_schema=creates)
+    target = await _run_capture(pg_restore.path, "--list", f"--schema={schema}", str(path))
+    if target.returncode != 0:
+        reason = first_error(target.stderr.splitlines(), "pg_restore --list failed")
+        raise RestoreFailed(
+            f"{path} is not a readable pg_dump archive ({reason}); nothing was changed"
+        )
+    in_target = {
+        entry["id"]
+        for entry in map(_ARCHIVE_ENTRY.fullmatch, target.stdout.splitlines())
+        if entry is not None
+    }
+    return _read_archive_listing(path, listing.stdout, in_target, schema)
+
+
+def _pattern(schema: str) -> str:
+    """`schema` as pg_dump's --schema pattern for exactly that name (quoted if need be)."""
+    return schema if re.fullmatch(r"[a-z_][a-z0-9_]*", schema) else _identifier(schema)
+
+
+def _schema_in_url(schema: str) -> str:
+    return "no ?schema=" if schema == "public" else f"?schema={quote(schema, safe='')}"
+
+
+def refuse_what_a_restore_cannot_hold(backup: BackupFile, schema: str) -> None:
+    """RestoreFailed, before anything is changed, for a dump that is not of the target's
+    schema alone, or that holds large objects."""
+    path = backup.path
+    if backup.large_objects:
+        # pg_dump writes large objects in BEGIN … COMMIT of their own, which would commit
+        # the restore's transaction half-way; the store's schema has none.
+        raise RestoreFailed(
+            f"{path} holds large objects, which the store does not use and a restore cannot "
+            "load all or nothing (pg_dump writes them in transactions of their own); "
+            "restore a dump without them (pg_dump --schema=NAME, as coursehub db backup "
+            "makes, leaves them out); nothing was changed"
+        )
+    others = sorted(backup.schemas - {schema})
+    if not others:
+        return
+    if len(backup.schemas) == 1:
+        (held,) = others
+        raise RestoreFailed(
+            f'{path} is a backup of schema "{held}", but the target is schema "{schema}" '
+            f"(DATABASE_URL has {_schema_in_url(schema)}); restore it with "
+            f"{_schema_in_url(held)} in DATABASE_URL; nothing was changed"
+        )
+    named = ", ".join(f'"{name}"' for name in sorted(backup.schemas))
+    extract = (
+        f"pg_restore {shlex.quote('--schema=' + schema)} --file=store.sql "
+        f"{shlex.quote(str(path))}, then restore store.sql"
+        if backup.archive
+        else "pg_dump " + shlex.quote(f"--schema={_pattern(schema)}")
+    )
+    raise RestoreFailed(
+        f"{path} holds several schemas ({named}), but a restore replaces the target's "
+        f'schema alone ("{schema}"): restore a dump of that schema only ({extract}); '
+        "nothing was changed"
+    )
 
 
 @dataclass(frozen=True)
@@ -349,9 +627,39 @@ def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def restore_prologue(schema: str, *, force: bool, create_schema: bool) -> str:
+# The classes of the objects a schema holds that `restore_prologue` drops: relations,
+# types, routines, operators and the like. Others that depend on the schema are properties
+# of the schema itself, and stay: its default privileges, extensions installed in it.
+_SCHEMA_OBJECT_CLASSES = ", ".join(
+    f"'{name}'::regclass"
+    for name in (
+        "pg_class",
+        "pg_type",
+        "pg_proc",
+        "pg_operator",
+        "pg_opclass",
+        "pg_opfamily",
+        "pg_collation",
+        "pg_conversion",
+        "pg_statistic_ext",
+        "pg_ts_config",
+        "pg_ts_dict",
+        "pg_ts_parser",
+        "pg_ts_template",
+    )
+)
+
+
+def restore_prologue(schema: str, *, force: bool) -> str:
     """SQL run before the dump, in the same transaction: the emptiness guard (race-free,
-    unlike the check made before starting), then the old schema dropped."""
+    unlike the check made before starting), then everything in the schema dropped.
+
+    The schema itself is kept (created if missing), so its owner, grants, comment and
+    default privileges stay as they were: dropping and re-creating it would make the
+    restoring role its owner with no grants (PostgreSQL 15's `public` belongs to
+    pg_database_owner, with USAGE for everyone). Its objects are dropped one at a time,
+    each with CASCADE, looking again after each drop for what is left, until nothing is;
+    objects that belong to an extension are left to the extension."""
     statements = ["BEGIN;"]
     if not force:
         bookkeeping = ", ".join(_literal(t) for t in sorted(BOOKKEEPING_TABLES))
@@ -371,9 +679,38 @@ BEGIN
 END
 $coursehub$;"""
         )
-    statements.append(f"DROP SCHEMA IF EXISTS {_identifier(schema)} CASCADE;")
-    if not create_schema:
-        statements.append(f"CREATE SCHEMA {_identifier(schema)};")
+    statements.append(
+        f"""DO $coursehub$
+DECLARE target oid; statement text;
+BEGIN
+  SELECT oid INTO target FROM pg_namespace WHERE nspname = {_literal(schema)};
+  IF target IS NULL THEN
+    EXECUTE format('CREATE SCHEMA %I', {_literal(schema)});
+    RETURN;
+  END IF;
+  LOOP
+    SELECT format('DROP %s %s CASCADE',
+                  CASE o.type WHEN 'composite type' THEN 'TYPE'
+                              WHEN 'statistics object' THEN 'STATISTICS'
+                              ELSE upper(o.type) END,
+                  o.identity)
+      INTO statement
+      FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, 0) AS o
+     WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = target
+       AND d.deptype = 'n' AND d.classid IN ({_SCHEMA_OBJECT_CLASSES})
+       -- Not an extension's, nor part of another object (a range's multirange type).
+       AND NOT EXISTS (SELECT FROM pg_depend x
+                       WHERE x.classid = d.classid AND x.objid = d.objid
+                         AND (x.deptype = 'e'
+                              OR (x.deptype = 'i'
+                                  AND (x.refclassid, x.refobjid) <> (x.classid, x.objid))))
+     LIMIT 1;
+    EXIT WHEN statement IS NULL;
+    EXECUTE statement;
+  END LOOP;
+END
+$coursehub$;"""
+    )
     return "\n".join(statements) + "\n"
 
 
@@ -388,13 +725,32 @@ class RestoreResult:
     warning: str | None = None  # restored, but something after it failed (ANALYZE)
 
 
-async def _plain_chunks(path: Path) -> AsyncIterator[bytes]:
+async def _plain_chunks(path: Path, skip: tuple[tuple[int, int], ...]) -> AsyncIterator[bytes]:
+    """The file's bytes, without those in the ranges `skip` (statements left out)."""
     handle = await asyncio.to_thread(path.open, "rb")
+    position = 0
+    ranges = list(skip)
     try:
-        while chunk := await asyncio.to_thread(handle.read, CHUNK):
+        while True:
+            if ranges and position == ranges[0][0]:
+                position = ranges.pop(0)[1]
+                await asyncio.to_thread(handle.seek, position)
+                continue
+            size = min(CHUNK, ranges[0][0] - position) if ranges else CHUNK
+            chunk = await asyncio.to_thread(handle.read, size)
+            if not chunk:
+                break
             yield chunk
+            position += len(chunk)
     finally:
         await asyncio.to_thread(handle.close)
+
+
+def _write_use_list(use_list: str) -> Path:
+    descriptor, name = tempfile.mkstemp(prefix="coursehub-restore-", suffix=".list")
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(use_list)
+    return Path(name)
 
 
 async def restore_database(
@@ -405,15 +761,17 @@ async def restore_database(
     embedded: bool = False,
     show_progress: bool = True,
 ) -> RestoreResult:
-    """Replace the target schema with the dump in `file`, in one transaction.
+    """Replace the target schema's contents with the dump in `file`, in one transaction.
 
-    Refuses a target holding rows unless `force`. A corrupt or truncated file fails
-    with RestoreFailed and the target is left exactly as it was.
+    Refuses a dump of another schema (or of several), or holding large objects, and a
+    target holding rows unless `force`. A corrupt or truncated file fails with
+    RestoreFailed and the target is left exactly as it was.
     """
     if await asyncio.to_thread(_path_kind, file) == "missing":
         raise RestoreFailed(f"no such file: {file}")
     tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
     backup = await inspect_backup(file, config.schema, tools["pg_restore"])
+    refuse_what_a_restore_cannot_hold(backup, config.schema)
     if not force:
         holding = await tables_with_rows(config)
         if holding:
@@ -439,6 +797,7 @@ async def restore_database(
     psql_errors: list[str] = []
     source_errors: list[str] = []
     source: asyncio.subprocess.Process | None = None
+    use_list: Path | None = None
     streamed = 0
     complete = False
     total = None if backup.archive else _file_size(file)
@@ -453,18 +812,15 @@ async def restore_database(
         psql_reader = asyncio.create_task(_lines(psql.stderr, psql_errors, lambda _: None))
         source_reader: asyncio.Task[None] | None = None
         try:
-            psql.stdin.write(
-                restore_prologue(
-                    config.schema, force=force, create_schema=backup.creates_schema
-                ).encode()
-            )
+            psql.stdin.write(restore_prologue(config.schema, force=force).encode())
             if backup.archive:
+                arguments = ["--verbose", "--no-owner", "--no-privileges", "--file=-"]
+                if backup.use_list is not None:
+                    use_list = await asyncio.to_thread(_write_use_list, backup.use_list)
+                    arguments.append(f"--use-list={use_list}")
                 source = await asyncio.create_subprocess_exec(
                     tools["pg_restore"].path,
-                    "--verbose",
-                    "--no-owner",
-                    "--no-privileges",
-                    "--file=-",
+                    *arguments,
                     str(file),
                     env=env,
                     stdin=asyncio.subprocess.DEVNULL,
@@ -478,7 +834,7 @@ async def restore_database(
                 )
                 chunks: AsyncIterator[bytes] = _stream_chunks(source.stdout)
             else:
-                chunks = _plain_chunks(file)
+                chunks = _plain_chunks(file, backup.skip)
             async for chunk in chunks:
                 psql.stdin.write(chunk)
                 await psql.stdin.drain()
@@ -501,6 +857,8 @@ async def restore_database(
                 with contextlib.suppress(ProcessLookupError):
                     source.kill()
                 await source.wait()
+            if use_list is not None:
+                use_list.unlink(missing_ok=True)
             # End of input without COMMIT: psql disconnects and the server rolls back.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 psql.stdin.close()

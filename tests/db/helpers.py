@@ -129,3 +129,33 @@ async def broken_invariants(config: DatabaseConfig) -> dict[str, int]:
         if count:
             broken[name] = count
     return broken
+
+
+async def schema_properties(config: DatabaseConfig) -> tuple[str, str | None, str | None] | None:
+    """The store's schema's owner, privileges and comment (None: no such schema)."""
+    rows = await fetch(
+        config,
+        "SELECT nspowner::regrole::text AS owner, nspacl::text AS acl,"
+        " obj_description(oid, 'pg_namespace') AS comment FROM pg_namespace WHERE nspname = $1",
+        config.schema,
+    )
+    return (rows[0]["owner"], rows[0]["acl"], rows[0]["comment"]) if rows else None
+
+
+async def schemas_with_tables(config: DatabaseConfig) -> dict[str, int]:
+    """Every schema of the database that holds tables (the system's aside), with how many."""
+    rows = await fetch(
+        config,
+        "SELECT schemaname, count(*) AS n FROM pg_tables"
+        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') GROUP BY schemaname",
+    )
+    return {row["schemaname"]: row["n"] for row in rows}
+
+
+async def execute(config: DatabaseConfig, statements: str) -> None:
+    """Run SQL (several statements allowed) on `config`'s database, committing."""
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        await connection.execute(statements)
+    finally:
+        await connection.close()

@@ -29,7 +29,16 @@ from coursehub.db.migrations import migrate
 from coursehub.db.pgtools import ToolNotFound, choose, find_tool, find_tools, server_major
 from coursehub.db.seed import seed_bulk_data, seed_demo_data
 from tests.conftest import scratch_database_name
-from tests.db.helpers import broken_invariants, fetch, fetchval, run_cli, table_checksums
+from tests.db.helpers import (
+    broken_invariants,
+    execute,
+    fetch,
+    fetchval,
+    run_cli,
+    schema_properties,
+    schemas_with_tables,
+    table_checksums,
+)
 
 pytestmark = pytest.mark.committing
 
@@ -363,6 +372,205 @@ async def test_the_event_loop_keeps_running_during_a_backup(
     assert ticks >= 5
 
 
+# --- what a backup holds, and where a restore puts it ------------------------------------
+
+
+async def a_store_in(config: DatabaseConfig, schema: str) -> DatabaseConfig:
+    """`config` with `?schema=schema`, migrated and seeded with the demo data."""
+    store = replace(config, schema=schema)
+    await migrate(store)
+    await seed_demo_data(store)
+    return store
+
+
+async def run_tool(config: DatabaseConfig, name: str, *args: str) -> str:
+    """A PostgreSQL client tool on `config`'s database; its stdout (it must succeed)."""
+    tool = (await find_tools(config, (name,)))[name]
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [tool.path, *args],
+        env=tool_environment(config),
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+async def whole_database_dump(config: DatabaseConfig, file: Path, *, plain: bool) -> Path:
+    """What DATABASE.md's `pg_dump -d database > backup.sql` makes: every schema, and the
+    large objects."""
+    await run_tool(config, "pg_dump", f"--file={file}", "--format=" + ("p" if plain else "c"))
+    return file
+
+
+@pytest.mark.parametrize("plain", [False, True])
+async def test_a_backup_is_the_stores_schema_alone_and_restores_over_its_own_database(
+    source_db: DatabaseConfig, tmp_path: Path, plain: bool
+) -> None:
+    """The database holds another schema and a large object besides the store's. The
+    backup leaves both out, so restoring it over its own database replaces the store's
+    schema and nothing else (a whole-database dump failed: schema "..." already exists)."""
+    await execute(
+        source_db,
+        "CREATE SCHEMA not_the_store; CREATE TABLE not_the_store.notes (body text);"
+        " INSERT INTO not_the_store.notes VALUES ('kept'); SELECT lo_from_bytea(0, 'kept')",
+    )
+    result = await backup_database(
+        source_db, tmp_path / ("b.sql" if plain else "b.dump"), plain=plain, show_progress=False
+    )
+    source = await table_checksums(source_db)
+    await execute(source_db, """DELETE FROM "Coupon" WHERE "code" = 'FLAT300'""")
+
+    await restore_database(source_db, result.path, force=True, show_progress=False)
+
+    assert await table_checksums(source_db) == source
+    assert await fetchval(source_db, "SELECT body FROM not_the_store.notes") == "kept"
+    contents = (
+        result.path.read_text()
+        if plain
+        else await run_tool(source_db, "pg_restore", "--list", str(result.path))
+    )
+    assert "not_the_store" not in contents
+    assert "lo_create" not in contents and "BLOB" not in contents
+    assert await fetchval(source_db, "SELECT count(*) FROM pg_largeobject_metadata") == 1
+
+
+@pytest.mark.parametrize("plain", [False, True])
+@pytest.mark.parametrize(
+    ("backed_up", "restored_into"), [("public", "shop"), ("shop", "public"), ("My Shop", "public")]
+)
+async def test_a_backup_of_one_schema_is_not_restored_into_another(
+    scratch_db: DatabaseConfig,
+    target_db: DatabaseConfig,
+    tmp_path: Path,
+    plain: bool,
+    backed_up: str,
+    restored_into: str,
+) -> None:
+    """Restoring it said "Restored": the target's schema was emptied and the tables went
+    into the schema the backup came from."""
+    source = await a_store_in(scratch_db, backed_up)
+    file = tmp_path / ("b.sql" if plain else "b.dump")
+    await backup_database(source, file, plain=plain, show_progress=False)
+    target = await a_store_in(target_db, restored_into)
+    before = await table_checksums(target)
+    tables_before = await schemas_with_tables(target)
+
+    refused = await asyncio.to_thread(run_cli, "db", "restore", str(file), "--force", config=target)
+
+    assert refused.returncode == 1, refused.stdout
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in refused.stderr
+    assert f'schema "{backed_up}"' in errors[0] and f'schema "{restored_into}"' in errors[0]
+    assert errors[0].endswith("nothing was changed")
+    assert await table_checksums(target) == before
+    assert await schemas_with_tables(target) == tables_before == {restored_into: 10}
+
+
+@pytest.mark.parametrize(
+    ("schema", "plain"),
+    [("shop", True), ("MySchema", False), ("MySchema", True), ("My Shop", False)],
+)
+async def test_a_store_in_its_own_schema_backs_up_and_restores(
+    scratch_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path, schema: str, plain: bool
+) -> None:
+    """`?schema=MySchema` made `pg_dump --schema=MySchema`, a pattern folded to lower case:
+    `no matching schemas were found`. Other schemas of either database are left alone."""
+    source = await a_store_in(scratch_db, schema)
+    await execute(
+        scratch_db, "CREATE TABLE public.bystander (n int); INSERT INTO bystander VALUES (1)"
+    )
+    await execute(
+        target_db, "CREATE TABLE public.bystander (n int); INSERT INTO bystander VALUES (2)"
+    )
+    file = tmp_path / ("b.sql" if plain else "b.dump")
+    await backup_database(source, file, plain=plain, show_progress=False)
+    target = replace(target_db, schema=schema)
+
+    await restore_database(target, file, force=False, show_progress=False)  # creates the schema
+    assert await table_checksums(target) == await table_checksums(source)
+    await execute(target, """DELETE FROM "Coupon" WHERE "code" = 'FLAT300'""")
+    await restore_database(target, file, force=True, show_progress=False)  # keeps the schema
+
+    assert await table_checksums(target) == await table_checksums(source)
+    assert await schemas_with_tables(target) == {schema: 10, "public": 1}
+    assert await fetchval(target_db, "SELECT n FROM public.bystander") == 2
+
+
+@pytest.mark.parametrize("plain", [False, True])
+async def test_a_dump_with_large_objects_is_refused_before_anything_changes(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path, plain: bool
+) -> None:
+    """pg_dump writes large objects in BEGIN … COMMIT of its own, which committed the
+    restore's transaction half-way: a failure after it left the tables restored while
+    the error said nothing was changed."""
+    await execute(source_db, "SELECT lo_from_bytea(0, 'a large object')")
+    dump = await whole_database_dump(
+        source_db, tmp_path / ("whole.sql" if plain else "whole.dump"), plain=plain
+    )
+    target = await a_store_in(target_db, "public")
+    before = await table_checksums(target)
+
+    with pytest.raises(RestoreFailed, match="large objects") as raised:
+        await restore_database(target, dump, force=True, show_progress=False)
+
+    assert str(raised.value).endswith("nothing was changed") and "\n" not in str(raised.value)
+    assert await table_checksums(target) == before
+    assert await fetchval(target, "SELECT count(*) FROM pg_largeobject_metadata") == 0
+
+
+async def test_a_dump_of_several_schemas_is_refused_saying_how_to_take_the_stores_out(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    await execute(source_db, "CREATE SCHEMA not_the_store; CREATE TABLE not_the_store.t (n int)")
+    messages = {}
+    for plain in (False, True):
+        dump = await whole_database_dump(
+            source_db, tmp_path / ("whole.sql" if plain else "whole.dump"), plain=plain
+        )
+        with pytest.raises(RestoreFailed, match="several schemas") as raised:
+            await restore_database(target_db, dump, force=True, show_progress=False)
+        messages[plain] = str(raised.value)
+        assert '("not_the_store", "public")' in messages[plain]
+        assert messages[plain].endswith("nothing was changed")
+        assert await schemas_with_tables(target_db) == {}
+
+    # The way the message shows for an archive: the store's schema taken out of it.
+    archive, extracted = tmp_path / "whole.dump", tmp_path / "store.sql"
+    assert f"pg_restore --schema=public --file=store.sql {archive}" in messages[False]
+    await run_tool(source_db, "pg_restore", "--schema=public", f"--file={extracted}", str(archive))
+    await restore_database(target_db, extracted, force=False, show_progress=False)
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
+@pytest.mark.parametrize("plain", [False, True])
+async def test_restore_keeps_the_schemas_owner_and_privileges(
+    source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path, plain: bool
+) -> None:
+    """The schema was dropped and re-created: PostgreSQL 15's public went from
+    pg_database_owner with USAGE for everyone to the restoring role with no grants."""
+    await execute(
+        target_db,
+        "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;"
+        " COMMENT ON SCHEMA public IS 'the store'",
+    )
+    before = await schema_properties(target_db)
+    default_privileges = (
+        "SELECT count(*) FROM pg_default_acl WHERE defaclnamespace = 'public'::regnamespace"
+    )
+    file = tmp_path / ("b.sql" if plain else "b.dump")
+    await backup_database(source_db, file, plain=plain, show_progress=False)
+
+    await restore_database(target_db, file, force=False, show_progress=False)
+    assert await schema_properties(target_db) == before
+    await restore_database(target_db, file, force=True, show_progress=False)
+
+    assert await schema_properties(target_db) == before
+    assert await fetchval(target_db, default_privileges) == 1
+    assert await table_checksums(target_db) == await table_checksums(source_db)
+
+
 # --- the CLI -----------------------------------------------------------------------------
 
 
@@ -426,9 +634,7 @@ async def test_the_emptiness_guard_inside_the_restore_transaction(
     connection = await asyncpg.connect(**source_db.asyncpg_connect_kwargs())
     try:
         with pytest.raises(asyncpg.PostgresError, match=NOT_EMPTY_MARKER):
-            await connection.execute(
-                restore_prologue(source_db.schema, force=False, create_schema=False)
-            )
+            await connection.execute(restore_prologue(source_db.schema, force=False))
         await connection.execute("ROLLBACK")
     finally:
         await connection.close()
@@ -442,3 +648,22 @@ async def test_statistics_that_cannot_be_refreshed_are_a_warning_not_a_failure()
     warning = await analyze_after_commit(unreachable)
     assert warning is not None
     assert warning.startswith("the data is in") and warning.endswith("run ANALYZE on the database")
+
+
+def test_a_plain_backup_of_public_leaves_out_the_statements_on_public_however_it_arrives() -> None:
+    """pg_dump's output reaches the filter in pieces that need not end at a line's end."""
+    from coursehub.db.backup import _PublicSchemaStatements
+
+    dump = (
+        b"SET row_security = off;\n\n-- Name: public; Type: SCHEMA; Schema: -; Owner: -\n\n"
+        b"CREATE SCHEMA public;\n\nCOMMENT ON SCHEMA public IS 'standard public schema';\n\n"
+        b'CREATE TABLE public."Note" (\n    body text\n);\n\n'
+        b'COPY public."Note" (body) FROM stdin;\nCREATE SCHEMA public;\n\\.\n'
+    )
+    expected = dump.replace(b"\nCREATE SCHEMA", b"\n-- CREATE SCHEMA", 1).replace(
+        b"COMMENT ON", b"-- COMMENT ON"
+    )
+    for size in (1, 7, len(dump)):
+        statements = _PublicSchemaStatements()
+        pieces = [statements.feed(dump[i : i + size]) for i in range(0, len(dump), size)]
+        assert b"".join(pieces) + statements.finish() == expected
