@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool
 
-from coursehub.core.dburl import DatabaseConfig, parse_database_url
+from coursehub.core.dburl import DatabaseConfig, parse_database_url, quoted_identifier
 from coursehub.core.errors import ConfigurationError, first_line
 from coursehub.core.settings import Settings
 from coursehub.core.sql import WriteTransaction, remember_driver_connections
@@ -340,7 +340,9 @@ async def ensure_database_exists(config: DatabaseConfig) -> bool:
         raise ConfigurationError(await connect_error_message(config, exc)) from exc
     try:
         if config.schema != "public":
-            await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{config.schema}"')
+            await connection.execute(
+                f"CREATE SCHEMA IF NOT EXISTS {quoted_identifier(config.schema)}"
+            )
     finally:
         await connection.close()
     return created

@@ -191,7 +191,7 @@ class DatabaseConfig:
             # transactions say READ COMMITTED in their BEGIN (core/database.py).
             settings["default_transaction_isolation"] = "read committed"
             if self.schema != "public":
-                settings["search_path"] = _quoted_identifier(self.schema)
+                settings["search_path"] = quoted_identifier(self.schema)
         return settings
 
     def asyncpg_connect_kwargs(self) -> dict[str, Any]:
@@ -476,7 +476,7 @@ class _ConnectionSettingSearchPath(asyncpg.Connection):  # type: ignore[misc]
 @cache
 def _connection_class_setting_search_path(schema: str) -> type[_ConnectionSettingSearchPath]:
     """The connection class for `schema` (asyncpg makes the connection: it takes a class)."""
-    statement = f"SET LOCAL search_path TO {_quoted_identifier(schema)}"
+    statement = f"SET LOCAL search_path TO {quoted_identifier(schema)}"
     return type(
         "ConnectionSettingSearchPath",
         (_ConnectionSettingSearchPath,),
@@ -484,7 +484,8 @@ def _connection_class_setting_search_path(schema: str) -> type[_ConnectionSettin
     )
 
 
-def _quoted_identifier(name: str) -> str:
+def quoted_identifier(name: str) -> str:
+    """`name` as an SQL identifier: double-quoted, inner quotes doubled, case kept."""
     return '"' + name.replace('"', '""') + '"'
 
 

@@ -47,7 +47,7 @@ from urllib.parse import quote
 import asyncpg
 
 from coursehub.core.database import analyze_after_commit
-from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.dburl import DatabaseConfig, quoted_identifier
 from coursehub.core.errors import Conflict, StoreError
 from coursehub.db.pgtools import Tool, find_tools
 from coursehub.db.progress import bytes_progress
@@ -165,7 +165,7 @@ async def backup_database(
         # restore would not replace), nor its large objects (pg_dump leaves them out when
         # a schema is named). A pattern would be folded to lower case and read `*`, `?`
         # and `.` as wildcards: the name goes in double quotes, as pg_dump takes it.
-        f"--schema={_identifier(config.schema)}",
+        f"--schema={quoted_identifier(config.schema)}",
         "--format=plain" if plain else "--format=custom",
     ]
     if plain:
@@ -350,7 +350,7 @@ _COPY_FROM_STDIN = re.compile(rb"COPY .* FROM stdin;\r?\n")
 def _statements_on_the_schema(schema: str) -> re.Pattern[bytes]:
     """The one-line statements pg_dump writes on the schema itself: CREATE SCHEMA, its
     owner, its comment, its grants, its security label."""
-    spellings = [_identifier(schema)]
+    spellings = [quoted_identifier(schema)]
     if re.fullmatch(r"[a-z_][a-z0-9_$]*", schema):
         spellings.append(schema)  # pg_dump quotes only the names that need it
     name = "(?:" + "|".join(re.escape(spelling) for spelling in spellings) + ")"
@@ -530,7 +530,7 @@ async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> Ba
 
 def _pattern(schema: str) -> str:
     """`schema` as pg_dump's --schema pattern for exactly that name (quoted if need be)."""
-    return schema if re.fullmatch(r"[a-z_][a-z0-9_]*", schema) else _identifier(schema)
+    return schema if re.fullmatch(r"[a-z_][a-z0-9_]*", schema) else quoted_identifier(schema)
 
 
 def _schema_in_url(schema: str) -> str:
@@ -611,16 +611,12 @@ async def tables_with_rows(config: DatabaseConfig) -> list[str]:
             name = row["relname"]
             if name in BOOKKEEPING_TABLES:
                 continue
-            quoted = f"{_identifier(config.schema)}.{_identifier(name)}"
+            quoted = f"{quoted_identifier(config.schema)}.{quoted_identifier(name)}"
             if await connection.fetchval(f"SELECT EXISTS (SELECT 1 FROM {quoted})"):
                 holding.append(name)
         return holding
     finally:
         await connection.close()
-
-
-def _identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(value: str) -> str:

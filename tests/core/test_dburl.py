@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
-from coursehub.core.database import Database
+from coursehub.core.database import Database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, default_pool_size, parse_database_url
 from coursehub.core.errors import ConfigurationError
 from tests.test_cli import error_lines, run_cli
@@ -297,3 +297,19 @@ async def test_behind_pgbouncer_the_schema_is_set_in_each_transaction(
         finally:
             await connection.close()
         assert not any("search_path" in statement for statement in statements)
+
+
+async def test_a_schema_is_made_whatever_its_name(scratch_db: DatabaseConfig) -> None:
+    """`?schema=` names the schema exactly, quotes, spaces and capitals included: it is
+    created as named (a `"` in it broke the CREATE SCHEMA)."""
+    name = 'Shop "A" 1'
+    await ensure_database_exists(replace(scratch_db, schema=name))
+
+    connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        found = await connection.fetchval(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1", name
+        )
+    finally:
+        await connection.close()
+    assert found == 1
