@@ -20,7 +20,7 @@ from coursehub.core.locks import MIGRATION_LOCK_KEY
 from coursehub.db import migrations
 from coursehub.db.migrations import BASELINE_REVISION, MigrationError, head_revision, migrate
 from tests.core.catalogue import missing_or_different, read_catalogue
-from tests.db.helpers import run_cli
+from tests.db.helpers import execute, fetch, run_cli
 from tests.test_cli import error_lines
 
 PRISMA_DDL = (Path(__file__).parents[1] / "core" / "prisma_schema.sql").read_text()
@@ -35,22 +35,6 @@ def prisma_baseline_ddl() -> str:
         ";\n".join(s for s in statements if not ("CREATE INDEX" in s and s.strip().endswith('")')))
         + ";\n"
     )
-
-
-async def execute(config: DatabaseConfig, sql: str) -> None:
-    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
-    try:
-        await connection.execute(sql)
-    finally:
-        await connection.close()
-
-
-async def fetch(config: DatabaseConfig, sql: str) -> list[asyncpg.Record]:
-    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
-    try:
-        return list(await connection.fetch(sql))
-    finally:
-        await connection.close()
 
 
 async def table_checksums(config: DatabaseConfig, tables: tuple[str, ...]) -> dict[str, str]:
