@@ -51,6 +51,7 @@ from coursehub.core.dburl import DatabaseConfig, quoted_identifier
 from coursehub.core.errors import Conflict, StoreError
 from coursehub.db.pgtools import Tool, find_tools
 from coursehub.db.progress import bytes_progress
+from coursehub.db.schema_contents import drop_schema_contents, sql_literal
 
 ARCHIVE_MAGIC = b"PGDMP"
 PLAIN_DUMP_END = "-- PostgreSQL database dump complete"
@@ -619,54 +620,21 @@ async def tables_with_rows(config: DatabaseConfig) -> list[str]:
         await connection.close()
 
 
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-# The classes of the objects a schema holds that `restore_prologue` drops: relations,
-# types, routines, operators and the like. Others that depend on the schema are properties
-# of the schema itself, and stay: its default privileges, extensions installed in it.
-_SCHEMA_OBJECT_CLASSES = ", ".join(
-    f"'{name}'::regclass"
-    for name in (
-        "pg_class",
-        "pg_type",
-        "pg_proc",
-        "pg_operator",
-        "pg_opclass",
-        "pg_opfamily",
-        "pg_collation",
-        "pg_conversion",
-        "pg_statistic_ext",
-        "pg_ts_config",
-        "pg_ts_dict",
-        "pg_ts_parser",
-        "pg_ts_template",
-    )
-)
-
-
 def restore_prologue(schema: str, *, force: bool) -> str:
     """SQL run before the dump, in the same transaction: the emptiness guard (race-free,
-    unlike the check made before starting), then everything in the schema dropped.
-
-    The schema itself is kept (created if missing), so its owner, grants, comment and
-    default privileges stay as they were: dropping and re-creating it would make the
-    restoring role its owner with no grants (PostgreSQL 15's `public` belongs to
-    pg_database_owner, with USAGE for everyone). Its objects are dropped one at a time,
-    each with CASCADE, looking again after each drop for what is left, until nothing is;
-    objects that belong to an extension are left to the extension."""
+    unlike the check made before starting), then everything in the schema dropped, the
+    schema itself kept (`drop_schema_contents`)."""
     statements = ["BEGIN;"]
     if not force:
-        bookkeeping = ", ".join(_literal(t) for t in sorted(BOOKKEEPING_TABLES))
+        bookkeeping = ", ".join(sql_literal(t) for t in sorted(BOOKKEEPING_TABLES))
         statements.append(
             f"""DO $coursehub$
 DECLARE t record; found boolean;
 BEGIN
   FOR t IN SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE n.nspname = {_literal(schema)} AND c.relkind IN ('r', 'p')
+           WHERE n.nspname = {sql_literal(schema)} AND c.relkind IN ('r', 'p')
              AND c.relname NOT IN ({bookkeeping}) LOOP
-    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', {_literal(schema)}, t.relname)
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.%I)', {sql_literal(schema)}, t.relname)
       INTO found;
     IF found THEN
       RAISE EXCEPTION '{NOT_EMPTY_MARKER} (table %)', t.relname;
@@ -675,38 +643,7 @@ BEGIN
 END
 $coursehub$;"""
         )
-    statements.append(
-        f"""DO $coursehub$
-DECLARE target oid; statement text;
-BEGIN
-  SELECT oid INTO target FROM pg_namespace WHERE nspname = {_literal(schema)};
-  IF target IS NULL THEN
-    EXECUTE format('CREATE SCHEMA %I', {_literal(schema)});
-    RETURN;
-  END IF;
-  LOOP
-    SELECT format('DROP %s %s CASCADE',
-                  CASE o.type WHEN 'composite type' THEN 'TYPE'
-                              WHEN 'statistics object' THEN 'STATISTICS'
-                              ELSE upper(o.type) END,
-                  o.identity)
-      INTO statement
-      FROM pg_depend d, LATERAL pg_identify_object(d.classid, d.objid, 0) AS o
-     WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = target
-       AND d.deptype = 'n' AND d.classid IN ({_SCHEMA_OBJECT_CLASSES})
-       -- Not an extension's, nor part of another object (a range's multirange type).
-       AND NOT EXISTS (SELECT FROM pg_depend x
-                       WHERE x.classid = d.classid AND x.objid = d.objid
-                         AND (x.deptype = 'e'
-                              OR (x.deptype = 'i'
-                                  AND (x.refclassid, x.refobjid) <> (x.classid, x.objid))))
-     LIMIT 1;
-    EXIT WHEN statement IS NULL;
-    EXECUTE statement;
-  END LOOP;
-END
-$coursehub$;"""
-    )
+    statements.append(drop_schema_contents(schema))
     return "\n".join(statements) + "\n"
 
 

@@ -31,6 +31,7 @@ from coursehub.core.database import create_engine, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import ConfigurationError, StoreError, first_line
 from coursehub.core.locks import MIGRATION_LOCK_KEY
+from coursehub.db.schema_contents import drop_schema_contents
 
 BASELINE_REVISION = "0001_prisma_baseline"
 PRISMA_TABLES = (
@@ -378,55 +379,12 @@ async def make_migration(
     return str(script.path)
 
 
-# What `drop_everything` drops, as DROP statements, outermost first. Objects that belong
-# to an extension are left to it. The schema itself stays, with its owner and grants.
-_DROP_STATEMENTS = text(
-    """
-    SELECT format('DROP %s IF EXISTS %I.%I CASCADE', kind, nspname, name) FROM (
-        SELECT CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
-                    WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
-               n.nspname, c.relname, 1
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = :schema AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-          AND NOT EXISTS (SELECT FROM pg_depend d
-                          WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                            AND d.deptype IN ('e', 'a', 'i'))
-        UNION ALL
-        SELECT 'TYPE', n.nspname, t.typname, 2
-        FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
-        WHERE n.nspname = :schema AND t.typtype IN ('e', 'd', 'c', 'r', 'm')
-          AND (t.typrelid = 0
-               OR (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c')
-          AND NOT EXISTS (SELECT FROM pg_depend d
-                          WHERE d.classid = 'pg_type'::regclass AND d.objid = t.oid
-                            AND d.deptype = 'e')
-    ) AS objects(kind, nspname, name, rank)
-    ORDER BY rank
-    """
-)
-_DROP_ROUTINES = text(
-    """
-    SELECT format('DROP ROUTINE IF EXISTS %s CASCADE', p.oid::regprocedure)
-    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-    WHERE n.nspname = :schema
-      AND NOT EXISTS (SELECT FROM pg_depend d
-                      WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
-                        AND d.deptype = 'e')
-    """
-)
-
-
 async def drop_everything(config: DatabaseConfig) -> None:
-    """Drop every table, view, sequence, type and function in the database's schema (used
-    by `db reset`), in one transaction. The schema itself is kept rather than dropped and
-    re-created, which would lose its owner and grants (PostgreSQL 15's `public` belongs to
-    pg_database_owner, for instance)."""
+    """Drop everything in the database's schema (used by `db reset`), in one transaction,
+    keeping the schema with its owner and grants (`drop_schema_contents`, as a restore)."""
     engine = create_engine(config, pool_size=1)
     try:
         async with engine.begin() as connection:
-            for query in (_DROP_STATEMENTS, _DROP_ROUTINES):
-                statements = (await connection.execute(query, {"schema": config.schema})).scalars()
-                for statement in list(statements):
-                    await connection.execute(text(statement))
+            await connection.exec_driver_sql(drop_schema_contents(config.schema))
     finally:
         await engine.dispose()

@@ -308,6 +308,29 @@ async def test_drop_everything_empties_the_schema_but_keeps_its_owner_and_grants
     assert (await migrate(scratch_db)).after == head_revision()
 
 
+async def test_drop_everything_drops_a_partitioned_table_with_its_partitions(
+    scratch_db: DatabaseConfig,
+) -> None:
+    """A partitioned table depends internally on its own columns: the old listing of what to
+    drop skipped every table with an internal dependency, and left it (and its partitions)."""
+    await migrate(scratch_db)
+    await execute(
+        scratch_db,
+        "CREATE TABLE events (at date NOT NULL) PARTITION BY RANGE (at);"
+        "CREATE TABLE events_2026 PARTITION OF events"
+        " FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    )
+
+    await migrations.drop_everything(scratch_db)
+
+    left = await fetch(
+        scratch_db,
+        "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE nspname = 'public'",
+    )
+    assert left == []
+
+
 async def test_a_database_migrated_by_a_newer_coursehub_is_refused_in_one_line(
     scratch_db: DatabaseConfig,
 ) -> None:
