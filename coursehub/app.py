@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from coursehub import __version__
 from coursehub.auth.throttle import SignInLimits, SignInThrottle
+from coursehub.core.body_limit import RequestBodyLimit
 from coursehub.core.database import Database, resolve_database
 from coursehub.core.dependencies import DatabaseDep
 from coursehub.core.errors import ConfigurationError
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     if database is not None:
         app.state.database = database
     install_problem_handlers(app)
+    app.add_middleware(RequestBodyLimit, max_bytes=settings.max_request_body_bytes)
     document_problem_responses(app)
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "database down"}})

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -104,6 +106,68 @@ async def test_a_body_that_is_not_utf8_is_a_400_malformed_request(
 
     assert response.status_code == 400
     assert response.json()["code"] == "malformed_request"
+
+
+async def test_the_largest_course_a_body_can_hold_is_read(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    admin = await make_admin(session)
+    await session.commit()
+    # A 20,000-character description of characters outside the BMP, which JSON escapes as
+    # a surrogate pair (12 bytes each): the largest course body, within the limit.
+    body = json.dumps(
+        {
+            "title": "Largest body",
+            "description": "\U0001f600" * 20_000,
+            "duration": 60,
+            "price": "100",
+            "category": "misc",
+            "level": "beginner",
+            "features": ["f" * 200] * 30,
+        }
+    ).encode()
+    assert 200_000 < len(body) <= settings.max_request_body_bytes
+
+    response = await client.post(
+        "/api/v1/admin/courses",
+        content=body,
+        headers={**auth_headers(admin), "content-type": "application/json"},
+    )
+
+    assert response.status_code == 201, response.text
+
+
+async def test_a_body_over_the_limit_is_a_413_and_writes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    admin = await make_admin(session)
+    await session.commit()
+    headers = {**auth_headers(admin), "content-type": "application/json"}
+    before = await session.scalar(select(func.count()).select_from(Course))
+    body = json.dumps(
+        {
+            "title": "Too large",
+            "description": "x" * settings.max_request_body_bytes,
+            "duration": 60,
+            "price": "100",
+            "category": "misc",
+            "level": "beginner",
+        }
+    ).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+        for start in range(0, len(body), 65_536):
+            yield body[start : start + 65_536]
+
+    declared = await client.post("/api/v1/admin/courses", content=body, headers=headers)
+    chunked = await client.post("/api/v1/admin/courses", content=chunks(), headers=headers)
+
+    for response in (declared, chunked):
+        assert response.status_code == 413, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["code"] == "content_too_large"
+    assert "content-length" not in chunked.request.headers
+    assert await session.scalar(select(func.count()).select_from(Course)) == before
 
 
 async def test_api_requests_answer_503_when_the_database_does_not(settings: Settings) -> None:

@@ -221,6 +221,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             401: "not_authenticated",
             404: "not_found",
             405: "method_not_allowed",
+            413: "content_too_large",
         }
         return problem_response(
             exc.status_code,

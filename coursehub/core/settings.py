@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     signin_limit_per_address: str = "200/15 minutes"
     rate_limit_storage: str = "memory://"
 
+    # The largest request body the API reads (bytes); a larger one is refused with 413
+    # before it is read whole. The largest body the API takes is a course (a 20,000-
+    # character description, 30 features): ~250 KB in the worst JSON escaping.
+    max_request_body_bytes: int = Field(default=1_048_576, ge=1024)
+
     admin_email: str | None = Field(default=None, validation_alias="ADMIN_EMAIL")
     admin_password: SecretStr | None = Field(default=None, validation_alias="ADMIN_PASSWORD")
 
