@@ -135,6 +135,9 @@ VALIDATION_PROBLEM = (
     "`validation_failed`: The request is not valid (one entry per field in `errors`)"
 )
 MALFORMED_PROBLEM = "`malformed_request`: The body could not be read (not UTF-8 text)"
+TOO_LARGE_PROBLEM = (
+    "`content_too_large`: The body is larger than COURSEHUB_MAX_REQUEST_BODY_BYTES (1 MiB)"
+)
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
 
@@ -165,6 +168,9 @@ def document_problem_responses(app: FastAPI) -> None:
                 if "requestBody" in operation:  # a body that is not JSON, or not UTF-8
                     operation["responses"].setdefault(
                         "400", {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}}
+                    )
+                    operation["responses"].setdefault(  # core/body_limit.py
+                        "413", {"description": TOO_LARGE_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
                 for status, response in operation.get("responses", {}).items():
                     content = response.get("content", {})
