@@ -440,9 +440,10 @@ class Database:
     def read_connection(self) -> PooledDriverConnection:
         """A pooled connection's asyncpg connection (`async with`), for plain reads: no
         session (~115 µs of CPU a request, more than the read itself, docs/BENCHMARKS.md)
-        and no transaction (each statement is its own, one round trip). The pool and its
-        limits are the engine's, as for sessions. Returned to the pool afterwards; a
-        connection that broke meanwhile is discarded instead."""
+        and no transaction (each statement is its own, one round trip; behind PgBouncer
+        with a schema other than the default, a transaction setting it, core/dburl.py).
+        The pool and its limits are the engine's, as for sessions. Returned to the pool
+        afterwards; a connection that broke meanwhile is discarded instead."""
         return PooledDriverConnection(self.engine)
 
     def write_transaction(self) -> WriteTransaction:

@@ -17,7 +17,9 @@ What it is for, and what not:
   before the first statement *it* runs; a read sent on the driver before that runs
   on its own (PostgreSQL's implicit one-statement transaction, read committed as the
   store's transactions are). A read-only request then costs one round trip instead
-  of three (BEGIN, SELECT, COMMIT): the session's commit has nothing to send. Once the
+  of three (BEGIN, SELECT, COMMIT): the session's commit has nothing to send. (Not
+  behind PgBouncer with a schema other than the default: there each such read runs in
+  a transaction of its own that sets the schema first, core/dburl.py.) Once the
   session has begun a transaction (a write earlier in the request, or a test's outer
   transaction), the read runs inside it, on the same connection, and sees its writes.
 - **Writes, locks, and reads that must be in the transaction** (`fetch_in_transaction`):
