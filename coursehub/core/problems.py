@@ -112,7 +112,10 @@ def problem_response(
     if errors:
         body["errors"] = errors
     if extra:
-        body.update(extra)
+        # An extra member never replaces a standard one: `status` is the HTTP status (RFC
+        # 9457), which a client may read instead of the response's; an order's is
+        # `orderStatus`.
+        body.update((name, value) for name, value in extra.items() if name not in body)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

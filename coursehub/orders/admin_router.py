@@ -1,5 +1,5 @@
-"""The admins' orders: the filtered list, one order, offline payments, refunds, and
-settling late captures."""
+"""The admins' orders: the filtered list, one order, offline payments, refunds,
+cancelling unpaid orders, and settling late captures."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from coursehub.orders.admin_schemas import (
     AdminOrderListQuery,
     AdminOrderPageRead,
     AdminOrderRead,
+    CancelRequest,
     LateCaptureRefunded,
     MarkPaid,
     RefundRequest,
 )
-from coursehub.orders.errors import InvalidOrderTransition, OrderNotFound
+from coursehub.orders.errors import InvalidOrderTransition, OrderNotCancellable, OrderNotFound
 from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
 
 router = APIRouter(tags=["orders (admin)"])
@@ -86,6 +87,20 @@ async def admin_refund_order(
     """Refund a completed, paid order: status and payment become refunded, the enrollments
     it granted are revoked, and the reason is kept in metadata."""
     order = await admin_service.refund(session, order_number, body, admin=admin)
+    return AdminOrderRead.from_admin_order(order)
+
+
+@router.post(
+    "/admin/orders/{order_number}/cancel",
+    response_model=AdminOrderRead,
+    responses=responses(OrderNotFound, OrderNotCancellable, *ADMIN_ERRORS),
+)
+async def admin_cancel_order(
+    session: SessionDep, admin: AdminUser, order_number: str, body: CancelRequest
+) -> AdminOrderRead:
+    """Cancel an unpaid pending or processing order: its coupon use stops counting and its
+    courses can be bought again; the reason is kept in metadata."""
+    order = await admin_service.cancel(session, order_number, body, admin=admin)
     return AdminOrderRead.from_admin_order(order)
 
 

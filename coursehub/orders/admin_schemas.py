@@ -1,5 +1,5 @@
 """The admins' order shapes: an order with its buyer and metadata, the list's filters,
-and the bodies of mark-paid and refund."""
+and the bodies of mark-paid, refund and cancel."""
 
 from __future__ import annotations
 
@@ -161,5 +161,12 @@ class LateCaptureRefunded(OrdersModel):
         return value
 
 
+Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+
+
 class RefundRequest(OrdersModel):
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=500)]
+    reason: Reason
+
+
+class CancelRequest(OrdersModel):
+    reason: Reason

@@ -1,7 +1,8 @@
-"""The admins' order rules: the filtered list, offline payments, refunds, and settling
-late captures (payments the gateway took after the order was cancelled or expired).
+"""The admins' order rules: the filtered list, offline payments, refunds, cancelling an
+unpaid order, and settling late captures (payments the gateway took after the order was
+cancelled or expired).
 
-mark-paid and refund lock the order row first (`payments.repository.lock_order`),
+mark-paid, refund and cancel lock the order row first (`payments.repository.lock_order`),
 as the payment webhook does, so an admin's action and a gateway event for the same
 order never interleave.
 """
@@ -21,11 +22,12 @@ from coursehub.orders import admin_repository
 from coursehub.orders.admin_repository import OrderFilters
 from coursehub.orders.admin_schemas import (
     AdminOrderListQuery,
+    CancelRequest,
     LateCaptureRefunded,
     MarkPaid,
     RefundRequest,
 )
-from coursehub.orders.errors import OrderNotFound
+from coursehub.orders.errors import OrderNotCancellable, OrderNotFound
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import move_order
 from coursehub.payments import repository as payments_repository
@@ -128,7 +130,7 @@ async def refund(
             f"{order.payment_status.value}; only a completed, paid order can be refunded",
             extra={
                 "orderNumber": order_number,
-                "status": order.status.value,
+                "orderStatus": order.status.value,
                 "paymentStatus": order.payment_status.value,
             },
         )
@@ -147,6 +149,47 @@ async def refund(
     logger.info(
         "order %s refunded by admin %s (%d enrollments revoked)", order_number, admin.id, revoked
     )
+    return await get_order(session, order_number)
+
+
+CANCELLABLE = (OrderStatus.pending, OrderStatus.processing)
+UNPAID = (PaymentStatus.pending, PaymentStatus.failed)
+
+
+async def cancel(
+    session: AsyncSession, order_number: str, data: CancelRequest, *, admin: User
+) -> Order:
+    """Cancel an unpaid order, pending or processing: what a buyer can do to a pending one,
+    and the only way out of `processing` (a state the Node app left orders in, with no
+    webhook to come) short of a payment. Its coupon use stops counting and its courses can
+    be bought again. 409 from any other state, or once paid (refund it instead). A payment
+    the gateway captures afterwards is flagged for a refund, as after any cancellation."""
+    order = await _lock(session, order_number)
+    if order.status not in CANCELLABLE or order.payment_status not in UNPAID:
+        raise OrderNotCancellable(
+            f"order {order_number} is {order.status.value} with payment "
+            f"{order.payment_status.value}; only an unpaid pending or processing order can be "
+            "cancelled",
+            extra={
+                "orderNumber": order_number,
+                "orderStatus": order.status.value,
+                "paymentStatus": order.payment_status.value,
+            },
+        )
+    now = utcnow()
+    move_order(order, OrderStatus.cancelled)
+    order.metadata_ = {
+        **(order.metadata_ or {}),
+        "cancelReason": "cancelled_by_admin",
+        "cancellation": {
+            "reason": data.reason,
+            "cancelledAt": now.isoformat(),
+            "cancelledBy": admin.id,
+        },
+    }
+    order.updated_at = now
+    await session.flush()
+    logger.info("order %s cancelled by admin %s", order_number, admin.id)
     return await get_order(session, order_number)
 
 

@@ -43,6 +43,11 @@ class OrderNotPending(Conflict):
     title = "Only a pending order can be cancelled"
 
 
+class OrderNotCancellable(Conflict):
+    code = "order_not_cancellable"
+    title = "Only an unpaid pending or processing order can be cancelled"
+
+
 class OrderNumberExhausted(Conflict):
     """Every fresh order number collided: practically impossible; the buyer may retry."""
 

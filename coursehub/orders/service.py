@@ -68,7 +68,7 @@ async def cancel_order(session: AsyncSession, *, user: User, order_number: str) 
         raise OrderNotPending(
             f"order {order.order_number} is {order.status.value}; only a pending order can be "
             "cancelled",
-            extra={"orderNumber": order.order_number, "status": order.status.value},
+            extra={"orderNumber": order.order_number, "orderStatus": order.status.value},
         )
     move_order(order, OrderStatus.cancelled)
     order.metadata_ = {**(order.metadata_ or {}), "cancelReason": "cancelled_by_buyer"}

@@ -27,7 +27,7 @@ def move_order(order: Order, target: OrderStatus) -> None:
     if not can_transition(order.status, target):
         raise InvalidOrderTransition(
             f"order {order.order_number} is {order.status.value}; it cannot become {target.value}",
-            extra={"orderNumber": order.order_number, "status": order.status.value},
+            extra={"orderNumber": order.order_number, "orderStatus": order.status.value},
         )
     order.status = target
 

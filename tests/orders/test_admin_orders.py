@@ -1,4 +1,5 @@
-"""The admins' orders: GET /admin/orders (filters, keyset pages), GET one, mark-paid, refund.
+"""The admins' orders: GET /admin/orders (filters, keyset pages), GET one, mark-paid, refund,
+cancel.
 
 Setup is committed (a savepoint release inside the test's transaction) so that a
 request that fails, and rolls its own work back, does not take the setup with it.
@@ -223,6 +224,10 @@ async def test_admin_order_routes_need_the_admin_role(
     assert (await client.get(URL)).status_code == 401
     paid = await client.post(f"{URL}/{order.order_number}/mark-paid", headers=headers)
     assert paid.status_code == 403
+    cancelled = await client.post(
+        f"{URL}/{order.order_number}/cancel", json={"reason": "mine"}, headers=headers
+    )
+    assert cancelled.status_code == 403
     assert (await fresh(session, order)).status == OrderStatus.pending
 
 
@@ -459,3 +464,135 @@ async def test_a_paid_then_refunded_order_can_be_bought_again_and_reactivates(
     [enrollment] = (await enrollments_of(session, buyer.id)).values()
     assert enrollment.status == EnrollmentStatus.active
     assert enrollment.order_id == second.id
+
+
+# --- cancel -----------------------------------------------------------------------------
+
+
+async def test_cancelling_a_stuck_processing_order_frees_its_courses_and_coupon(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User
+) -> None:
+    """A `processing` order (as the Node app left some) blocks its buyer from buying its
+    courses again, and holds their use of its coupon, until something moves it."""
+    buyer = await make_user(session)
+    course = await make_course(session, price="1000.00")
+    coupon = await make_coupon(session, value="10", max_uses=1)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[course],
+        status=OrderStatus.processing,
+        coupon=coupon,
+        discount="100.00",
+    )
+    await commit_setup(session)
+    checkout = {"courseIds": [course.id], "couponCode": coupon.code}
+    blocked = await client.post("/api/v1/orders", json=checkout, headers=auth_headers(buyer))
+    assert blocked.status_code == 409
+    assert blocked.json()["code"] == "course_in_pending_order"
+
+    response = await client.post(
+        f"{URL}/{order.order_number}/cancel",
+        json={"reason": "  stuck since the migration "},
+        headers=auth_headers(admin),
+    )
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["status"], body["paymentStatus"]) == ("cancelled", "pending")
+    assert body["metadata"]["cancelReason"] == "cancelled_by_admin"
+    assert body["metadata"]["cancellation"]["reason"] == "stuck since the migration"
+    assert body["metadata"]["cancellation"]["cancelledBy"] == admin.id
+    stored = await fresh(session, order)
+    assert stored.status == OrderStatus.cancelled
+    assert stored.updated_at > stored.created_at
+    again = await client.post("/api/v1/orders", json=checkout, headers=auth_headers(buyer))
+    assert again.status_code == 201, again.text
+    assert Decimal(again.json()["discount"]) == Decimal("100.00")
+
+
+async def test_cancelling_a_pending_order_keeps_its_failed_payment_status(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[await make_course(session)],
+        payment_status=PaymentStatus.failed,
+    )
+    await commit_setup(session)
+
+    response = await client.post(
+        f"{URL}/{order.order_number}/cancel",
+        json={"reason": "card declined"},
+        headers=auth_headers(admin),
+    )
+
+    assert response.status_code == 200, response.text
+    stored = await fresh(session, order)
+    assert (stored.status, stored.payment_status) == (OrderStatus.cancelled, PaymentStatus.failed)
+
+
+@pytest.mark.parametrize(
+    ("status", "payment_status"),
+    [
+        (OrderStatus.completed, PaymentStatus.paid),
+        (OrderStatus.cancelled, PaymentStatus.pending),
+        (OrderStatus.refunded, PaymentStatus.refunded),
+        # Inconsistent on purpose: money taken is refunded, never cancelled away.
+        (OrderStatus.processing, PaymentStatus.paid),
+    ],
+)
+async def test_cancel_from_any_other_state_is_409_and_changes_nothing(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    admin: User,
+    status: OrderStatus,
+    payment_status: PaymentStatus,
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[await make_course(session)],
+        status=status,
+        payment_status=payment_status,
+    )
+    await commit_setup(session)
+    before = await fresh(session, order)
+    snapshot = (before.status, before.payment_status, before.metadata_, before.updated_at)
+
+    response = await client.post(
+        f"{URL}/{order.order_number}/cancel",
+        json={"reason": "why not"},
+        headers=auth_headers(admin),
+    )
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "order_not_cancellable"
+    assert response.json()["status"] == 409
+    assert response.json()["orderStatus"] == status.value
+    after = await fresh(session, order)
+    assert (after.status, after.payment_status, after.metadata_, after.updated_at) == snapshot
+
+
+@pytest.mark.parametrize("body", [{}, {"reason": "  a "}, {"reason": "x" * 501}])
+async def test_cancel_needs_a_reason(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User, body: dict[str, Any]
+) -> None:
+    buyer = await make_user(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    response = await client.post(
+        f"{URL}/{order.order_number}/cancel", json=body, headers=auth_headers(admin)
+    )
+    unknown = await client.post(
+        f"{URL}/CH-NO-SUCH/cancel", json={"reason": "gone"}, headers=auth_headers(admin)
+    )
+
+    assert response.status_code == 422
+    assert (await fresh(session, order)).status == OrderStatus.pending
+    assert unknown.status_code == 404
+    assert unknown.json()["code"] == "order_not_found"

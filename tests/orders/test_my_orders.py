@@ -195,6 +195,8 @@ async def test_only_a_pending_order_can_be_cancelled(
 
     assert response.status_code == 409
     assert response.json()["code"] == "order_not_pending"
+    # The problem's `status` is the HTTP status (RFC 9457); the order's has its own name.
+    assert (response.json()["status"], response.json()["orderStatus"]) == (409, "completed")
     order = (await session.execute(select(Order))).scalar_one()
     assert order.status == OrderStatus.completed
 

@@ -55,7 +55,10 @@ def test_every_pair_moves_if_allowed_and_raises_otherwise(
         assert order.status == current  # unchanged
         assert raised.value.status == 409
         assert raised.value.code == "invalid_order_transition"
-        assert raised.value.extra == {"orderNumber": order.order_number, "status": current.value}
+        assert raised.value.extra == {
+            "orderNumber": order.order_number,
+            "orderStatus": current.value,
+        }
 
 
 @pytest.mark.parametrize("current", list(OrderStatus), ids=lambda s: s.value)

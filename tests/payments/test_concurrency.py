@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from decimal import Decimal
 
@@ -226,22 +226,26 @@ def assert_completed_with_enrollments(stored: Order, enrollments: list[CourseEnr
     assert all(e.order_id == stored.id for e in enrollments)
 
 
-async def test_a_capture_racing_the_buyers_cancel_has_exactly_one_winner(
-    committed_db: Database, committed_client: httpx.AsyncClient
+Canceller = Callable[[Order], Awaitable[httpx.Response]]
+
+
+async def race_captures_against_cancels(
+    committed_db: Database,
+    committed_client: httpx.AsyncClient,
+    cancel_of: Callable[[dict[str, dict[str, str]]], Canceller],
+    *,
+    cancel_reason: str,
+    refused_code: str,
 ) -> None:
     """Both requests are in flight at once, queued on the order's row lock (held here until
     they are). PostgreSQL grants a row lock in the order it was asked for, so which one
     wins is set by which queued first: alternately the capture and the cancel, so both
-    outcomes are exercised."""
+    outcomes are exercised. `cancel_of` gets each buyer's headers by user id."""
     orders = [await committed_order(committed_db, with_coupon=True) for _ in range(RACES)]
     async with committed_db.transaction() as session:
         owners = select(User).where(User.id.in_([o.user_id for o in orders]))
         buyers = {user.id: auth_headers(user) for user in (await session.scalars(owners))}
-
-    def cancel(order: Order) -> Awaitable[httpx.Response]:
-        return committed_client.post(
-            f"/api/v1/orders/{order.order_number}/cancel", headers=buyers[order.user_id]
-        )
+    cancel = cancel_of(buyers)
 
     def capture(order: Order) -> Awaitable[httpx.Response]:
         return deliver(committed_client, event(order, payment_id=f"pay_{order.order_number}"))
@@ -268,15 +272,60 @@ async def test_a_capture_racing_the_buyers_cancel_has_exactly_one_winner(
         if first:
             assert captured.json()["outcome"] == "captured"
             assert cancelled.status_code == 409, cancelled.text
-            assert cancelled.json()["code"] == "order_not_pending"
+            assert cancelled.json()["code"] == refused_code
             assert_completed_with_enrollments(stored, enrollments)
         else:
             assert cancelled.status_code == 200, cancelled.text
             assert captured.json()["outcome"] == "late_capture_flagged"
             assert_cancelled_with_the_capture_flagged(
-                stored, enrollments, "cancelled_by_buyer", f"pay_{order.order_number}"
+                stored, enrollments, cancel_reason, f"pay_{order.order_number}"
             )
     await check_invariants(committed_db)
+
+
+async def test_a_capture_racing_the_buyers_cancel_has_exactly_one_winner(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    def buyers_cancel(buyers: dict[str, dict[str, str]]) -> Canceller:
+        def cancel(order: Order) -> Awaitable[httpx.Response]:
+            return committed_client.post(
+                f"/api/v1/orders/{order.order_number}/cancel", headers=buyers[order.user_id]
+            )
+
+        return cancel
+
+    await race_captures_against_cancels(
+        committed_db,
+        committed_client,
+        buyers_cancel,
+        cancel_reason="cancelled_by_buyer",
+        refused_code="order_not_pending",
+    )
+
+
+async def test_a_capture_racing_an_admins_cancel_has_exactly_one_winner(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    async with committed_db.transaction() as session:
+        admin = auth_headers(await make_admin(session))
+
+    def admins_cancel(_: dict[str, dict[str, str]]) -> Canceller:
+        def cancel(order: Order) -> Awaitable[httpx.Response]:
+            return committed_client.post(
+                f"/api/v1/admin/orders/{order.order_number}/cancel",
+                json={"reason": "customer asked by phone"},
+                headers=admin,
+            )
+
+        return cancel
+
+    await race_captures_against_cancels(
+        committed_db,
+        committed_client,
+        admins_cancel,
+        cancel_reason="cancelled_by_admin",
+        refused_code="order_not_cancellable",
+    )
 
 
 async def test_a_capture_racing_expiry_has_exactly_one_winner(
