@@ -13,8 +13,11 @@ CURRENCY = "INR"
 
 
 def to_paise(amount: Decimal) -> Decimal:
-    """Round half-up to two decimals: 10.005 → 10.01, 10.004 → 10.00."""
-    return amount.quantize(PAISA, rounding=ROUND_HALF_UP)
+    """Round half-up to two decimals: 10.005 → 10.01, 10.004 → 10.00. Zero is unsigned:
+    Decimal keeps the sign of "-0" (and of -0.004 rounded), which would show as "-0.00",
+    a negative-looking price that PostgreSQL stores as 0."""
+    rounded = amount.quantize(PAISA, rounding=ROUND_HALF_UP)
+    return ZERO if rounded.is_zero() else rounded
 
 
 # In API responses money is a string with exactly two decimals ("1499.00"), so no
