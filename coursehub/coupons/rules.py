@@ -48,6 +48,20 @@ def discount_for(coupon: DiscountTerms, original_amount: Decimal) -> Decimal:
     return max(ZERO, min(discount, original))
 
 
+def discount_to_apply(coupon: Coupon, original_amount: Decimal) -> Decimal:
+    """`discount_for`, once `check_applies` has passed; a coupon that would take nothing
+    off this order (a maxDiscount of 0, or a percentage that rounds to less than a paisa)
+    is refused, as on a free order: it would spend the buyer's one use, and one of its
+    maxUses, for nothing."""
+    discount = discount_for(coupon, original_amount)
+    if discount <= ZERO:
+        raise CouponNotApplicable(
+            f"coupon {coupon.code} takes nothing off this order (remove it, or keep it for "
+            "another)"
+        )
+    return discount
+
+
 def check_applies(
     coupon: Coupon,
     *,

@@ -159,11 +159,14 @@ async def validate_coupon(
     if found is None:
         raise CouponNotFound(f"there is no coupon {data.code}")
     coupon, used_by_user = found
-    uses = await repository.count_uses(session, coupon.id) if coupon.max_uses else None
+    # `is not None`: a limit of 0 (possible in data adopted from the Node app) is a limit.
+    uses = (
+        await repository.count_uses(session, coupon.id) if coupon.max_uses is not None else None
+    )
     rules.check_applies(
         coupon, original_amount=original, now=utcnow(), used_by_user=used_by_user, uses=uses
     )
-    discount = rules.discount_for(coupon, original)
+    discount = rules.discount_to_apply(coupon, original)
     return CouponPreviewRead(
         code=coupon.code,
         type=coupon.type,

@@ -498,7 +498,11 @@ class BulkGenerator:
                 # A coupon that makes the order free completes it, whatever was drawn.
                 final = "completed" if candidate_discount == original else status
                 counts = final != "cancelled"  # maxUses counts orders not cancelled
-                if not counts or candidate.max_uses is None or candidate.uses < candidate.max_uses:
+                room = (
+                    not counts or candidate.max_uses is None or candidate.uses < candidate.max_uses
+                )
+                # As checkout: a coupon taking nothing off is never used (rules.py).
+                if candidate_discount > 0 and room:
                     coupon = candidate
                     discount = candidate_discount
                     user.coupons.add(candidate.id)

@@ -14,8 +14,8 @@ One transaction, in this order, holding locks as briefly as possible:
    the sum of the items).
 4. The coupon's rules, courses first (an unknown course is reported before an unknown
    coupon): its window and minimum purchase are checked, the discount computed. A
-   coupon on a free order (originalAmount 0) is refused: it would take nothing off yet
-   spend a use.
+   coupon on a free order (originalAmount 0), or one whose discount comes to 0.00, is
+   refused: it would take nothing off yet spend a use.
 5. Only for a coupon with a maxUses limit, as late as possible: a use is claimed
    under the coupon's claim lock, held until the commit. Far from the limit the lock is
    shared, and a bounded count of all its usages shows there is room even if every
@@ -243,7 +243,7 @@ async def checkout(
                 coupon_rules.check_applies(
                     coupon, original_amount=original, now=now, used_by_user=used_by_user
                 )
-        discount = coupon_rules.discount_for(coupon, original)
+        discount = coupon_rules.discount_to_apply(coupon, original)
     amount = max(ZERO, to_paise(original - discount))
 
     order = loaded_object(

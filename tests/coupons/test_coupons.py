@@ -393,3 +393,24 @@ async def test_validate_says_a_free_order_needs_no_coupon(
         assert body["code"] == "coupon_not_applicable"
         assert "free" in body["detail"]
     assert (await session.execute(select(func.count()).select_from(CouponUsage))).scalar_one() == 0
+
+
+async def test_validate_treats_a_limit_of_zero_as_checkout_does(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """The API refuses maxUses 0, but a coupon adopted from the Node app can have it: no use
+    left, in the preview as at checkout (which answered 409 while the preview said 200)."""
+    user = await make_user(session)
+    course = await make_course(session, price="100.00")
+    await make_coupon(session, code="NONELEFT", max_uses=0)
+    await session.commit()
+    headers, course_id = auth_headers(user), course.id
+    body = {"code": "noneleft", "courseIds": [course_id]}
+
+    preview = await client.post(VALIDATE_URL, json=body, headers=headers)
+    checkout = await client.post(
+        "/api/v1/orders", json={"courseIds": [course_id], "couponCode": "noneleft"}, headers=headers
+    )
+
+    assert (preview.status_code, preview.json()["code"]) == (409, "coupon_used_up")
+    assert (checkout.status_code, checkout.json()["code"]) == (409, "coupon_used_up")

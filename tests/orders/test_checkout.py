@@ -494,6 +494,36 @@ async def test_a_coupon_on_a_free_order_is_refused_and_spends_nothing(
     await assert_order_invariants(session)
 
 
+@pytest.mark.parametrize(
+    "terms",
+    [
+        {"value": "10", "max_discount": "0"},  # capped at nothing
+        {"value": "0.1"},  # 0.1% of 4.00 = 0.004, less than a paisa
+    ],
+)
+async def test_a_coupon_that_takes_nothing_off_is_refused_and_spends_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, terms: dict[str, str]
+) -> None:
+    """Its usage would spend the buyer's one use and one of its maxUses for nothing; the
+    preview says the same (tests/coupons)."""
+    user = await make_user(session)
+    course = await make_course(session, price="4.00")
+    await make_coupon(session, code="ZERO", max_uses=1, **terms)
+    await session.commit()
+    buyer, course_id = auth_headers(user), course.id
+
+    body = await refused(
+        client, session, buyer, [course_id], status=422, code="coupon_not_applicable", coupon="zero"
+    )
+    preview = await client.post(
+        "/api/v1/coupons/validate", json={"code": "zero", "courseIds": [course_id]}, headers=buyer
+    )
+
+    assert "takes nothing off" in body["detail"]
+    assert (preview.status_code, preview.json()["code"]) == (422, "coupon_not_applicable")
+    assert (await session.execute(select(CouponUsage))).scalars().all() == []
+
+
 async def test_a_taken_order_number_is_retried_with_a_new_one(
     client: httpx.AsyncClient, session: AsyncSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
