@@ -495,20 +495,20 @@ async def test_a_coupon_on_a_free_order_is_refused_and_spends_nothing(
 
 
 @pytest.mark.parametrize(
-    "terms",
+    ("value", "max_discount"),
     [
-        {"value": "10", "max_discount": "0"},  # capped at nothing
-        {"value": "0.1"},  # 0.1% of 4.00 = 0.004, less than a paisa
+        ("10", "0"),  # capped at nothing
+        ("0.1", None),  # 0.1% of 4.00 = 0.004, less than a paisa
     ],
 )
 async def test_a_coupon_that_takes_nothing_off_is_refused_and_spends_nothing(
-    client: httpx.AsyncClient, session: AsyncSession, terms: dict[str, str]
+    client: httpx.AsyncClient, session: AsyncSession, value: str, max_discount: str | None
 ) -> None:
     """Its usage would spend the buyer's one use and one of its maxUses for nothing; the
     preview says the same (tests/coupons)."""
     user = await make_user(session)
     course = await make_course(session, price="4.00")
-    await make_coupon(session, code="ZERO", max_uses=1, **terms)
+    await make_coupon(session, code="ZERO", max_uses=1, value=value, max_discount=max_discount)
     await session.commit()
     buyer, course_id = auth_headers(user), course.id
 
