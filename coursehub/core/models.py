@@ -19,6 +19,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from coursehub.core.timestamps import to_stored_precision
+
 # Prisma's constraint and index names. Unique indexes are named explicitly with
 # `unique_index` because Prisma names them `_key` yet makes them indexes.
 NAMING_CONVENTION = {
@@ -59,7 +61,7 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
-        return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        return to_stored_precision(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)

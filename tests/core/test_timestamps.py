@@ -13,9 +13,23 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from coursehub.core.timestamps import MAX_YEAR, MIN_YEAR, ApiDate, ApiDateTime
-from coursehub.models import Coupon
-from tests.factories import auth_headers, make_admin, make_coupon
+from coursehub.core.timestamps import (
+    MAX_YEAR,
+    MIN_YEAR,
+    ApiDate,
+    ApiDateTime,
+    to_stored_precision,
+    up_to_stored_precision,
+)
+from coursehub.models import Coupon, OrderStatus, PaymentStatus
+from tests.factories import (
+    auth_headers,
+    make_admin,
+    make_coupon,
+    make_course,
+    make_order,
+    make_user,
+)
 from tests.payments.helpers import commit_setup
 
 COUPON = {
@@ -152,3 +166,75 @@ def test_the_types_bound_the_year_both_ways() -> None:
             dates.validate_python(bad)
     with pytest.raises(ValidationError):
         times.validate_python(datetime(MAX_YEAR + 1, 1, 1).isoformat() + "Z")
+
+
+# --- milliseconds: the precision the store keeps ------------------------------------------
+
+
+def test_times_are_brought_to_the_stored_milliseconds() -> None:
+    fine = datetime(2030, 1, 1, 10, 0, 0, 400, tzinfo=UTC)
+    whole = datetime(2030, 1, 1, 10, 0, 0, 1000, tzinfo=UTC)
+
+    assert to_stored_precision(fine) == datetime(2030, 1, 1, 10, tzinfo=UTC)
+    assert up_to_stored_precision(fine) == whole
+    assert up_to_stored_precision(whole) == whole == to_stored_precision(whole)
+
+
+async def test_a_coupon_window_is_checked_and_answered_as_stored(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Both ends within one millisecond: stored, they would be equal (an empty window the
+    201 did not show)."""
+    admin = await make_admin(session)
+    await commit_setup(session)
+    headers = auth_headers(admin)
+    empty = {
+        **COUPON,
+        "startDate": "2030-01-01T10:00:00.0001Z",
+        "endDate": "2030-01-01T10:00:00.0009Z",
+    }
+    fine = {**COUPON, "startDate": "2030-01-01T10:00:00.0005Z", "endDate": "2030-02-01T00:00Z"}
+
+    refused = await client.post("/api/v1/admin/coupons", json=empty, headers=headers)
+    created = await client.post("/api/v1/admin/coupons", json=fine, headers=headers)
+    stored = await client.get(f"/api/v1/admin/coupons/{created.json()['id']}", headers=headers)
+
+    assert refused.status_code == 422, refused.text
+    assert created.status_code == 201, created.text
+    assert created.json()["startDate"] == stored.json()["startDate"]
+    assert datetime.fromisoformat(stored.json()["startDate"]) == datetime(
+        2030, 1, 1, 10, tzinfo=UTC
+    )
+
+
+async def test_a_range_bound_finer_than_a_millisecond_selects_exactly(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """An order placed at 10:00:00.000 is before `to=10:00:00.0008` (in the window) and
+    before `from=10:00:00.0004` (out of it); the binding's truncation had it the other way
+    round."""
+    admin = await make_admin(session)
+    placed = datetime(2030, 1, 1, 10, tzinfo=UTC)
+    order = await make_order(
+        session,
+        user=await make_user(session),
+        courses=[await make_course(session, price="100.00")],
+        status=OrderStatus.completed,
+        payment_status=PaymentStatus.paid,
+        created_at=placed,
+    )
+    await commit_setup(session)
+    headers, number = auth_headers(admin), order.order_number
+    windows = {
+        ("2030-01-01T09:00:00Z", "2030-01-01T10:00:00.0008Z"): True,
+        ("2030-01-01T10:00:00.0004Z", "2030-01-01T11:00:00Z"): False,
+    }
+
+    for (start, end), included in windows.items():
+        window = {"from": start, "to": end}
+        listed = await client.get("/api/v1/admin/orders", params=window, headers=headers)
+        report = await client.get("/api/v1/admin/reports/sales", params=window, headers=headers)
+        assert listed.status_code == report.status_code == 200, (listed.text, report.text)
+        numbers = [item["orderNumber"] for item in listed.json()["items"]]
+        assert (numbers == [number]) is included, window
+        assert report.json()["orders"]["completed"] == (1 if included else 0), window
