@@ -4,8 +4,10 @@ A cursor holds the sort key of the last row served (e.g. createdAt and id),
 signed with the store's secret and bound to the list it came from (`context`:
 the route and sort order, e.g. "courses:price_asc"). A cursor that was edited,
 truncated, or made for another list is a 400, never a silent wrong page.
-Keyset pages never repeat or skip a row while rows are added or edited, and cost
-the same on page 1,000 as on page 1.
+Keyset pages never repeat or skip a row while rows are added, deleted, or edited in
+anything but the sort key, and cost the same on page 1,000 as on page 1. A row whose
+sort key changes (a course's price under `price_asc`) moves across the cursor: it may
+then be served twice or not at all, as under any keyset.
 """
 
 from __future__ import annotations
