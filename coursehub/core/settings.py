@@ -30,6 +30,7 @@ from coursehub.core.rates import parse_rate, storage_uri
 # A secret shorter than this is refused in production.
 MIN_SECRET_LENGTH = 32
 DEVELOPMENT_SECRETS_FILE = "secrets.json"
+MINUTES_A_YEAR = 525_600
 # Environment variable of each secret, as an operator would set it.
 SECRET_VARIABLES = {
     "secret_key": "COURSEHUB_SECRET_KEY",
@@ -51,17 +52,18 @@ class Settings(BaseSettings):
 
     # Empty means unset (see the module's docstring).
     secret_key: SecretStr = SecretStr("")
-    access_token_minutes: int = Field(default=30, ge=1)
-    refresh_token_days: int = Field(default=14, ge=1)
+    # Bounded above: a lifetime past datetime's range made every sign-in overflow (a 500).
+    access_token_minutes: int = Field(default=30, ge=1, le=MINUTES_A_YEAR)
+    refresh_token_days: int = Field(default=14, ge=1, le=3650)
 
     payment_webhook_secret: SecretStr = SecretStr("")
     # Mounts POST /api/v1/dev/payments/simulate, which signs and delivers a webhook
     # as the gateway would. For demos; refused in production.
     payment_simulator: bool = False
-    pending_order_ttl_minutes: int = Field(default=30, ge=1)
+    pending_order_ttl_minutes: int = Field(default=30, ge=1, le=MINUTES_A_YEAR)
     # How often each server process expires stale pending orders; 0 turns the loop off
     # (then run `coursehub orders expire` from cron).
-    order_expiry_interval_seconds: float = Field(default=60, ge=0)
+    order_expiry_interval_seconds: float = Field(default=60, ge=0, le=86_400)
 
     # Sign-in throttling (auth/throttle.py): attempts in moving windows ("10/15 minutes")
     # per account from one address, per account, and per address; counted in memory (per

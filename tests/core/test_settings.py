@@ -85,3 +85,26 @@ def test_a_bad_value_is_a_configuration_error_naming_the_variable(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("COURSEHUB_ACCESS_TOKEN_MINUTES", "100000000000"),
+        ("COURSEHUB_REFRESH_TOKEN_DAYS", "3000000"),
+        ("COURSEHUB_PENDING_ORDER_TTL_MINUTES", "100000000000"),
+        ("COURSEHUB_ORDER_EXPIRY_INTERVAL_SECONDS", "1e12"),
+    ],
+)
+def test_a_duration_past_any_sane_bound_is_refused_at_start(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """Not taken as given: a token lifetime past datetime's range made every sign-in a 500
+    (`now + lifetime` overflows), a TTL that large every expiry run."""
+    monkeypatch.setenv(variable, value)
+    get_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigurationError, match=variable):
+            get_settings()
+    finally:
+        get_settings.cache_clear()
