@@ -312,6 +312,22 @@ async def get_course_by_id(session: AsyncSession, course_id: str) -> Course | No
     return await session.get(Course, course_id)
 
 
+async def lock_course(session: AsyncSession, course_id: str) -> Course | None:
+    """The course, its row locked FOR NO KEY UPDATE until the transaction ends, for a
+    read-modify-write. A deletion or change in flight is waited for and then seen (None,
+    or the row as it committed: READ COMMITTED re-reads a row that changed while the lock
+    was awaited); `populate_existing` puts that row into an object the session may
+    already hold. Not FOR UPDATE: that would also wait for (and hold up) every checkout
+    and grant of the course, whose foreign-key checks take FOR KEY SHARE on its row."""
+    statement = (
+        select(Course)
+        .where(Course.id == course_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(statement)).scalar_one_or_none()
+
+
 async def lock_slug_base(session: AsyncSession, base: str) -> None:
     """Hold off, until this transaction ends, every other creation of a course whose slug is
     made from the same base: each then sees the slugs the ones before it committed."""

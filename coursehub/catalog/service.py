@@ -105,7 +105,12 @@ async def get_course(session: AsyncSession, course_id: str) -> Course:
 async def update_course(session: AsyncSession, course_id: str, data: CourseUpdate) -> Course:
     """Change only the fields sent. A new slug must be free (409); the title never moves the
     slug, so links stay valid."""
-    course = await get_course(session, course_id)
+    # Locked, not just read: a DELETE in flight would otherwise leave the UPDATE below
+    # matching no row (a 500) instead of a 404, and a concurrent PATCH would leave the
+    # response showing fields older than the row written.
+    course = await repository.lock_course(session, course_id)
+    if course is None:
+        raise CourseNotFound(f"no course with id {course_id!r}")
     changes = data.model_dump(exclude_unset=True)
     if "level" in changes and data.level is not None:
         changes["level"] = data.level.value

@@ -9,6 +9,7 @@ from sqlalchemy import Table, Text, and_, bindparam, func, literal, or_, select,
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import joinedload
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.pagination import TimeKeyset
@@ -16,7 +17,7 @@ from coursehub.core.sql import DriverStatement, Writer
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller imports only this module.
-from coursehub.models import CourseEnrollment, EnrollmentStatus
+from coursehub.models import Course, CourseEnrollment, EnrollmentStatus, User
 
 
 def _upsert_active_enrollments() -> Any:
@@ -140,6 +141,37 @@ async def get_enrollment(
     if lock:
         statement = statement.with_for_update(of=CourseEnrollment)
     return (await session.execute(statement)).scalar_one_or_none()
+
+
+def _key_share(model: type[User] | type[Course], id_: str) -> ScalarSelect[str]:
+    """The row's id if it exists, locked FOR KEY SHARE: the lock an insert's foreign-key
+    check takes, so it conflicts with a deletion and with nothing else (a checkout, a
+    profile or course edit go on)."""
+    return (
+        select(model.id)
+        .where(model.id == id_)
+        .with_for_update(read=True, key_share=True)
+        .scalar_subquery()
+    )
+
+
+async def hold_user_and_course(
+    session: AsyncSession, *, user_id: str, course_id: str
+) -> tuple[bool, bool]:
+    """Whether the user and the course exist, both rows locked FOR KEY SHARE until the
+    transaction ends, in one statement. A deletion in flight is waited for and then seen
+    (READ COMMITTED re-checks a row that changed while the lock was awaited), so the
+    caller answers 404 instead of its insert failing the foreign key; a deletion that
+    starts later waits for this transaction."""
+    row = (
+        await session.execute(
+            select(
+                _key_share(User, user_id).is_not(None),
+                _key_share(Course, course_id).is_not(None),
+            )
+        )
+    ).one()
+    return bool(row[0]), bool(row[1])
 
 
 async def grant_enrollment_without_order(

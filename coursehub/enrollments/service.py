@@ -6,7 +6,6 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.catalog.errors import CourseNotFound
-from coursehub.catalog.repository import get_course_by_id
 from coursehub.core.models import utcnow
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.core.sql import Writer
@@ -131,9 +130,14 @@ async def grant_enrollment(
 ) -> CourseEnrollment:
     """Enroll a user without an order (orderId null); a revoked enrollment is reactivated.
     409 if already active."""
-    if await get_user_by_id(session, user_id) is None:
+    # Locked, not just read: a deletion of either racing this grant would otherwise make
+    # the insert below fail its foreign key (a 500) instead of answering 404.
+    user_exists, course_exists = await repository.hold_user_and_course(
+        session, user_id=user_id, course_id=course_id
+    )
+    if not user_exists:
         raise UserNotFound(f"no user with id {user_id!r}")
-    if await get_course_by_id(session, course_id) is None:
+    if not course_exists:
         raise CourseNotFound(f"no course with id {course_id!r}")
     granted = await repository.grant_enrollment_without_order(
         session, user_id=user_id, course_id=course_id
