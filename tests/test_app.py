@@ -108,6 +108,30 @@ async def test_a_body_that_is_not_utf8_is_a_400_malformed_request(
     assert response.json()["code"] == "malformed_request"
 
 
+async def test_a_body_that_is_not_json_is_a_422_on_the_body(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    user = await make_user(session)
+    await session.commit()
+
+    response = await client.patch(
+        "/api/v1/me/enrollments/any-course",
+        content=b'{"progress": 50',
+        headers={**auth_headers(user), "content-type": "application/json"},
+    )
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "validation_failed"
+    # The field is the body (FastAPI's location names the offset: not a field).
+    assert response.json()["errors"] == [
+        {
+            "field": "body",
+            "message": "not valid JSON: Expecting ',' delimiter at character 15",
+            "code": "json_invalid",
+        }
+    ]
+
+
 async def test_the_largest_course_a_body_can_hold_is_read(
     client: httpx.AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
@@ -173,9 +197,9 @@ async def test_a_body_over_the_limit_is_a_413_and_writes_nothing(
 async def test_api_requests_answer_503_when_the_database_does_not(settings: Settings) -> None:
     unreachable = Database(parse_database_url("postgresql://postgres@127.0.0.1:1/nowhere"))
     app = create_app(settings, database=unreachable)
-    # Errors of the catch-all handler are re-raised after the response; it is the response
-    # that counts.
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    # A transport that raises what leaves the app: a database that is down is answered,
+    # not re-raised for the server to log as a crash.
+    transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         listing = await c.get("/api/v1/courses")
         detail = await c.get("/api/v1/courses/any-slug")
@@ -235,7 +259,7 @@ async def test_a_deadlock_with_a_concurrent_request_is_a_409_to_retry(
 
     app.add_api_route("/deadlock/driver", on_the_driver)
     app.add_api_route("/deadlock/session", in_sessions)
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = httpx.ASGITransport(app=app)  # answered, not re-raised as a crash
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         for path in ("/deadlock/driver", "/deadlock/session"):
             response = await c.get(path)

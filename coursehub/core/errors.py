@@ -37,6 +37,9 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     without the source prefix (`body.items.0` → `items.0`; the whole body → `body`)."""
     found = []
     for error in errors:
+        if error.get("type") == "json_invalid":
+            found.append(_json_invalid(error))
+            continue
         parts = [str(part) for part in error.get("loc", ())]
         if parts and parts[0] in _INPUT_SOURCES:
             parts = parts[1:]
@@ -48,6 +51,16 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
             )
         )
     return found
+
+
+def _json_invalid(error: Mapping[str, Any]) -> FieldError:
+    """A body that is not JSON. FastAPI's location is `("body", offset)`: the offset of the
+    syntax error is no field, so the field is the whole body and the offset goes in the
+    message."""
+    loc = tuple(error.get("loc", ()))
+    reason = str((error.get("ctx") or {}).get("error") or error.get("msg") or "JSON decode error")
+    where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+    return FieldError(field="body", message=f"not valid JSON: {reason}{where}", code="json_invalid")
 
 
 def describe(errors: Iterable[FieldError]) -> str:

@@ -21,6 +21,23 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coursehub.core.errors import StoreError, describe, field_errors
 
+# The errors a statement can raise, as they reach a route: asyncpg's own (a statement run
+# on the driver connection), SQLAlchemy's wrapping of them (a session's statement: a
+# DBAPIError, a StatementError), the pool's timeout, and the socket's when no connection can
+# be opened. They get handlers of their own class (`install_problem_handlers`): Starlette
+# answers those in its ExceptionMiddleware and is done with them, while what reaches the
+# handler of `Exception` is re-raised after the response (ServerErrorMiddleware), for the
+# server to log as a crash: a caller's NUL character or a deadlock is not one.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.StatementError,
+    sqlalchemy.exc.TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 # What a request sees when PostgreSQL is down or unreachable.
 DATABASE_DOWN = (
     sqlalchemy.exc.OperationalError,
@@ -32,23 +49,11 @@ DATABASE_DOWN = (
     OSError,
     TimeoutError,
 )
-# asyncpg's own errors of a server going away: connection exceptions and operator
-# intervention (shutdown, "the database system is starting up").
+# The SQLSTATEs of a server going away, asyncpg's or inside SQLAlchemy's error (a session's
+# connection lost mid-statement is a DBAPIError holding ConnectionDoesNotExistError, 08003):
+# connection exceptions and operator intervention (shutdown, "the database system is
+# starting up").
 DATABASE_DOWN_STATES = ("08", "57P")
-
-
-def _database_down(exc: Exception) -> bool:
-    if isinstance(exc, DATABASE_DOWN):
-        return True
-    return str(getattr(exc, "sqlstate", "")).startswith(DATABASE_DOWN_STATES)
-
-
-# SQLSTATEs of values PostgreSQL (or asyncpg, encoding them) cannot take: a NUL character
-# or a lone surrogate in a string, a number out of the column's range. Only a caller's
-# input reaches a query as such a value, so they are the caller's 422, not our 500.
-UNSTORABLE_VALUE_STATES = frozenset({"22000", "22001", "22003", "22021", "22P05"})
-
-logger = logging.getLogger("coursehub")
 
 
 def _sqlstates(exc: Exception) -> set[str]:
@@ -57,6 +62,18 @@ def _sqlstates(exc: Exception) -> set[str]:
     orig = exc.orig if isinstance(exc, sqlalchemy.exc.DBAPIError) else None
     states = (getattr(error, "sqlstate", None) for error in (exc, orig, orig and orig.__cause__))
     return {state for state in states if isinstance(state, str)}
+
+
+def _database_down(exc: Exception) -> bool:
+    if isinstance(exc, DATABASE_DOWN):
+        return True
+    return any(state.startswith(DATABASE_DOWN_STATES) for state in _sqlstates(exc))
+
+
+# SQLSTATEs of values PostgreSQL (or asyncpg, encoding them) cannot take: a NUL character
+# or a lone surrogate in a string, a number out of the column's range. Only a caller's
+# input reaches a query as such a value, so they are the caller's 422, not our 500.
+UNSTORABLE_VALUE_STATES = frozenset({"22000", "22001", "22003", "22021", "22P05"})
 
 
 def _unstorable_value(exc: Exception) -> bool:
@@ -71,6 +88,25 @@ TRANSACTION_CONFLICT_CLASS = "40"
 
 def _transaction_conflict(exc: Exception) -> bool:
     return any(state.startswith(TRANSACTION_CONFLICT_CLASS) for state in _sqlstates(exc))
+
+
+# A statement PostgreSQL cancelled because it ran or waited too long: 57014 query_canceled
+# (`statement_timeout`, or an operator's pg_cancel_backend) and 55P03 lock_not_available
+# (`lock_timeout`). The store sets neither, an operator may (on the role or the database):
+# a busy database, not a fault of ours; the request's transaction is rolled back whole, so
+# it can be sent again a little later.
+DATABASE_TIMEOUT_STATES = frozenset({"57014", "55P03"})
+
+
+def _database_timeout(exc: Exception) -> bool:
+    return bool(_sqlstates(exc) & DATABASE_TIMEOUT_STATES)
+
+
+logger = logging.getLogger("coursehub")
+
+# Seconds a client is asked to wait before sending again a request the database could not
+# serve (down, or too busy).
+DATABASE_RETRY_AFTER = "5"
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -168,7 +204,9 @@ def document_problem_responses(app: FastAPI) -> None:
             for operation in item.values():
                 if not isinstance(operation, dict):
                     continue
-                if "requestBody" in operation:  # a body that is not JSON, or not UTF-8
+                # A body that is not UTF-8 text. (One that is text but not JSON is a 422
+                # `validation_failed`, field `body`, code `json_invalid`: core/errors.py.)
+                if "requestBody" in operation:
                     operation["responses"].setdefault(
                         "400", {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
@@ -240,40 +278,66 @@ def install_problem_handlers(app: FastAPI) -> None:
             headers=getattr(exc, "headers", None),
         )
 
+    # A database error none of `_database_problem`'s rules recognises (SQL of ours that
+    # fails: a bug) is still our 500, logged with its traceback here: nothing re-raises it.
+    async def database_error(request: Request, exc: Exception) -> JSONResponse:
+        return _database_problem(request, exc) or _internal_error(request, exc)
+
+    for error_class in DATABASE_ERRORS:
+        app.add_exception_handler(error_class, database_error)
+
+    # Only for what no handler above takes: Starlette re-raises it after this response,
+    # and the server logs it too.
     @app.exception_handler(Exception)
     async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        if _database_down(exc):
-            logger.warning(
-                "database unavailable on %s %s: %s", request.method, request.url.path, exc
-            )
-            return problem_response(
-                503,
-                "database_unavailable",
-                "The database is unavailable",
-                "The store cannot reach its database right now; try again shortly.",
-                headers={"Retry-After": "5"},
-            )
-        if _transaction_conflict(exc):
-            logger.warning(
-                "transaction conflict on %s %s: %s", request.method, request.url.path, exc
-            )
-            return problem_response(
-                409,
-                "transaction_conflict",
-                "The request collided with a concurrent one",
-                "another request changed the same data at the same moment, and this one was "
-                "undone whole: nothing of it was saved; send it again",
-            )
-        if _unstorable_value(exc):
-            logger.info("unstorable value on %s %s: %s", request.method, request.url.path, exc)
-            return problem_response(
-                422,
-                "unstorable_value",
-                "A value cannot be stored",
-                "a value in the request cannot be stored: text must not contain NUL characters "
-                "or unpaired surrogates, and numbers must fit their field",
-            )
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _internal_error(request, exc)
+
+
+def _database_problem(request: Request, exc: Exception) -> JSONResponse | None:
+    """The answer to a database error that is not a fault of ours; None for one that is."""
+    where = f"{request.method} {request.url.path}"
+    if _database_down(exc):
+        logger.warning("database unavailable on %s: %s", where, exc)
         return problem_response(
-            500, "internal_error", "Internal error", "Something went wrong on our side."
+            503,
+            "database_unavailable",
+            "The database is unavailable",
+            "The store cannot reach its database right now; try again shortly.",
+            headers={"Retry-After": DATABASE_RETRY_AFTER},
         )
+    if _database_timeout(exc):
+        logger.warning("database timeout on %s: %s", where, exc)
+        return problem_response(
+            503,
+            "database_timeout",
+            "The database took too long",
+            "the database could not serve the request in time (a statement or lock timeout), "
+            "and it was undone whole: nothing of it was saved; try again shortly",
+            headers={"Retry-After": DATABASE_RETRY_AFTER},
+        )
+    if _transaction_conflict(exc):
+        logger.warning("transaction conflict on %s: %s", where, exc)
+        return problem_response(
+            409,
+            "transaction_conflict",
+            "The request collided with a concurrent one",
+            "another request changed the same data at the same moment, and this one was "
+            "undone whole: nothing of it was saved; send it again",
+        )
+    if _unstorable_value(exc):
+        logger.info("unstorable value on %s: %s", where, exc)
+        return problem_response(
+            422,
+            "unstorable_value",
+            "A value cannot be stored",
+            "a value in the request cannot be stored: text must not contain NUL characters "
+            "or unpaired surrogates, and numbers must fit their field",
+        )
+    return None
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500, "internal_error", "Internal error", "Something went wrong on our side."
+    )
