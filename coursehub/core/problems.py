@@ -174,6 +174,10 @@ VALIDATION_PROBLEM = (
     "`validation_failed`: The request is not valid (one entry per field in `errors`)"
 )
 MALFORMED_PROBLEM = "`malformed_request`: The body could not be read (not UTF-8 text)"
+DATABASE_PROBLEM = (
+    "`database_unavailable` or `database_timeout`: the database could not serve the request "
+    "(nothing of it was saved); send it again after Retry-After seconds"
+)
 TOO_LARGE_PROBLEM = (
     "`content_too_large`: The body is larger than COURSEHUB_MAX_REQUEST_BODY_BYTES (1 MiB)"
 )
@@ -200,10 +204,14 @@ def document_problem_responses(app: FastAPI) -> None:
             components.update(schema.pop("$defs", {}))
             components["Problem"] = schema
         problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
-        for item in document.get("paths", {}).values():
+        for path, item in document.get("paths", {}).items():
             for operation in item.values():
                 if not isinstance(operation, dict):
                     continue
+                if path.startswith("/api/"):  # every route that uses the database
+                    operation["responses"].setdefault(
+                        "503", {"description": DATABASE_PROBLEM, "content": {PROBLEM_JSON: {}}}
+                    )
                 # A body that is not UTF-8 text. (One that is text but not JSON is a 422
                 # `validation_failed`, field `body`, code `json_invalid`: core/errors.py.)
                 if "requestBody" in operation:
