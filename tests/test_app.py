@@ -108,6 +108,35 @@ async def test_a_body_that_is_not_utf8_is_a_400_malformed_request(
     assert response.json()["code"] == "malformed_request"
 
 
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+async def test_a_json_body_sent_under_another_type_is_a_415(
+    client: httpx.AsyncClient, session: AsyncSession, content_type: str | None
+) -> None:
+    """What `curl -d` sends (form-urlencoded): FastAPI does not parse it, and it answered 422
+    "Input should be a valid dictionary", as if the JSON were wrong."""
+    admin = await make_admin(session)
+    await session.commit()
+    # A failed request rolls the shared session back: keep plain values, not the objects.
+    admin_headers = auth_headers(admin)
+    headers = {**admin_headers, **({"content-type": content_type} if content_type else {})}
+    before = await session.scalar(select(func.count()).select_from(Course))
+    body = json.dumps(
+        {"title": "Typed", "duration": 60, "price": "100", "category": "misc", "level": "beginner"}
+    ).encode()
+
+    wrong_type = await client.post("/api/v1/admin/courses", content=body, headers=headers)
+    no_body = await client.post("/api/v1/admin/courses", headers=admin_headers)
+    as_json = await client.post("/api/v1/admin/courses", json={}, headers=admin_headers)
+
+    assert wrong_type.status_code == 415, wrong_type.text
+    assert wrong_type.json()["code"] == "unsupported_media_type"
+    assert wrong_type.headers["content-type"] == "application/problem+json"
+    # No body, or a JSON one that is wrong: the fields at fault, as before.
+    assert (no_body.status_code, no_body.json()["code"]) == (422, "validation_failed")
+    assert (as_json.status_code, as_json.json()["code"]) == (422, "validation_failed")
+    assert await session.scalar(select(func.count()).select_from(Course)) == before
+
+
 async def test_a_body_that_is_not_json_is_a_422_on_the_body(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:

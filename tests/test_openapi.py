@@ -135,6 +135,7 @@ def test_every_422_is_documented_as_the_problem_the_api_sends(document: dict[str
         if "requestBody" in operation:
             assert "malformed_request" in operation["responses"]["400"]["description"], name
             assert "content_too_large" in operation["responses"]["413"]["description"], name
+            assert "unsupported_media_type" in operation["responses"]["415"]["description"], name
         if name.split(" ")[-1].startswith("/api/"):
             assert "database_unavailable" in operation["responses"]["503"]["description"], name
     assert "HTTPValidationError" not in document["components"]["schemas"]

@@ -174,6 +174,7 @@ VALIDATION_PROBLEM = (
     "`validation_failed`: The request is not valid (one entry per field in `errors`)"
 )
 MALFORMED_PROBLEM = "`malformed_request`: The body could not be read (not UTF-8 text)"
+MEDIA_TYPE_PROBLEM = "`unsupported_media_type`: The body was not sent as application/json"
 DATABASE_PROBLEM = (
     "`database_unavailable` or `database_timeout`: the database could not serve the request "
     "(nothing of it was saved); send it again after Retry-After seconds"
@@ -218,6 +219,9 @@ def document_problem_responses(app: FastAPI) -> None:
                     operation["responses"].setdefault(
                         "400", {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
+                    operation["responses"].setdefault(
+                        "415", {"description": MEDIA_TYPE_PROBLEM, "content": {PROBLEM_JSON: {}}}
+                    )
                     operation["responses"].setdefault(  # core/body_limit.py
                         "413", {"description": TOO_LARGE_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
@@ -260,6 +264,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _body_not_sent_as_json(request, exc):
+            return problem_response(
+                415,
+                "unsupported_media_type",
+                "The body must be JSON",
+                f"the body was sent as {request.headers.get('content-type') or 'no type'}; "
+                "send it as JSON, with Content-Type: application/json",
+            )
         errors = field_errors(exc.errors())
         return problem_response(
             422,
@@ -342,6 +354,20 @@ def _database_problem(request: Request, exc: Exception) -> JSONResponse | None:
             "or unpaired surrogates, and numbers must fit their field",
         )
     return None
+
+
+def _body_not_sent_as_json(request: Request, exc: RequestValidationError) -> bool:
+    """A JSON body sent under another type (`curl -d` sends form-urlencoded): FastAPI does
+    not parse it, and its body fails validation as a whole ("Input should be a valid
+    dictionary"), which reads as if the JSON were wrong. Told apart only once validation
+    has failed, so a route reading its raw body (the payment webhook) takes any type."""
+    sent = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not sent or media_type == "application/json" or media_type.endswith("+json"):
+        return False  # no body (422: the fields it lacks), or a JSON one that is wrong
+    return any(tuple(error.get("loc", ()))[:1] == ("body",) for error in exc.errors())
 
 
 def _internal_error(request: Request, exc: Exception) -> JSONResponse:
