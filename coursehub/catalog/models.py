@@ -45,6 +45,8 @@ class Course(IdMixin, TimestampsMixin, Base):
             "id",
             postgresql_where=text('"isFeatured"'),
         ),
+        # Added by migration 0009: the slugs `base-…` taken, in byte order.
+        Index("Course_slug_pattern_idx", "slug", postgresql_ops={"slug": "text_pattern_ops"}),
     )
 
     title: Mapped[str]

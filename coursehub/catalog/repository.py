@@ -23,6 +23,7 @@ from sqlalchemy import (
     ColumnElement,
     Integer,
     Text,
+    and_,
     bindparam,
     delete,
     exists,
@@ -337,9 +338,15 @@ async def lock_slug_base(session: AsyncSession, base: str) -> None:
 
 
 async def taken_slugs(session: AsyncSession, base: str) -> set[str]:
-    """`base` and every `base-…` slug in use, in one query."""
+    """`base` and every `base-…` slug in use, in one query. The `base-…` ones as a range in
+    byte order (`~>=~`, `~<~`: '.' follows '-'), which `Course_slug_pattern_idx` serves in
+    any plan; a LIKE needs its prefix known when planned, and `Course_slug_key` is in the
+    collation's order, where a prefix is no range."""
     statement = select(Course.slug).where(
-        or_(Course.slug == base, Course.slug.startswith(base + "-", autoescape=True))
+        or_(
+            Course.slug == base,
+            and_(Course.slug.op("~>=~")(base + "-"), Course.slug.op("~<~")(base + ".")),
+        )
     )
     return set((await session.execute(statement)).scalars())
 

@@ -1,4 +1,4 @@
-"""Migrations 0003 and 0007: the models declare what they create (no drift), and downgrading
+"""Migrations 0003, 0007 and 0009: the models declare what they create (no drift), and downgrading
 below them removes it all."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ CATALOGUE_INDEXES = {
     "Course_published_category_createdAt_id_idx",
     "Course_featured_createdAt_id_idx",
     "Course_published_category_idx",  # 0007
+    "Course_slug_pattern_idx",  # 0009
 }
 
 

@@ -18,11 +18,11 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from coursehub.catalog.repository import CourseFilters, list_courses
+from coursehub.catalog.repository import CourseFilters, list_courses, taken_slugs
 from coursehub.catalog.service import list_categories
 from coursehub.core.database import Database
 from tests.factories import auth_headers, make_admin, make_course
-from tests.queries import captured, explain, plan_nodes, sequential_scans
+from tests.queries import captured, explain, explain_generic, plan_nodes, sequential_scans
 
 COURSES = 10_000
 WORDS = [
@@ -220,3 +220,30 @@ async def test_the_categories_query_does_not_scan_the_course_table(
 
     assert sequential_scans(plan, "Course") == [], json.dumps(plan, indent=1)
     assert any(n["Node Type"] == "Index Only Scan" for n in plan_nodes(plan)), json.dumps(plan)
+
+
+async def test_finding_a_new_courses_free_slug_does_not_scan_the_course_table(
+    big_catalogue: Database,
+) -> None:
+    """Creating a course without a slug reads the slugs its title's base already has, in the
+    plan a prepared statement settles on too (migration 0009's pattern index; the LIKE it
+    replaced read every course, under any collation but C)."""
+    engine = big_catalogue.engine
+    async with big_catalogue.transaction() as session:
+        for n in (2, 3):
+            await make_course(session, slug=f"bulk-course-12-{n}")
+        with captured(engine) as log:
+            taken = await taken_slugs(session, "bulk-course-12")
+        statement, parameters = log.executed[0]
+        plans = [
+            await explain(engine, statement, parameters),
+            await explain_generic(engine, statement, parameters),
+        ]
+
+    # The base itself and every `base-…`; not the slugs that merely start alike (-120, …).
+    assert taken == {"bulk-course-12", "bulk-course-12-2", "bulk-course-12-3"}
+    assert len(log.statements) == 1
+    for plan in plans:
+        assert sequential_scans(plan, "Course") == [], json.dumps(plan, indent=1)
+        used = {n.get("Index Name") for n in plan_nodes(plan)}
+        assert "Course_slug_pattern_idx" in used, json.dumps(plan, indent=1)
