@@ -56,8 +56,7 @@ def discount_to_apply(coupon: Coupon, original_amount: Decimal) -> Decimal:
     discount = discount_for(coupon, original_amount)
     if discount <= ZERO:
         raise CouponNotApplicable(
-            f"coupon {coupon.code} takes nothing off this order (remove it, or keep it for "
-            "another)"
+            f"coupon {coupon.code} takes nothing off this order (remove it, or keep it for another)"
         )
     return discount
 

@@ -160,9 +160,7 @@ async def validate_coupon(
         raise CouponNotFound(f"there is no coupon {data.code}")
     coupon, used_by_user = found
     # `is not None`: a limit of 0 (possible in data adopted from the Node app) is a limit.
-    uses = (
-        await repository.count_uses(session, coupon.id) if coupon.max_uses is not None else None
-    )
+    uses = await repository.count_uses(session, coupon.id) if coupon.max_uses is not None else None
     rules.check_applies(
         coupon, original_amount=original, now=utcnow(), used_by_user=used_by_user, uses=uses
     )
