@@ -27,6 +27,11 @@ class LastAdmin(Conflict):
     title = "The store's last admin cannot be demoted or deleted"
 
 
+class AccountRemoved(Conflict):
+    code = "account_removed"
+    title = "The account was removed"
+
+
 class WrongPassword(Forbidden):
     """The current password a sensitive change asks for does not match."""
 

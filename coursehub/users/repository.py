@@ -40,6 +40,7 @@ from sqlalchemy.orm.util import identity_key
 from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.pagination import TimeKeyset
+from coursehub.core.security import UNUSABLE_PASSWORD
 from coursehub.core.sql import (
     DriverStatement,
     Reader,
@@ -208,6 +209,9 @@ _ANONYMISE_USER_SQL = DriverStatement(
         email=bindparam("email"),
         username=bindparam("username"),
         password=bindparam("password"),
+        # Nobody can sign in to it, so it must not count as an admin (the last-admin rule,
+        # the seed's "is there an admin?").
+        role=Role.user,
         updatedAt=bindparam("now"),
     )
     .returning(USERS.c.id)
@@ -222,6 +226,10 @@ _LOCK_ACCOUNT_SQL = DriverStatement(
         select(func.count())
         .select_from(_admin)
         .where(_admin.c.role == Role.admin)
+        .scalar_subquery(),
+        USERS.c.password == UNUSABLE_PASSWORD,
+        select(_admin.c.role)
+        .where(_admin.c.id == bindparam("caller_id", type_=Text))
         .scalar_subquery(),
     )
     .where(USERS.c.id == _USER_ID)
@@ -533,9 +541,13 @@ async def lock_admin_set(writer: Writer) -> None:
 class LockedAccount:
     role: Role
     admins: int  # how many admins the store has, this one included if it is one
+    removed: bool  # anonymised: nobody can sign in to it
+    caller_role: Role | None  # the caller's role now (None: no caller given, or gone)
 
 
-async def lock_account(writer: Writer, user_id: str) -> LockedAccount | None:
+async def lock_account(
+    writer: Writer, user_id: str, *, caller_id: str | None = None
+) -> LockedAccount | None:
     """Prepare to demote or remove a user: lock the set of admins, then the user's row,
     until the transaction ends; None if there is no such user.
 
@@ -545,12 +557,24 @@ async def lock_account(writer: Writer, user_id: str) -> LockedAccount | None:
     removed by a race. The row lock (FOR UPDATE) also holds off an order being placed
     for the user meanwhile (its foreign-key check needs a KEY SHARE lock on the row),
     so "has orders?" stays true or false until we are done. One lock order everywhere
-    (advisory, then row) means no deadlock between two of these."""
+    (advisory, then row) means no deadlock between two of these.
+
+    `caller_id`'s role is read under the same lock: an admin demoted while their request
+    waited for it is seen as demoted (the role their token's request was admitted with
+    is older)."""
     await lock_admin_set(writer)
-    rows = await _LOCK_ACCOUNT_SQL.fetch_in_transaction(writer, user_id=user_id)
+    rows = await _LOCK_ACCOUNT_SQL.fetch_in_transaction(
+        writer, user_id=user_id, caller_id=caller_id
+    )
     if not rows:
         return None
-    return LockedAccount(role=Role(rows[0][0]), admins=int(rows[0][1]))
+    role, admins, removed, caller_role = rows[0]
+    return LockedAccount(
+        role=Role(role),
+        admins=int(admins),
+        removed=bool(removed),
+        caller_role=Role(caller_role) if caller_role is not None else None,
+    )
 
 
 async def hold_account(writer: Writer, *, user_id: str, password_hash: str) -> bool:

@@ -22,6 +22,7 @@ from coursehub.core.errors import BadCursor, Unauthorized
 from coursehub.core.problems import responses
 from coursehub.users import service
 from coursehub.users.errors import (
+    AccountRemoved,
     EmailTaken,
     LastAdmin,
     UsernameTaken,
@@ -151,14 +152,14 @@ async def admin_get_user(session: SessionDep, admin: AdminUser, user_id: str) ->
 @router.patch(
     "/admin/users/{user_id}",
     response_model=AdminUserRead,
-    responses=responses(UserNotFound, LastAdmin, *ADMIN_ERRORS),
+    responses=responses(UserNotFound, LastAdmin, AccountRemoved, *ADMIN_ERRORS),
 )
 async def admin_change_role(
     admin: WritingAdmin, writer: WriteTransactionDep, user_id: str, body: RoleUpdate
 ) -> AdminUserRead:
     """Change a user's role; it takes effect on their next request. The last admin cannot
     be demoted."""
-    detail = await service.change_role(writer, user_id, body.role)
+    detail = await service.change_role(writer, user_id, body.role, acting_admin_id=admin.id)
     return AdminUserRead.from_detail(detail)
 
 
@@ -172,5 +173,5 @@ async def admin_delete_user(
 ) -> AccountRemovalRead:
     """Delete a user, or anonymise them if they have orders (as DELETE /me does). The last
     admin cannot be deleted."""
-    outcome = await service.remove_account(writer, user_id)
+    outcome = await service.remove_account(writer, user_id, acting_admin_id=admin.id)
     return AccountRemovalRead(outcome=outcome)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.database import violated_constraint
-from coursehub.core.errors import FieldError, StoreError, Unauthorized
+from coursehub.core.errors import FieldError, Forbidden, StoreError, Unauthorized
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.core.security import (
     UNUSABLE_PASSWORD,
@@ -25,6 +25,7 @@ from coursehub.core.security import (
 from coursehub.core.sql import Reader, Writer
 from coursehub.users import repository
 from coursehub.users.errors import (
+    AccountRemoved,
     EmailTaken,
     LastAdmin,
     UsernameTaken,
@@ -203,14 +204,28 @@ async def check_password(
 # --- removing accounts -------------------------------------------------------------------
 
 
-async def remove_account(writer: Writer, user_id: str) -> Removal:
-    """Delete the account, or anonymise it if it has orders (accounting keeps them): its
-    email, username and password become unusable, its profile and preferences go. Either
-    way nobody can sign in to it again and its tokens stop working. The last admin
-    cannot be removed (409)."""
-    locked = await repository.lock_account(writer, user_id)
+async def _lock_account(
+    writer: Writer, user_id: str, *, acting_admin_id: str | None
+) -> repository.LockedAccount:
+    """`repository.lock_account`; 404 if there is no such user, 403 if the acting admin
+    (None: the user themself) is no longer one, now that the admins' lock is held."""
+    locked = await repository.lock_account(writer, user_id, caller_id=acting_admin_id)
     if locked is None:
         raise UserNotFound(f"no user with id {user_id!r}")
+    if acting_admin_id is not None and locked.caller_role != Role.admin:
+        raise Forbidden("you are no longer an admin")
+    return locked
+
+
+async def remove_account(
+    writer: Writer, user_id: str, *, acting_admin_id: str | None = None
+) -> Removal:
+    """Delete the account, or anonymise it if it has orders (accounting keeps them): its
+    email, username and password become unusable, its role user, its profile and
+    preferences go. Either way nobody can sign in to it again and its tokens stop working.
+    The last admin cannot be removed (409). `acting_admin_id`: the admin removing it
+    (None: the user themself, DELETE /me)."""
+    locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
     if locked.role == Role.admin and locked.admins <= 1:
         raise LastAdmin(
             "this is the store's only admin; make another user an admin before removing it"
@@ -271,13 +286,16 @@ async def patch_preferences(
 # --- administration -----------------------------------------------------------------------
 
 
-async def change_role(writer: Writer, user_id: str, role: Role) -> UserDetail:
+async def change_role(
+    writer: Writer, user_id: str, role: Role, *, acting_admin_id: str
+) -> UserDetail:
     """PATCH /admin/users/{id}: the new role takes effect on the user's next request (the
     role is read from the database, never trusted from a token). The last admin cannot
-    be demoted (409); two demotions at once cannot both pass (see `lock_account`)."""
-    locked = await repository.lock_account(writer, user_id)
-    if locked is None:
-        raise UserNotFound(f"no user with id {user_id!r}")
+    be demoted (409); two demotions at once cannot both pass (see `lock_account`); an
+    admin demoted meanwhile is refused (403); a removed account takes no role (409)."""
+    locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
+    if locked.removed:
+        raise AccountRemoved(f"the account {user_id!r} was removed; it takes no role")
     if locked.role == Role.admin and role != Role.admin and locked.admins <= 1:
         raise LastAdmin("this is the store's only admin; make another user an admin first")
     if locked.role != role:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import asyncpg
 import httpx
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.database import Database
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import utcnow
+from coursehub.core.security import UNUSABLE_PASSWORD
+from coursehub.db import migrations
 from coursehub.models import Role, User
 from tests.factories import (
     DEFAULT_PASSWORD,
@@ -24,7 +29,7 @@ from tests.factories import (
     make_profile,
     make_user,
 )
-from tests.queries import captured
+from tests.queries import captured, waiting_for_locks
 
 USERS = "/api/v1/admin/users"
 
@@ -282,3 +287,80 @@ async def test_two_admins_demoting_each_other_at_once_leave_one(
             await session.execute(
                 update(User).where(User.role == Role.admin).values(role=Role.user)
             )
+
+
+# --- removed accounts and demoted callers ---------------------------------------------------
+
+
+async def test_an_anonymised_admin_no_longer_counts_as_one(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """An admin with orders is anonymised, not deleted: nobody can sign in to it, so it
+    must not keep the last real admin from being protected, nor take a role again."""
+    first = await make_admin(session)
+    second = await make_admin(session)
+    await make_order(session, user=second, courses=[await make_course(session)])
+    await session.commit()
+    first_id, second_id, headers = first.id, second.id, auth_headers(first)
+
+    removed = await client.delete(f"{USERS}/{second_id}", headers=headers)
+    demoted = await client.patch(f"{USERS}/{first_id}", json={"role": "user"}, headers=headers)
+    promoted = await client.patch(f"{USERS}/{second_id}", json={"role": "admin"}, headers=headers)
+
+    assert removed.json() == {"outcome": "anonymised"}
+    assert (demoted.status_code, demoted.json()["code"]) == (409, "last_admin")
+    assert (promoted.status_code, promoted.json()["code"]) == (409, "account_removed")
+    anonymised = await session.scalar(
+        select(User).where(User.id == second_id).execution_options(populate_existing=True)
+    )
+    assert anonymised is not None and anonymised.role == Role.user
+    assert await admin_count(session) == 1
+
+
+async def test_an_admin_demoted_while_their_request_waits_is_refused(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    """B's request was admitted as an admin's, then queued behind A's demotion of B (the
+    admins' lock). Run after it, it must see B demoted, not act on the role B had."""
+    async with committed_db.transaction() as session:
+        a, b, c = await make_admin(session), await make_admin(session), await make_user(session)
+    b_headers = auth_headers(b)
+
+    async with committed_db.transaction() as demotion:
+        await demotion.execute(select(func.pg_advisory_xact_lock(ADMIN_SET_LOCK_KEY)))
+        await demotion.execute(update(User).where(User.id == b.id).values(role=Role.user))
+        promotion = asyncio.ensure_future(
+            committed_client.patch(f"{USERS}/{c.id}", json={"role": "admin"}, headers=b_headers)
+        )
+        removal = asyncio.ensure_future(
+            committed_client.delete(f"{USERS}/{a.id}", headers=b_headers)
+        )
+        await waiting_for_locks(committed_db, 2, what="requests")
+
+    for response in (await promotion, await removal):
+        assert (response.status_code, response.json()["code"]) == (403, "forbidden"), response.text
+    async with committed_db.transaction() as session:
+        roles = dict((await session.execute(select(User.id, User.role))).all())
+    assert roles == {a.id: Role.admin, b.id: Role.user, c.id: Role.user}
+
+
+async def test_migration_0010_demotes_the_admins_anonymised_before_it(
+    scratch_db: DatabaseConfig,
+) -> None:
+    await migrations.migrate(scratch_db, "0009_course_slug_prefix_index")
+    connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    try:
+        insert = (
+            'INSERT INTO "User" (id, email, username, password, role, "updatedAt") '
+            "VALUES ($1, $2, $3, $4, 'admin', now())"
+        )
+        await connection.execute(
+            insert, "gone", "deleted-gone@deleted.invalid", "deleted-gone", UNUSABLE_PASSWORD
+        )
+        await connection.execute(insert, "kept", "kept@example.com", "kept", "$argon2id$x")
+        await migrations.migrate(scratch_db)
+        roles = dict(await connection.fetch('SELECT id, role::text FROM "User"'))
+    finally:
+        await connection.close()
+
+    assert roles == {"gone": "user", "kept": "admin"}
