@@ -129,6 +129,9 @@ class _ListShape(NamedTuple):
     after: bool
 
 
+HALF_PAISA = literal_column("0.005")
+
+
 def _conditions(shape: _ListShape) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if shape.published is not None:
@@ -139,14 +142,18 @@ def _conditions(shape: _ListShape) -> list[ColumnElement[bool]]:
         conditions.append(Course.level == bindparam("level", type_=Text()))
     if shape.featured is not None:
         conditions.append(Course.is_featured == shape.featured)
+    # Prices as shown and sold: half-up to the paisa. A price of more places (from the Node
+    # app, DECIMAL(65,30)) shows as X.XX when X.XX - 0.005 <= price < X.XX + 0.005, so the
+    # bounds move by half a paisa rather than the column being rounded (which no index
+    # serves). Prices of whole paise, as the API writes them, select the same either way.
     if shape.free is True:
-        conditions.append(Course.price == 0)
+        conditions.append(Course.price < HALF_PAISA)
     elif shape.free is False:
-        conditions.append(Course.price > 0)
+        conditions.append(Course.price >= HALF_PAISA)
     if shape.min_price:
-        conditions.append(Course.price >= bindparam("min_price", type_=PrismaDecimal))
+        conditions.append(Course.price >= bindparam("min_price", type_=PrismaDecimal) - HALF_PAISA)
     if shape.max_price:
-        conditions.append(Course.price <= bindparam("max_price", type_=PrismaDecimal))
+        conditions.append(Course.price < bindparam("max_price", type_=PrismaDecimal) + HALF_PAISA)
     if shape.q:
         conditions.append(search_document().op("@@")(search_query(bindparam("q", type_=Text()))))
     return conditions

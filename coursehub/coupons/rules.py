@@ -89,8 +89,10 @@ def check_applies(
             f"coupon {coupon.code} expired at {coupon.end_date.isoformat()}",
             extra={"endDate": coupon.end_date.isoformat()},
         )
-    if coupon.min_purchase is not None and original_amount < coupon.min_purchase:
-        minimum = to_paise(coupon.min_purchase)
+    # The minimum as shown, to the paisa: a Node-era minimum of more places (500.123) must
+    # not refuse a purchase of what the message calls the minimum (500.12).
+    minimum = to_paise(coupon.min_purchase) if coupon.min_purchase is not None else None
+    if minimum is not None and original_amount < minimum:
         raise CouponBelowMinimum(
             f"coupon {coupon.code} needs a purchase of at least {minimum} INR; "
             f"this one is {to_paise(original_amount)} INR",

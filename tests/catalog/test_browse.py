@@ -424,3 +424,33 @@ async def test_an_admins_draft_response_varies_and_its_tag_gives_a_visitor_nothi
 )
 def test_vary_is_added_once(existing: str | None, expected: str) -> None:
     assert with_vary(existing) == expected
+
+
+async def test_price_filters_select_prices_as_shown_to_the_paisa(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Prices of more places (from the Node app's DECIMAL(65,30)) are shown, and sold, half-up
+    to the paisa: a filter selects by what is shown. 1499.995 and 1500.004999… show (and
+    check out) as 1500.00; 1500.005 as 1500.01; 0.004 as a free 0.00."""
+    prices = {
+        "below": "1499.994999",
+        "up_to_1500": "1499.995",
+        "exactly": "1500",
+        "down_to_1500": "1500.004999999999999999999999999",
+        "above": "1500.005",
+        "almost_free": "0.004",
+    }
+    c = {name: await make_course(session, price=price) for name, price in prices.items()}
+    await session.commit()
+
+    def expect(*names: str) -> set[str]:
+        return {c[name].id for name in names}
+
+    shown = {item["id"]: item["price"] for item in (await client.get(URL)).json()["items"]}
+    assert shown[c["up_to_1500"].id] == shown[c["down_to_1500"].id] == "1500.00"
+    at_1500 = await ids(client, min_price="1500", max_price="1500")
+    assert set(at_1500) == expect("up_to_1500", "exactly", "down_to_1500")
+    assert set(await ids(client, max_price="1499.99")) == expect("below", "almost_free")
+    assert set(await ids(client, min_price="1500.01")) == expect("above")
+    assert set(await ids(client, free="true")) == expect("almost_free")
+    assert expect("almost_free").isdisjoint(await ids(client, free="false"))

@@ -414,3 +414,26 @@ async def test_validate_treats_a_limit_of_zero_as_checkout_does(
 
     assert (preview.status_code, preview.json()["code"]) == (409, "coupon_used_up")
     assert (checkout.status_code, checkout.json()["code"]) == (409, "coupon_used_up")
+
+
+async def test_a_minimum_purchase_of_more_places_is_the_one_shown(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """A Node-era minimum of 500.123456 is shown as 500.12; a purchase of 500.12 meets it
+    (it was refused, the message saying both were 500.12)."""
+    user = await make_user(session)
+    exact = await make_course(session, price="500.12")
+    short = await make_course(session, price="500.11")
+    await make_coupon(session, code="MIN500", min_purchase="500.123456")
+    await session.commit()
+    headers, exact_id, short_id = auth_headers(user), exact.id, short.id
+
+    met = await client.post(
+        VALIDATE_URL, json={"code": "min500", "courseIds": [exact_id]}, headers=headers
+    )
+    below = await client.post(
+        VALIDATE_URL, json={"code": "min500", "courseIds": [short_id]}, headers=headers
+    )
+
+    assert met.status_code == 200, met.text
+    assert (below.status_code, below.json()["minPurchase"]) == (422, "500.12")
