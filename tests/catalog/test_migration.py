@@ -59,3 +59,42 @@ async def test_upgrade_leaves_no_drift_and_downgrade_removes_everything(
     assert functions_after == set()
     await migrations.migrate(scratch_db)
     assert await catalogue_objects(scratch_db) == (indexes, functions)
+
+
+async def test_0011_brings_node_categories_and_levels_to_the_stores_form(
+    scratch_db: DatabaseConfig,
+) -> None:
+    """Node-era `Web Development` / `All Levels` are listed but found by no filter (the
+    store compares its own lower-case form exactly): 0011 rewrites them once."""
+    await migrations.migrate(scratch_db, "0010_demote_anonymised_admins")
+    connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+    rows = {
+        "web": (" Web Development ", "Beginner"),
+        "all": ("web development", "All Levels"),
+        "odd": ("Design", "Expert"),  # not one of the four: left as it is
+        "ok": ("design", "all-levels"),
+    }
+    try:
+        for course_id, (category, level) in rows.items():
+            await connection.execute(
+                'INSERT INTO "Course" (id, title, slug, duration, price, category, level, '
+                '"createdBy", "updatedAt") VALUES ($1, $1, $1, 60, 10, $2, $3, $4, now())',
+                course_id,
+                category,
+                level,
+                "node-admin",
+            )
+        await migrations.migrate(scratch_db)
+        stored = {
+            r["id"]: (r["category"], r["level"])
+            for r in await connection.fetch('SELECT id, category, level FROM "Course"')
+        }
+    finally:
+        await connection.close()
+
+    assert stored == {
+        "web": ("web development", "beginner"),
+        "all": ("web development", "all-levels"),
+        "odd": ("design", "Expert"),
+        "ok": ("design", "all-levels"),
+    }

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import ConfigurationError
@@ -467,3 +468,13 @@ async def test_schema_changes_through_pgbouncer_are_refused_before_anything_chan
         assert "pgbouncer=true" in error_lines(result)[0]
     assert (await migrations.status(scratch_db)).current == head_revision()
     assert await fetch(scratch_db, "SELECT 1 FROM pg_tables WHERE tablename = 'User'") != []
+
+
+def test_every_revision_id_fits_alembic_version() -> None:
+    """`alembic_version.version_num` is VARCHAR(32): a longer revision id fails only when
+    that migration is applied, after its own changes ran."""
+    script = ScriptDirectory.from_config(migrations.alembic_config())
+    revisions = [revision.revision for revision in script.walk_revisions()]
+
+    assert len(revisions) >= 11
+    assert [r for r in revisions if len(r) > 32] == []
