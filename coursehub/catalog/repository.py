@@ -129,7 +129,7 @@ class _ListShape(NamedTuple):
     after: bool
 
 
-HALF_PAISA = literal_column("0.005")
+HALF_PAISA: ColumnElement[Decimal] = literal_column("0.005", PrismaDecimal)
 
 
 def _conditions(shape: _ListShape) -> list[ColumnElement[bool]]:
