@@ -21,6 +21,7 @@ from coursehub.core.security import (
     decode_token,
     hash_password_off_loop,
     password_fingerprint,
+    verify_password_off_loop,
     verify_sign_in_password,
 )
 from coursehub.core.settings import Settings
@@ -92,7 +93,8 @@ async def login(
     time: without an account the password is still checked, against a dummy argon2id
     hash, and a failed check against a Node bcrypt hash (quicker) is drawn out to an
     argon2id check's time (core/security.py). A hash from the Node app (bcrypt) is
-    replaced by an argon2id one on success.
+    replaced by an argon2id one on success; sign-ins racing to replace it all succeed,
+    each with the hash stored by the first.
     Each attempt counts against its account's and its address's limits before the
     password is checked (auth/throttle.py); a success clears the account's counts.
     """
@@ -103,9 +105,22 @@ async def login(
     if user is None or not matches:
         raise InvalidCredentials(WRONG_CREDENTIALS)
     if new_hash is not None and not await repository.replace_password_hash(session, user, new_hash):
-        # The password was changed between our read and our write: the one given was
-        # right a moment ago, but is not the account's password any more.
-        raise InvalidCredentials(WRONG_CREDENTIALS)
+        # The hash changed between our read and our write. Most often another sign-in of
+        # this account replaced the same bcrypt hash first (a client sending its sign-in
+        # twice, several tabs): its argon2id hash is of this same password. Or the password
+        # was changed, and the one given is not the account's any more. Check against the
+        # hash stored now (READ COMMITTED: this statement sees the committed change the
+        # compare-and-set waited for) to tell which. Not `verify_sign_in_password`: its
+        # timing rules are for a first check, and this account's existence is known.
+        current = await repository.get_user_by_id(session, user.id)
+        if current is None:  # deleted meanwhile
+            raise InvalidCredentials(WRONG_CREDENTIALS)
+        matches, _ = await verify_password_off_loop(password, current.password)
+        if not matches:
+            raise InvalidCredentials(WRONG_CREDENTIALS)
+        # Signed in with the hash stored now (the tokens carry its fingerprint). Should it
+        # still not be argon2id, a later sign-in replaces it.
+        user = current
     await throttle.succeeded(account=account, address=address)
     return issue_tokens(user, policy)
 

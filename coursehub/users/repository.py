@@ -448,14 +448,28 @@ def _forget(writer: Writer, user_id: str) -> None:
 
 
 async def find_user_by_login(session: AsyncSession, login: str) -> User | None:
-    """The user whose email or username is `login`, case-insensitively (one query). An
-    email match wins should one row's email equal another's username."""
-    login = login.lower()
-    email_match = _lower(User.email) == login
+    """The user whose email or username is `login`, case-insensitively (one query, found
+    through the lower() indexes; the ordering only ranks the few rows they match).
+
+    The Node app did not fold case, so two of its accounts may differ only in case
+    ("DUP@example.com", "dup@example.com"; migration 0005): the row whose email, then
+    username, is `login` exactly comes first, so each signs in as it is stored. Then a
+    case-insensitive email match, then a username one (an email match wins should one
+    row's email equal another's username). Among rows matching alike (a login in a
+    third case), the oldest account, the Node app's first with that name: always the
+    same one."""
+    folded = login.lower()
+    email_match = _lower(User.email) == folded
     statement = (
         select(User)
-        .where(or_(email_match, _lower(User.username) == login))
-        .order_by(email_match.desc())
+        .where(or_(email_match, _lower(User.username) == folded))
+        .order_by(
+            (User.email == login).desc(),
+            (User.username == login).desc(),
+            email_match.desc(),
+            User.created_at,
+            User.id,
+        )
         .limit(1)
     )
     return (await session.scalars(statement)).first()
