@@ -11,6 +11,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     StringConstraints,
     TypeAdapter,
     field_validator,
@@ -30,9 +31,13 @@ class AdminOrderRead(OrderRead):
     user_id: str
     user_email: str
     username: str
-    metadata: dict[str, Any] | None = Field(
+    # Any JSON value: the store writes objects, but an order carried over from the Node app
+    # may hold an array, a string, a number … (orders/metadata.py). Shown as stored.
+    metadata: JsonValue = Field(
         description="What the store recorded: paymentId, paidAt, refund, paymentFailure, "
-        "lateCaptures and refundDue, cancelReason …"
+        "lateCaptures and refundDue, cancelReason … An object, or null; an order carried "
+        "over from the Node app may hold any other JSON value, which the store keeps under "
+        "`legacy` once it records something on the order."
     )
 
     @classmethod

@@ -28,6 +28,7 @@ from coursehub.orders.admin_schemas import (
     RefundRequest,
 )
 from coursehub.orders.errors import OrderNotCancellable, OrderNotFound
+from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import move_order
 from coursehub.payments import repository as payments_repository
@@ -137,7 +138,7 @@ async def refund(
     move_order(order, OrderStatus.refunded)
     order.payment_status = PaymentStatus.refunded
     order.metadata_ = {
-        **(order.metadata_ or {}),
+        **metadata_object(order.metadata_),
         "refund": {
             "reason": data.reason,
             "refundedAt": utcnow().isoformat(),
@@ -179,7 +180,7 @@ async def cancel(
     now = utcnow()
     move_order(order, OrderStatus.cancelled)
     order.metadata_ = {
-        **(order.metadata_ or {}),
+        **metadata_object(order.metadata_),
         "cancelReason": "cancelled_by_admin",
         "cancellation": {
             "reason": data.reason,
@@ -202,7 +203,7 @@ async def mark_late_capture_refunded(
     `refundDue` stays true while any capture is unsettled. 409, changing nothing, when a
     named capture is unknown or already settled."""
     order = await _lock(session, order_number)
-    metadata = dict(order.metadata_ or {})
+    metadata = metadata_object(order.metadata_)
     captures: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
     due = {c.get("paymentId") for c in captures if "refundedAt" not in c}
     not_due = [payment_id for payment_id in data.payment_ids if payment_id not in due]

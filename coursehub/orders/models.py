@@ -5,6 +5,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ForeignKey, Index, text
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from coursehub.core.enums import pg_enum
@@ -78,7 +79,10 @@ class Order(IdMixin, TimestampsMixin, Base):
         server_default=text("'pending'"),
     )
     currency: Mapped[str] = mapped_column(default="INR", server_default=text("'INR'"))
-    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata")
+    # Any JSON value, not only an object: Prisma's `Json?`, where the Node app may have left
+    # an array, a string, a number … Read keys from it and merge into it only through
+    # `orders.metadata.metadata_object`.
+    metadata_: Mapped[Any] = mapped_column("metadata", JSONB(), nullable=True)
 
     user: Mapped[User] = relationship(back_populates="orders", lazy="raise")
     items: Mapped[list[OrderItem]] = relationship(

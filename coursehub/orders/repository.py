@@ -15,12 +15,14 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Numeric,
     Select,
     Table,
     Text,
     any_,
     bindparam,
+    case,
     cast,
     exists,
     func,
@@ -52,6 +54,7 @@ from coursehub.models import (
     OrderStatus,
     PaymentStatus,
 )
+from coursehub.orders.metadata import LEGACY_KEY
 
 # What `OrderRead.from_order` reads: items with their courses' listing columns, and the
 # coupon usage with its coupon. Two extra queries whatever the number of orders.
@@ -476,6 +479,20 @@ async def list_user_orders(
 
 # --- expiry ----------------------------------------------------------------------------
 
+_EMPTY_OBJECT = cast(literal({}, JSONB), JSONB)
+
+
+def _metadata_object(metadata: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`orders.metadata.metadata_object` in SQL: an object as it is, SQL NULL or JSON
+    `null` as `{}`, any other JSON value as `{"legacy": value}`. `jsonb || jsonb` on
+    anything but two objects builds an array, which would bury the key merged in."""
+    kind = func.jsonb_typeof(metadata)
+    return case(
+        (kind == literal("object", Text), metadata),
+        (func.coalesce(kind, literal("null", Text)) == literal("null", Text), _EMPTY_OBJECT),
+        else_=func.jsonb_build_object(literal(LEGACY_KEY, Text), metadata),
+    )
+
 
 async def expire_pending_orders(
     session: AsyncSession,
@@ -499,7 +516,6 @@ async def expire_pending_orders(
         .with_for_update(skip_locked=True)
     )
     stale_cte = stale.cte("stale")
-    empty = cast(literal({}, JSONB), JSONB)
     table = ORDER_TABLE
     statement = (
         table.update()
@@ -507,7 +523,7 @@ async def expire_pending_orders(
         .values(
             status=OrderStatus.cancelled,
             updatedAt=now,
-            metadata=func.coalesce(table.c.metadata, empty).op("||")(
+            metadata=_metadata_object(table.c.metadata).op("||")(
                 cast(literal({"cancelReason": "expired"}, JSONB), JSONB)
             ),
         )

@@ -13,6 +13,7 @@ from coursehub.core.models import utcnow
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.orders import repository
 from coursehub.orders.errors import OrderNotFound, OrderNotPending
+from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderStatus
 from coursehub.orders.schemas import OrderListQuery
 from coursehub.orders.transitions import move_order
@@ -71,7 +72,7 @@ async def cancel_order(session: AsyncSession, *, user: User, order_number: str) 
             extra={"orderNumber": order.order_number, "orderStatus": order.status.value},
         )
     move_order(order, OrderStatus.cancelled)
-    order.metadata_ = {**(order.metadata_ or {}), "cancelReason": "cancelled_by_buyer"}
+    order.metadata_ = {**metadata_object(order.metadata_), "cancelReason": "cancelled_by_buyer"}
     order.updated_at = utcnow()
     await session.flush()
     return order

@@ -45,6 +45,7 @@ from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders.errors import OrderNotFound
+from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import complete_order, move_order
 from coursehub.payments import repository
@@ -142,7 +143,7 @@ async def _apply_capture(
     session: AsyncSession, order: Order, event: PaymentEvent
 ) -> WebhookOutcome:
     if order.payment_status in (PaymentStatus.paid, PaymentStatus.refunded):
-        known = (order.metadata_ or {}).get("paymentId")
+        known = metadata_object(order.metadata_).get("paymentId")
         if known is None or known == event.payment_id:
             return WebhookOutcome.already_captured  # a replay (or no paymentId to tell by)
         # The customer paid twice. The order keeps its first payment; the second is owed
@@ -176,7 +177,7 @@ async def _apply_capture(
 def _record_capture_to_refund(order: Order, event: PaymentEvent) -> None:
     """Add the capture to the order's `lateCaptures` and set `refundDue` (a replay of
     one already there adds nothing)."""
-    metadata = dict(order.metadata_ or {})
+    metadata = metadata_object(order.metadata_)
     late: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
     if all(entry.get("paymentId") != event.payment_id for entry in late):
         late.append(
@@ -209,7 +210,7 @@ async def _apply_failure(
     failure: dict[str, Any] = {"paymentId": event.payment_id, "failedAt": utcnow().isoformat()}
     if event.reason:
         failure["reason"] = event.reason
-    order.metadata_ = {**(order.metadata_ or {}), "paymentFailure": failure}
+    order.metadata_ = {**metadata_object(order.metadata_), "paymentFailure": failure}
     await session.flush()
     logger.info("order %s cancelled: payment %s failed", order.order_number, event.payment_id)
     return WebhookOutcome.failed
@@ -238,7 +239,7 @@ async def record_payment(
         order.payment_method = method
     elif order.payment_method is None:
         order.payment_method = ONLINE_PAYMENT_METHOD
-    metadata = {**(order.metadata_ or {}), **details, "paidAt": utcnow().isoformat()}
+    metadata = {**metadata_object(order.metadata_), **details, "paidAt": utcnow().isoformat()}
     if payment_id is not None:
         metadata["paymentId"] = payment_id
     order.metadata_ = metadata

@@ -165,7 +165,7 @@ async def test_a_replayed_capture_changes_nothing(
 
     assert replay.status_code == 200 and replay.json()["outcome"] == "already_captured"
     assert await snapshot(session, pending_order) == before
-    assert (await fresh(session, pending_order)).metadata_["paymentId"] == "pay_1"  # type: ignore[index]
+    assert (await fresh(session, pending_order)).metadata_["paymentId"] == "pay_1"
 
 
 async def test_a_second_payment_of_a_paid_order_is_recorded_for_a_refund(
