@@ -67,6 +67,7 @@ from coursehub.orders.errors import (
     InvalidIdempotencyKey,
     OrderNumberExhausted,
 )
+from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
 from coursehub.orders.numbers import new_order_number
 from coursehub.orders.schemas import FREE_PAYMENT_METHOD, MAX_ITEMS
@@ -192,7 +193,7 @@ async def checkout(
         )
         if earlier is not None:
             order_id, metadata = earlier
-            if (metadata or {}).get("requestFingerprint") != fingerprint:
+            if metadata_object(metadata).get("requestFingerprint") != fingerprint:
                 raise IdempotencyKeyReused(
                     "this Idempotency-Key was already used for an order of other courses, "
                     "coupon or payment method; use a new key for a new order"
