@@ -5,7 +5,9 @@ One transaction, in this order, holding locks as briefly as possible:
 1. A per-user advisory lock: every rule about the buyer's own history (courses in
    another open order, one use per coupon, one order per Idempotency-Key) is read
    after it, so two checkouts of the same user cannot both pass a check. Other
-   users never wait on it.
+   users never wait on it. In the same statement the buyer's row, as their token found
+   it, FOR KEY SHARE: an account removal in progress is waited for and then answered
+   401, never an order on a removed account (nor a foreign-key failure, a 500).
 2. The Idempotency-Key's order, if one exists: returned as it is.
 3. The courses, with the buyer's enrollments and open orders of them, and the coupon
    with whether the buyer has used it (a usage whose order is not cancelled): one
@@ -48,7 +50,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.catalog.models import Course
 from coursehub.core.database import violated_constraint
-from coursehub.core.errors import ValidationFailed
+from coursehub.core.errors import Unauthorized, ValidationFailed
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.money import CURRENCY, ZERO, to_paise
 from coursehub.core.sql import Writer, attach_written, loaded_object
@@ -185,7 +187,12 @@ async def checkout(
     )
     now = utcnow()
 
-    await repository.lock_user_checkouts(writer, user.id)
+    if not await repository.lock_user_checkouts(
+        writer, user_id=user.id, password_hash=user.password
+    ):
+        # Removed (or its password changed) since the request's token was checked: as for
+        # any request after that.
+        raise Unauthorized("the access token is no longer valid; sign in again")
 
     if idempotency_key is not None:
         earlier = await repository.find_order_id_by_idempotency_key(

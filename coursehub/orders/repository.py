@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only, selectinload
+from sqlalchemy.orm import aliased, load_only, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.interfaces import LoaderOption
 
@@ -53,6 +53,7 @@ from coursehub.models import (
     OrderItem,
     OrderStatus,
     PaymentStatus,
+    User,
 )
 from coursehub.orders.metadata import LEGACY_KEY
 
@@ -114,8 +115,19 @@ _COURSE_IDS = cast(bindparam("course_ids", type_=ARRAY(Text)), ARRAY(Text))
 _COURSE_IDS_UNSEEN = cast(select(_COURSE_IDS).scalar_subquery(), ARRAY(Text))
 _USER_ID = bindparam("user_id", type_=Text)
 
+# The buyer's checkout lock, then their row as their token found it (the same password
+# hash), FOR KEY SHARE: what the order's foreign-key check takes anyway, taken first so
+# that an account removal in progress (it holds the row FOR UPDATE) is waited for and then
+# seen (READ COMMITTED re-checks a row that changed meanwhile) instead of failing the
+# order's insert on its foreign key, or placing an order on an anonymised account. One
+# statement: the select list is evaluated in order, the lock before the row.
+_BUYER = aliased(User)
 LOCK_USER_CHECKOUTS = select(
-    func.pg_advisory_xact_lock(CHECKOUT_LOCK_CLASS, func.hashtext(_USER_ID))
+    func.pg_advisory_xact_lock(CHECKOUT_LOCK_CLASS, func.hashtext(_USER_ID)),
+    select(_BUYER.id)
+    .where(_BUYER.id == _USER_ID, _BUYER.password == bindparam("password", type_=Text))
+    .with_for_update(read=True, key_share=True)
+    .scalar_subquery(),
 )
 
 # `"metadata" ->> 'idempotencyKey'` with the key's NAME a literal, exactly the expression
@@ -288,14 +300,19 @@ _ORDER_ITEMS_FOR_READ_SQL = DriverStatement(
 )
 
 
-async def lock_user_checkouts(writer: Writer, user_id: str) -> None:
-    """Serialize this user's checkouts until the transaction ends.
+async def lock_user_checkouts(writer: Writer, *, user_id: str, password_hash: str) -> bool:
+    """Serialize this user's checkouts until the transaction ends, and hold their row as
+    it was read (`LOCK_USER_CHECKOUTS`); False if it is not there any more as it was
+    (deleted, anonymised, or given a new password since).
 
     Every per-user rule (one open order per course, one use per coupon, one order per
     Idempotency-Key) is checked after this and so cannot race with itself. Other
     users are not held up (a hash collision merely queues two users together).
     """
-    await _LOCK_USER_CHECKOUTS_SQL.fetch_in_transaction(writer, user_id=user_id)
+    rows = await _LOCK_USER_CHECKOUTS_SQL.fetch_in_transaction(
+        writer, user_id=user_id, password=password_hash
+    )
+    return rows[0][1] is not None
 
 
 async def find_order_id_by_idempotency_key(

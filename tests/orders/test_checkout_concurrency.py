@@ -7,13 +7,16 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from coursehub.core.database import Database
 from coursehub.coupons import repository as coupons_repository
 from coursehub.models import CouponUsage, Order, OrderItem, OrderStatus, PaymentStatus
+from coursehub.users import service as users_service
 from tests.factories import (
     auth_headers,
+    make_admin,
     make_coupon,
     make_course,
     make_enrollment,
@@ -223,3 +226,35 @@ async def test_concurrent_retries_with_one_idempotency_key_make_one_order(
         assert await session.scalar(select(func.count()).select_from(OrderItem)) == 3
         assert await session.scalar(select(func.count()).select_from(CouponUsage)) == 1
         await assert_order_invariants(session)
+
+
+@pytest.mark.parametrize("has_orders", [False, True], ids=["deleted", "anonymised"])
+async def test_a_checkout_racing_its_buyers_removal_is_a_401_and_places_nothing(
+    committed_client: httpx.AsyncClient, committed_db: Database, has_orders: bool
+) -> None:
+    """The removal holds the buyer's row (FOR UPDATE) while the checkout, its token already
+    checked, queues on it. Removed, the buyer gets what any request after the removal
+    gets: 401. Before, a deleted buyer's order failed its foreign key (500), and an
+    anonymised one's was placed on the removed account."""
+    async with committed_db.transaction() as session:
+        buyer = await make_user(session)
+        admin = await make_admin(session)
+        course = await make_course(session, price="0")  # free: it would complete at once
+        if has_orders:
+            await make_order(session, user=buyer, courses=[await make_course(session)])
+        headers, buyer_id, admin_id, course_id = auth_headers(buyer), buyer.id, admin.id, course.id
+
+    async with committed_db.write_transaction() as removal:
+        outcome = await users_service.remove_account(removal, buyer_id, acting_admin_id=admin_id)
+        checkout = asyncio.ensure_future(
+            committed_client.post(URL, json={"courseIds": [course_id]}, headers=headers)
+        )
+        await waiting_for_locks(committed_db, 1, what="checkout")
+    response = await checkout
+
+    assert outcome.value == ("anonymised" if has_orders else "deleted")
+    assert (response.status_code, response.json()["code"]) == (401, "not_authenticated")
+    async with committed_db.transaction() as session:
+        counts = await count_rows(session)
+    assert counts["orders"] == (1 if has_orders else 0)
+    assert counts["enrollments"] == 0
