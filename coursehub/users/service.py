@@ -151,6 +151,12 @@ async def register(writer: Writer, data: UserCreate, *, role: Role = Role.user) 
         )
 
 
+def _token_no_longer_valid() -> Unauthorized:
+    """What a request of an account removed (or re-passworded) since its token was checked
+    gets: what any request after that gets."""
+    return Unauthorized("the access token is no longer valid; sign in again")
+
+
 async def _hold_own_account(session: AsyncSession, user: User) -> None:
     """Before the signed-in user changes their own account: hold its row as their token
     found it, so an account removal (deletion or anonymisation, by an admin or by their own
@@ -158,7 +164,7 @@ async def _hold_own_account(session: AsyncSession, user: User) -> None:
     after it (401). Without it a change racing a removal failed on the profile's foreign
     key (500), or wrote a new email back onto the anonymised row."""
     if not await repository.hold_account(session, user_id=user.id, password_hash=user.password):
-        raise Unauthorized("the access token is no longer valid; sign in again")
+        raise _token_no_longer_valid()
 
 
 async def update_account(session: AsyncSession, user: User, data: UserUpdate) -> User:
@@ -226,6 +232,8 @@ async def remove_account(
     The last admin cannot be removed (409). `acting_admin_id`: the admin removing it
     (None: the user themself, DELETE /me)."""
     locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
+    if acting_admin_id is None and locked.removed:
+        raise _token_no_longer_valid()  # removed by an admin while this request waited
     if locked.role == Role.admin and locked.admins <= 1:
         raise LastAdmin(
             "this is the store's only admin; make another user an admin before removing it"
@@ -251,9 +259,13 @@ async def delete_own_account(
     throttle: SignInThrottle,
     address: str | None,
 ) -> Removal:
-    """DELETE /me: confirmed with the password."""
+    """DELETE /me: confirmed with the password. Removed meanwhile (the same request sent
+    twice, an admin's removal): 401, as any request after the removal."""
     await check_password(user, password, throttle=throttle, address=address)
-    return await remove_account(session, user.id)
+    try:
+        return await remove_account(session, user.id)
+    except UserNotFound:
+        raise _token_no_longer_valid() from None
 
 
 # --- profile and preferences --------------------------------------------------------------
@@ -340,7 +352,14 @@ async def create_admin(
     if promote:
         existing = await repository.find_user_by_login(session, data.email)
         if existing is not None and existing.email.lower() == data.email:
-            if existing.role != Role.admin:  # (update_user_role refreshes `existing` too)
+            # Under the admins' lock and the row's, as every role change: a removal of this
+            # account in progress is waited for, and then seen (not promoted after it).
+            locked = await repository.lock_account(session, existing.id)
+            if locked is None:
+                raise UserNotFound(f"the account {data.email} was just deleted")
+            if locked.removed:
+                raise AccountRemoved(f"the account {data.email} was just removed")
+            if locked.role != Role.admin:  # (update_user_role refreshes `existing` too)
                 await repository.update_user_role(session, user_id=existing.id, role=Role.admin)
             return existing, False
     return await register(session, data, role=Role.admin), True

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import asyncpg
 import httpx
+import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -18,6 +19,9 @@ from coursehub.core.models import utcnow
 from coursehub.core.security import UNUSABLE_PASSWORD
 from coursehub.db import migrations
 from coursehub.models import Role, User
+from coursehub.users import service as users_service
+from coursehub.users.errors import AccountRemoved, UserNotFound
+from coursehub.users.schemas import UserCreate
 from tests.factories import (
     DEFAULT_PASSWORD,
     auth_headers,
@@ -364,3 +368,34 @@ async def test_migration_0010_demotes_the_admins_anonymised_before_it(
         await connection.close()
 
     assert roles == {"gone": "user", "kept": "admin"}
+
+
+@pytest.mark.parametrize("has_orders", [False, True], ids=["deleted", "anonymised"])
+async def test_create_admin_promote_racing_the_accounts_removal_promotes_nothing(
+    committed_db: Database, has_orders: bool
+) -> None:
+    """`coursehub users create-admin --promote` takes the admins' lock and the row's, as
+    every role change: queued behind a removal, it sees the account gone. Before, it
+    made the anonymised row an admin (one nobody can sign in as, counted as the last)."""
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+        admin = await make_admin(session)
+        if has_orders:
+            await make_order(session, user=user, courses=[await make_course(session)])
+        user_id, admin_id = user.id, admin.id
+        data = UserCreate(email=user.email, username=user.username, password=DEFAULT_PASSWORD)
+
+    async def promote() -> None:
+        async with committed_db.transaction() as session:
+            await users_service.create_admin(session, data, promote=True)
+
+    async with committed_db.write_transaction() as removal:
+        await users_service.remove_account(removal, user_id, acting_admin_id=admin_id)
+        promotion = asyncio.ensure_future(promote())
+        await waiting_for_locks(committed_db, 1, what="promotion")
+
+    with pytest.raises(AccountRemoved if has_orders else UserNotFound):
+        await promotion
+    async with committed_db.transaction() as session:
+        roles = dict((await session.execute(select(User.id, User.role))).all())
+    assert roles == ({user_id: Role.user} if has_orders else {}) | {admin_id: Role.admin}

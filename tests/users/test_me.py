@@ -477,6 +477,9 @@ async def test_simultaneous_first_writes_make_one_profile_and_one_preferences_ro
         ("PUT", PROFILE, {"firstName": "Late"}),
         ("PATCH", PREFERENCES, {"theme": "dark"}),
         ("PATCH", ME, {"email": "late@example.com"}),
+        # Removing it again (a DELETE /me sent twice, or racing an admin's removal): 401 as
+        # well, not the 404 user_not_found of the lock finding no row.
+        ("DELETE", ME, {"password": DEFAULT_PASSWORD}),
     ],
 )
 async def test_a_change_racing_the_accounts_removal_is_401_and_writes_nothing(
