@@ -32,20 +32,40 @@ def first_line(exc: BaseException) -> str:
 _INPUT_SOURCES = ("body", "query", "path", "header", "cookie")
 
 
+class FieldValueError(ValueError):
+    """A validator's complaint about one field, raised where the validator sees the whole
+    input (a model validator checking fields against each other). pydantic places such an
+    error at the model, which names no field, and keeps the exception in the error's
+    `ctx["error"]`; `field_errors` adds `field` to the location, so the client is told the
+    field at fault. `field` is the name the client sends: `endDate`, `to`."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[FieldError]:
     """pydantic's validation errors (`exc.errors()`) as FieldErrors: the location dotted,
-    without the source prefix (`body.items.0` → `items.0`; the whole body → `body`)."""
+    without the source prefix (`body.items.0` → `items.0`), plus the field a
+    `FieldValueError` names; an error of the whole input, naming no field, is its source's
+    (`body`, `query`)."""
     found = []
     for error in errors:
         if error.get("type") == "json_invalid":
             found.append(_json_invalid(error))
             continue
         parts = [str(part) for part in error.get("loc", ())]
+        # Without a source (a model validated outside a request: the webhook's event), the
+        # input is a body.
+        source = "body"
         if parts and parts[0] in _INPUT_SOURCES:
-            parts = parts[1:]
+            source, parts = parts[0], parts[1:]
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldValueError):
+            parts.append(cause.field)
         found.append(
             FieldError(
-                field=".".join(parts) or "body",
+                field=".".join(parts) or source,
                 message=str(error.get("msg", "invalid")),
                 code=str(error.get("type", "invalid")),
             )

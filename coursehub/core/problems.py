@@ -184,6 +184,13 @@ TOO_LARGE_PROBLEM = (
 )
 _FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 
+# The `openapi_extra` key of a route that reads its raw body itself (the payment webhook,
+# whose signature is over the bytes): FastAPI parses no body for it, so it never answers
+# `malformed_request`, `unsupported_media_type` or `validation_failed` (a body too large is
+# refused before any route, so 413 it can). Kept in the document: an OpenAPI extension,
+# which tells a reader the body is taken byte for byte.
+RAW_BODY = "x-raw-body"
+
 
 def document_problem_responses(app: FastAPI) -> None:
     """Make the OpenAPI document say what an error response is: problem+json only.
@@ -209,19 +216,24 @@ def document_problem_responses(app: FastAPI) -> None:
             for operation in item.values():
                 if not isinstance(operation, dict):
                     continue
+                raw_body = bool(operation.get(RAW_BODY))
                 if path.startswith("/api/"):  # every route that uses the database
                     operation["responses"].setdefault(
                         "503", {"description": DATABASE_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
-                # A body that is not UTF-8 text. (One that is text but not JSON is a 422
-                # `validation_failed`, field `body`, code `json_invalid`: core/errors.py.)
                 if "requestBody" in operation:
-                    operation["responses"].setdefault(
-                        "400", {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}}
-                    )
-                    operation["responses"].setdefault(
-                        "415", {"description": MEDIA_TYPE_PROBLEM, "content": {PROBLEM_JSON: {}}}
-                    )
+                    if not raw_body:
+                        # A body that is not UTF-8 text. (One that is text but not JSON is a
+                        # 422 `validation_failed`, field `body`, code `json_invalid`:
+                        # core/errors.py.)
+                        operation["responses"].setdefault(
+                            "400",
+                            {"description": MALFORMED_PROBLEM, "content": {PROBLEM_JSON: {}}},
+                        )
+                        operation["responses"].setdefault(
+                            "415",
+                            {"description": MEDIA_TYPE_PROBLEM, "content": {PROBLEM_JSON: {}}},
+                        )
                     operation["responses"].setdefault(  # core/body_limit.py
                         "413", {"description": TOO_LARGE_PROBLEM, "content": {PROBLEM_JSON: {}}}
                     )
@@ -230,7 +242,11 @@ def document_problem_responses(app: FastAPI) -> None:
                     if PROBLEM_JSON in content:
                         content.pop("application/json", None)
                         content[PROBLEM_JSON] = problem
-                        if status == "422" and "validation_failed" not in response["description"]:
+                        if (
+                            status == "422"
+                            and not raw_body
+                            and "validation_failed" not in response["description"]
+                        ):
                             response["description"] = (
                                 VALIDATION_PROBLEM + "; " + response["description"]
                             )

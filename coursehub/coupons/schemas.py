@@ -13,6 +13,7 @@ from pydantic import (
     model_validator,
 )
 
+from coursehub.core.errors import FieldValueError
 from coursehub.core.money import Money
 from coursehub.core.pagination import PageQuery, PageRead
 from coursehub.core.schemas import ApiModel, reject_null
@@ -53,7 +54,7 @@ class CouponsModel(ApiModel):
 
 def check_percentage(type_: CouponType | None, value: Decimal | None) -> None:
     if type_ is CouponType.percentage and value is not None and value > 100:
-        raise ValueError("a percentage coupon's value must be at most 100")
+        raise FieldValueError("value", "a percentage coupon's value must be at most 100")
 
 
 class CouponCreate(CouponsModel):
@@ -73,9 +74,10 @@ class CouponCreate(CouponsModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> CouponCreate:
+        # The fields named as a PATCH names them (service._check_consistent).
         check_percentage(self.type, self.value)
         if self.start_date >= self.end_date:
-            raise ValueError("startDate must be before endDate")
+            raise FieldValueError("endDate", "must be after startDate")
         return self
 
 

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from coursehub.core.errors import FieldValueError
 from coursehub.core.pagination import DEFAULT_LIMIT, MAX_LIMIT, PageRead
 from coursehub.core.timestamps import MAX_YEAR, MIN_YEAR, ApiDate, ApiDateTimeOrNaive
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
@@ -108,7 +109,8 @@ class DateRangeQuery(BaseModel):
     def _in_order(self) -> DateRangeQuery:
         starts_at, ends_at = self.starts_at, self.ends_at
         if starts_at is not None and ends_at is not None and starts_at >= ends_at:
-            raise ValueError("`from` must be before `to`")
+            # `to` is the one at fault: the client reads the range from its start.
+            raise FieldValueError("to", "`from` must be before `to`")
         return self
 
     @property

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 
@@ -49,11 +49,29 @@ IdempotencyKey = Annotated[
 ]
 
 
+# A retry with the same Idempotency-Key answers the order it placed, 200 instead of 201.
+REPLAYED_RESPONSE: dict[int | str, dict[str, Any]] = {
+    status.HTTP_200_OK: {
+        "model": OrderRead,
+        "description": "A retry with the same `Idempotency-Key` from the same buyer: the "
+        "order that key placed, as it is now (even if cancelled since); nothing new is placed.",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "`true`: this answers an earlier request with the same key.",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    }
+}
+
+
 @router.post(
     "/orders",
     status_code=status.HTTP_201_CREATED,
     response_model=OrderRead,
-    responses=responses(
+    response_description="The order placed: pending, or completed when it costs nothing.",
+    responses=REPLAYED_RESPONSE
+    | responses(
         ValidationFailed,
         CourseUnavailable,
         InvalidIdempotencyKey,

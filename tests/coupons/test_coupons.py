@@ -65,12 +65,12 @@ async def test_admin_creates_a_coupon_with_its_code_upper_cased(
         ({"code": "x" * 33}, "code"),
         ({"code": "naïve"}, "code"),
         ({"value": "0"}, "value"),
-        ({"value": "100.01"}, "body"),
+        ({"value": "100.01"}, "value"),
         ({"type": "fixed", "value": "-1"}, "value"),
         ({"maxDiscount": "-1"}, "maxDiscount"),
         ({"minPurchase": "-0.01"}, "minPurchase"),
         ({"maxUses": 0}, "maxUses"),
-        ({"endDate": (utcnow() - timedelta(days=2)).isoformat()}, "body"),
+        ({"endDate": (utcnow() - timedelta(days=2)).isoformat()}, "endDate"),
         ({"startDate": "2026-01-01T00:00:00"}, "startDate"),  # no time zone
     ],
 )
