@@ -31,7 +31,7 @@ app.add_typer(bench_app, name="bench", help="Benchmark the store against its pla
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(8000, help="Port to listen on."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port to listen on."),
     workers: int = typer.Option(1, min=1, help="Worker processes (production: one per core)."),
     reload: bool = typer.Option(False, help="Restart on code changes (development)."),
 ) -> None:

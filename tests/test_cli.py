@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.db.migrations import head_revision
 
 
 def run_cli(*args: str, database_url: str, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -34,10 +36,15 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
         ("postgresql://postgres@no-such-host.invalid:5432/store", "cannot reach PostgreSQL"),
         ("postgresql://postgres@127.0.0.1:5432/store?colour=blue", "unknown parameter 'colour'"),
         ("mysql://root@127.0.0.1/store", "must start with postgresql://"),
+        # A bracket left open: urllib's ValueError was a traceback.
+        ("postgresql://postgres@[::1:5432/store", "not a valid URL"),
+        # asyncpg refuses its own configuration before connecting (an InterfaceError, which
+        # was a traceback): verify-full with no root certificate ($HOME below has none).
+        ("postgresql://postgres@127.0.0.1:5432/store?sslmode=verify-full", "root certificate"),
     ],
 )
-def test_a_wrong_database_url_is_one_line(url: str, says: str) -> None:
-    result = run_cli("db", "status", database_url=url)
+def test_a_wrong_database_url_is_one_line(url: str, says: str, tmp_path: Path) -> None:
+    result = run_cli("db", "status", database_url=url, HOME=str(tmp_path))
 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -111,3 +118,26 @@ def test_serve_refuses_production_without_real_secrets_in_one_line(
     assert "Traceback" not in result.stderr
     [line] = error_lines(result)
     assert "COURSEHUB_SECRET_KEY" in line and "COURSEHUB_PAYMENT_WEBHOOK_SECRET" in line
+
+
+def test_a_downgrade_to_something_that_is_no_revision_is_one_line(
+    db_config: DatabaseConfig,
+) -> None:
+    """Alembic fails on its branch syntax (`@`) with a bare assertion: a traceback."""
+    result = run_cli("db", "downgrade", "@", database_url=db_config.to_url())
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert error_lines(result) == [
+        f"error: cannot downgrade to '@' from {head_revision()}: not a revision (base, -N, "
+        "REV, REV-N or REV+N); nothing was changed"
+    ]
+
+
+def test_serve_refuses_a_port_out_of_range() -> None:
+    """Uvicorn took 99999 modulo 65536 (it listened on 34463 while announcing 99999)."""
+    result = run_cli("serve", "--port", "99999", database_url="postgresql://unused@127.0.0.1/x")
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Invalid value for '--port'" in result.stderr

@@ -16,7 +16,7 @@ from decimal import Decimal
 import asyncpg
 
 from coursehub.core.database import drop_database, ensure_database_exists
-from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.dburl import DatabaseConfig, quoted_identifier
 from coursehub.db.bulk_rows import COUPON_COLUMNS, COURSE_COLUMNS, USER_COLUMNS
 from coursehub.db.migrations import migrate
 
@@ -133,7 +133,9 @@ async def prepare_fixture(config: DatabaseConfig, size: FixtureSize) -> Fixture:
     await ensure_database_exists(config)
     connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
     try:
-        await connection.execute(f"COMMENT ON DATABASE \"{config.database}\" IS '{SCRATCH_MARK}'")
+        await connection.execute(
+            f"COMMENT ON DATABASE {quoted_identifier(config.database)} IS '{SCRATCH_MARK}'"
+        )
     finally:
         await connection.close()
     await migrate(config)

@@ -38,7 +38,13 @@ def fail(message: str, exit_code: int = 1) -> NoReturn:
 
 # What a command's database work can fail with besides a StoreError: the server
 # unreachable or refusing, a statement failing.
-DATABASE_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, sqlalchemy.exc.DBAPIError)
+DATABASE_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlalchemy.exc.DBAPIError,
+)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ Services and repositories `flush()` at most. CLI commands open their own
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
@@ -285,6 +286,12 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+# What connecting can raise: the socket's errors, the server's refusals, and asyncpg's own
+# (InterfaceError: the client refusing its configuration before connecting, such as
+# sslmode=verify-full without a root certificate).
+CONNECT_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 async def connect_error_message(config: DatabaseConfig, exc: BaseException) -> str:
     """One line saying why the database could not be reached and how to fix it."""
     target = config.redacted()
@@ -302,14 +309,14 @@ async def connect_error_message(config: DatabaseConfig, exc: BaseException) -> s
             f"cannot reach PostgreSQL at {target}: {exc.__class__.__name__}: {exc}; "
             "is the server running, and are host and port in DATABASE_URL right?"
         )
-    return f"cannot connect to {target}: {exc}"
+    return f"cannot connect to {target}: {first_line(exc)}"
 
 
 async def check_connection(config: DatabaseConfig) -> None:
     """Connect once, or raise ConfigurationError with a one-line reason."""
     try:
         connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except CONNECT_ERRORS as exc:
         raise ConfigurationError(await connect_error_message(config, exc)) from exc
     await connection.close()
 
@@ -326,23 +333,28 @@ async def ensure_database_exists(config: DatabaseConfig) -> bool:
         maintenance = config.with_database("postgres")
         try:
             admin = await asyncpg.connect(**maintenance.asyncpg_connect_kwargs())
-        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        except CONNECT_ERRORS as exc:
             raise ConfigurationError(await connect_error_message(maintenance, exc)) from exc
         try:
-            await admin.execute(f'CREATE DATABASE "{config.database}"')
+            await admin.execute(f"CREATE DATABASE {quoted_identifier(config.database)}")
             created = True
-        except asyncpg.DuplicateDatabaseError:
+        except (asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
+            # Made meanwhile by another process starting too (`db migrate` on several
+            # hosts): the one that lost its race on the catalogue's unique index gets the
+            # second error rather than the first.
             pass
         finally:
             await admin.close()
         connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
-    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+    except CONNECT_ERRORS as exc:
         raise ConfigurationError(await connect_error_message(config, exc)) from exc
     try:
         if config.schema != "public":
-            await connection.execute(
-                f"CREATE SCHEMA IF NOT EXISTS {quoted_identifier(config.schema)}"
-            )
+            # IF NOT EXISTS is not safe against a concurrent creation: made meanwhile.
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                await connection.execute(
+                    f"CREATE SCHEMA IF NOT EXISTS {quoted_identifier(config.schema)}"
+                )
     finally:
         await connection.close()
     return created
@@ -351,7 +363,9 @@ async def ensure_database_exists(config: DatabaseConfig) -> bool:
 async def drop_database(config: DatabaseConfig) -> None:
     admin = await asyncpg.connect(**config.with_database("postgres").asyncpg_connect_kwargs())
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{config.database}" WITH (FORCE)')
+        await admin.execute(
+            f"DROP DATABASE IF EXISTS {quoted_identifier(config.database)} WITH (FORCE)"
+        )
     finally:
         await admin.close()
 

@@ -702,7 +702,10 @@ def _check_tls(params: dict[str, str]) -> None:
 
 def parse_database_url(url: str) -> DatabaseConfig:
     """Parse a `postgresql://user:password@host:port/db?params` URL the way Prisma does."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as exc:  # "Invalid IPv6 URL": a bracket left open
+        raise ConfigurationError(f"DATABASE_URL is not a valid URL: {exc}") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigurationError(
             "DATABASE_URL must start with postgresql:// "

@@ -9,6 +9,7 @@ so both refuse a connection through PgBouncer (`pgbouncer=true`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -237,6 +238,9 @@ class DowngradeResult:
     undone: list[str]
 
 
+_DOWNGRADE_TARGET = re.compile(r"base|heads?|-\d+|[A-Za-z0-9_]+(?:[+-]\d+)?")
+
+
 def _revisions_undone(current: str | None, target: str) -> list[str]:
     """The revisions downgrading from `current` to `target` undoes, newest first, resolved as
     Alembic's downgrade resolves them: `base`, `-N`, `REV-N`, `REV+N`, `head(s)`, a
@@ -245,6 +249,9 @@ def _revisions_undone(current: str | None, target: str) -> list[str]:
     try:
         if not target.strip():
             reason = "no revision given"
+        elif not _DOWNGRADE_TARGET.fullmatch(target):
+            # Alembic's other syntaxes (branches, `@`) fail inside it with a bare assertion.
+            reason = "not a revision (base, -N, REV, REV-N or REV+N)"
         else:
             revisions = script.iterate_revisions(current, target, select_for_downgrade=True)
             return [revision.revision for revision in revisions]

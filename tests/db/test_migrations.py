@@ -15,11 +15,13 @@ import asyncpg
 import pytest
 from alembic.script import ScriptDirectory
 
+from coursehub.core.database import drop_database
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.locks import MIGRATION_LOCK_KEY
 from coursehub.db import migrations
 from coursehub.db.migrations import BASELINE_REVISION, MigrationError, head_revision, migrate
+from tests.conftest import scratch_database_name
 from tests.core.catalogue import missing_or_different, read_catalogue
 from tests.db.helpers import execute, fetch, run_cli
 from tests.test_cli import error_lines
@@ -478,3 +480,24 @@ def test_every_revision_id_fits_alembic_version() -> None:
 
     assert len(revisions) >= 11
     assert [r for r in revisions if len(r) > 32] == []
+
+
+async def test_concurrent_migrations_create_a_missing_database_and_schema_once(
+    server: DatabaseConfig,
+) -> None:
+    """`db migrate` from several processes at once on a database (and a ?schema=) that does
+    not exist yet: each creation may lose its race on the catalogue's unique index rather
+    than see the other's object, and the loser failed ("duplicate key value"). The name has
+    a double quote and capitals, which the CREATE DATABASE did not quote."""
+    name = scratch_database_name('new"One')
+    config = replace(server.with_database(name), schema="Shop")
+    try:
+        results = await asyncio.gather(*(migrate(config) for _ in range(6)))
+    finally:
+        created_schemas = await fetch(
+            config, "SELECT count(*) FROM pg_namespace WHERE nspname = 'Shop'"
+        )
+        await drop_database(config)
+
+    assert sorted(r for result in results for r in result.applied) == sorted(all_revisions())
+    assert created_schemas[0][0] == 1
