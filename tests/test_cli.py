@@ -141,3 +141,17 @@ def test_serve_refuses_a_port_out_of_range() -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "Invalid value for '--port'" in result.stderr
+
+
+def test_orders_expire_takes_minutes_up_to_a_year(db_config: DatabaseConfig) -> None:
+    """As COURSEHUB_PENDING_ORDER_TTL_MINUTES: more overflowed the date arithmetic (an
+    OverflowError traceback)."""
+    too_long = run_cli(
+        "orders", "expire", "--minutes", "3000000000", database_url=db_config.to_url()
+    )
+    a_year = run_cli("orders", "expire", "--minutes", "525600", database_url=db_config.to_url())
+
+    assert too_long.returncode == 2 and "Traceback" not in too_long.stderr
+    assert "Invalid value for '--minutes'" in too_long.stderr
+    assert a_year.returncode == 0, a_year.stderr
+    assert "Expired 0 pending order(s)" in a_year.stdout

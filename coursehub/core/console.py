@@ -13,6 +13,7 @@ import asyncpg
 import sqlalchemy.exc
 from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
+from rich.markup import escape
 
 from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
 from coursehub.core.errors import StoreError, first_line
@@ -89,6 +90,8 @@ def target_database(*, quiet: bool = False, create: bool = False) -> ResolvedDat
 
 
 def report_failure(exc: CommandFailed) -> NoReturn:
-    message = str(exc).replace("\n", " ")
+    # Escaped: the message often echoes the operator's input (an order number, a URL), and
+    # `[…]` in it would be taken for rich's markup (garbled, or a MarkupError traceback).
+    message = escape(str(exc).replace("\n", " "))
     err_console.print(f"[bold red]error:[/bold red] {message}", soft_wrap=True)
     sys.exit(exc.exit_code)

@@ -9,7 +9,7 @@ import typer
 from coursehub.core.console import console, run, target_database
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
-from coursehub.core.settings import get_settings
+from coursehub.core.settings import MINUTES_A_YEAR, get_settings
 
 orders_app = typer.Typer(no_args_is_help=True)
 
@@ -30,6 +30,7 @@ def expire(
     minutes: int | None = typer.Option(
         None,
         min=1,
+        max=MINUTES_A_YEAR,  # as COURSEHUB_PENDING_ORDER_TTL_MINUTES: more overflowed the dates
         help="Expire pending orders older than this many minutes "
         "(default: COURSEHUB_PENDING_ORDER_TTL_MINUTES).",
     ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
 from decimal import Decimal, InvalidOperation
@@ -70,11 +71,15 @@ def _post(url: str, body: bytes) -> str:
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (scheme checked above)
-            return f"{response.status}: {response.read().decode()}"
+            return f"{response.status}: {response.read().decode(errors='replace')}"
     except urllib.error.HTTPError as exc:
-        fail(f"the webhook answered {exc.code}: {exc.read().decode()}")
+        fail(f"the webhook answered {exc.code}: {exc.read().decode(errors='replace')}")
     except urllib.error.URLError as exc:
         fail(f"could not reach {url}: {exc.reason}")
+    # urlopen lets these out unwrapped: a connection closed without an answer
+    # (RemoteDisconnected), a malformed port (InvalidURL), a timeout.
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        fail(f"could not reach {url}: {exc.__class__.__name__}: {exc}")
 
 
 @payments_app.command("simulate")

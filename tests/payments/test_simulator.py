@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import threading
 from collections.abc import AsyncIterator
 
 import httpx
@@ -211,3 +214,44 @@ async def test_cli_simulates_capture_and_failure(
     assert states[to_pay.order_number] == (OrderStatus.completed, PaymentStatus.paid)
     assert states[to_fail.order_number] == (OrderStatus.cancelled, PaymentStatus.failed)
     assert list(enrolled) == [to_pay.id]
+
+
+@pytest.mark.committing
+async def test_cli_failures_are_one_line_whatever_the_input_or_the_server(
+    committed_db: Database, db_config: DatabaseConfig
+) -> None:
+    """An order number with `[…]` was read as rich markup (a MarkupError traceback, or the
+    message garbled); a --url whose server closes the connection without answering was a
+    traceback (urllib lets RemoteDisconnected out unwrapped)."""
+    async with committed_db.transaction() as session:
+        order = await make_order(
+            session, user=await make_user(session), courses=[await make_course(session)]
+        )
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+
+    def close_each_connection() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = silent.accept()
+                connection.recv(65536)
+                connection.close()
+
+    threading.Thread(target=close_each_connection, daemon=True).start()
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/v1/webhooks/payments"
+    try:
+        bracketed = simulate("CH-[/x]", config=db_config)
+        coloured = simulate("CH-[red]X", config=db_config)
+        hung_up = simulate(order.order_number, "--url", url, config=db_config)
+        bad_port = simulate(order.order_number, "--url", "http://127.0.0.1:abc/x", config=db_config)
+    finally:
+        silent.close()
+
+    for result in (bracketed, coloured, hung_up, bad_port):
+        assert result.returncode == 1, result.stderr
+        assert "Traceback" not in result.stderr
+        assert [line for line in result.stderr.splitlines() if line.startswith("error:")], result
+    assert "no order 'CH-[/x]'" in bracketed.stderr
+    assert "no order 'CH-[red]X'" in coloured.stderr
+    assert "could not reach" in hung_up.stderr and "could not reach" in bad_port.stderr
