@@ -123,36 +123,81 @@ class Settings(BaseSettings):
 def with_installation_secrets(settings: Settings) -> Settings:
     """`settings` with every unset secret taken from (or first generated into) the
     installation's secrets file. Safe when several processes start at once: the file
-    is written whole under a temporary name and linked into place only if absent."""
+    is written whole under a temporary name and linked into place only if absent.
+
+    A home that cannot hold the file, or a file that does not hold two secrets, is a
+    ConfigurationError: one line naming the file and the way out."""
     missing = [name for name in SECRET_VARIABLES if not getattr(settings, name).get_secret_value()]
     if not missing:
         return settings
     path = settings.home / DEVELOPMENT_SECRETS_FILE
-    if not path.exists():
-        settings.home.mkdir(parents=True, exist_ok=True)
-        generated = {name: secrets.token_urlsafe(48) for name in SECRET_VARIABLES}
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        # Created private (0600), not chmod-ed after the write: the secrets are never
-        # readable by other local users, not even for a moment.
-        temporary.unlink(missing_ok=True)  # left by a crashed process of the same pid
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(json.dumps(generated))
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process was first; use its secrets
-        finally:
-            temporary.unlink()
+    or_set = "set " + " and ".join(SECRET_VARIABLES[name] for name in missing)
+    try:
+        if not path.exists():
+            _generate_secrets(path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the installation's secrets to {path} ({_why(exc, settings.home)}); "
+            f"set COURSEHUB_HOME to a writable directory, or {or_set}"
+        ) from None
+    try:
+        stored = _read_secrets(path, missing)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(
+            f"cannot read the installation's secrets from {path} ({_why(exc, settings.home)}); "
+            f"delete the file to make new ones, or {or_set}"
+        ) from None
+    return settings.model_copy(update={name: SecretStr(stored[name]) for name in missing})
+
+
+def _why(exc: Exception, home: Path) -> str:
+    """What is wrong, in words: an OSError's own message repeats the path."""
+    try:
+        if home.exists() and not home.is_dir():
+            return f"{home} is not a directory"
+    except OSError:
+        pass  # then the error's own words
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def _generate_secrets(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generated = {name: secrets.token_urlsafe(48) for name in SECRET_VARIABLES}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    # Created private (0600), not chmod-ed after the write: the secrets are never
+    # readable by other local users, not even for a moment.
+    temporary.unlink(missing_ok=True)  # left by a crashed process of the same pid
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(json.dumps(generated))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass  # another process was first; use its secrets
+    finally:
+        temporary.unlink()
+
+
+def _read_secrets(path: Path, names: list[str]) -> dict[str, str]:
+    """The secrets `names` from the file; ValueError saying what is wrong with it."""
     try:
         stored = json.loads(path.read_text())
-        update = {name: SecretStr(str(stored[name])) for name in missing}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigurationError(
-            f"cannot read the installation's secrets from {path} ({exc}); delete the file "
-            "to make new ones, or set " + " and ".join(SECRET_VARIABLES[n] for n in missing)
-        ) from None
-    return settings.model_copy(update=update)
+    except ValueError:  # also undecodable bytes
+        raise ValueError("it is not JSON") from None
+    if not isinstance(stored, dict):
+        raise ValueError("it is not a JSON object")
+    found = {}
+    for name in names:
+        value = stored.get(name)
+        # Taken as written, null would become the secret "None" and "" no secret at all.
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"{name} is {'missing' if name not in stored else 'not a non-empty string'}"
+            )
+        found[name] = value
+    return found
 
 
 def describe_settings_error(exc: ValidationError) -> str:

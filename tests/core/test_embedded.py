@@ -1,8 +1,10 @@
-"""The embedded PostgreSQL: reused across restarts, recovered after a crash."""
+"""The embedded PostgreSQL: reused across restarts, recovered after a crash, never
+mistaking an unrelated process for itself, at home in a path with spaces."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,13 +16,22 @@ import asyncpg
 import pytest
 
 from coursehub.core.dburl import parse_database_url
-from coursehub.core.embedded import data_directory, stop_embedded_server
+from coursehub.core.embedded import (
+    data_directory,
+    start_embedded_server,
+    stop_embedded_server,
+)
+from coursehub.core.errors import ConfigurationError
 
 START = (
     "import sys; from pathlib import Path; "
     "from coursehub.core.embedded import start_embedded_server; "
     "print(start_embedded_server(Path(sys.argv[1])).with_database('postgres').to_url())"
 )
+
+# A harmless process that dies of SIGINT, PostgreSQL's fast shutdown (even where the test
+# runs with SIGINT ignored, which a child would inherit).
+BYSTANDER = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_DFL); time.sleep(60)"
 
 
 def start_in_new_process(home: Path) -> str:
@@ -69,3 +80,68 @@ async def test_server_is_reused_and_survives_a_crash(home: Path) -> None:
     assert reused == first
     assert await answers(recovered)
     assert int(pid_file.read_text().splitlines()[0]) != postmaster
+
+
+async def test_a_stale_pid_file_naming_another_process_is_not_the_server(home: Path) -> None:
+    """After a crash the system can give the dead postmaster's pid to another process:
+    `db stop` must not signal it (it did, and said it had stopped the server), and a
+    start must not take it for the server (it did, and handed out a dead socket)."""
+    start_in_new_process(home)
+    pid_file = data_directory(home) / "postmaster.pid"
+    lines = pid_file.read_text().splitlines()
+    assert stop_embedded_server(home)
+    bystander = subprocess.Popen([sys.executable, "-c", BYSTANDER])
+    try:
+        stale = "\n".join([str(bystander.pid), *lines[1:]]) + "\n"
+        pid_file.write_text(stale)
+
+        # (Signalled, our child would linger as a zombie: no long wait for it to go.)
+        stopped = stop_embedded_server(home, timeout=2)
+        time.sleep(0.2)  # a signal it was sent has landed by now
+        assert bystander.poll() is None
+        pid_file.write_text(stale)  # as a start finds it, with no `db stop` before
+        recovered = start_in_new_process(home)
+
+        assert not stopped
+        assert await answers(recovered)
+        assert int(pid_file.read_text().splitlines()[0]) != bystander.pid
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+@pytest.fixture
+def home_with_spaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("my projects") / "course hub"
+    yield path
+    stop_embedded_server(path)
+
+
+async def test_a_home_whose_path_has_spaces_works(home_with_spaces: Path) -> None:
+    """pgserver hands PostgreSQL its socket directory unquoted through the shell; the
+    data directory was that directory, so a space in it stopped the server starting."""
+    url = start_in_new_process(home_with_spaces)
+
+    assert await answers(url)
+    assert " " not in parse_database_url(url).to_url()
+
+
+def test_a_home_that_is_not_a_directory_is_one_configuration_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("")
+
+    with pytest.raises(
+        ConfigurationError, match=re.escape(f"{home} is not a directory") + ".*COURSEHUB_HOME"
+    ):
+        start_embedded_server(home)
+
+
+def test_a_home_the_shell_would_expand_is_refused_in_one_line(tmp_path: Path) -> None:
+    """pg_ctl hands the data directory to the shell in double quotes, where $ still
+    expands: refused before anything is started."""
+    home = tmp_path / "price$HOME"
+
+    with pytest.raises(ConfigurationError, match=r"expands \$.*COURSEHUB_HOME"):
+        start_embedded_server(home)
+    assert not home.exists()

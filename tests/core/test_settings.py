@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import stat
 from pathlib import Path
 
@@ -108,3 +110,48 @@ def test_a_duration_past_any_sane_bound_is_refused_at_start(
             get_settings()
     finally:
         get_settings.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("[1, 2]", "not a JSON object"),
+        ('{"secret_key": null, "payment_webhook_secret": ""}', "secret_key is not a non-empty"),
+        ('{"secret_key": "k", "payment_webhook_secret": "  "}', "payment_webhook_secret is not"),
+        ('{"secret_key": "k"}', "payment_webhook_secret is missing"),
+        ("{secret", "not JSON"),
+    ],
+)
+def test_a_secrets_file_without_two_secrets_is_refused_naming_it(
+    tmp_path: Path, content: str, says: str
+) -> None:
+    """Not taken as it is: null became the secret "None", "" no secret at all, and a
+    list a TypeError's traceback."""
+    path = tmp_path / DEVELOPMENT_SECRETS_FILE
+    path.write_text(content)
+
+    with pytest.raises(ConfigurationError, match=says) as refused:
+        with_installation_secrets(Settings(_env_file=None, home=tmp_path))
+
+    assert str(path) in str(refused.value)
+    assert "delete the file" in str(refused.value)
+
+
+def test_a_home_that_is_not_a_directory_is_one_configuration_error(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.write_text("")
+
+    with pytest.raises(
+        ConfigurationError, match=re.escape(f"{home} is not a directory") + ".*COURSEHUB_HOME"
+    ):
+        with_installation_secrets(Settings(_env_file=None, home=home))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a read-only directory")
+def test_a_read_only_home_is_one_configuration_error(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(ConfigurationError, match=r"Permission denied.*COURSEHUB_HOME"):
+            with_installation_secrets(Settings(_env_file=None, home=tmp_path))
+    finally:
+        tmp_path.chmod(0o700)
