@@ -71,6 +71,13 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise SystemExit(130) from None
+    except SystemExit as exc:
+        # Typer turns a KeyboardInterrupt into a silent exit 130 (`Exit(130) from` it, which
+        # its caller turns into this SystemExit); say why the command stopped.
+        exit_ = exc.__context__
+        if exc.code == 130 and isinstance(getattr(exit_, "__cause__", None), KeyboardInterrupt):
+            err_console.print("interrupted")
+        raise
 
 
 if __name__ == "__main__":

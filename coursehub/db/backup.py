@@ -25,6 +25,13 @@ target, and the database's own owner, grants and settings lost; it cannot serve 
 `?schema=` URL at all. The schema itself is kept, with its owner, grants and
 comment: the dump's statements on it are left out.
 
+Interrupted (cancelled: the CLI cancels on SIGINT and SIGTERM,
+`cancelled_by_signals`), both end their child processes and wait for them before
+saying so (`Interrupted`): a backup removes its partial file; a restore stops psql
+before it can run another statement — the COMMIT may already be queued in its input,
+behind slow statements such as index builds — and then asks the server whether the
+restore's transaction committed, so its message is never a guess.
+
 Passwords go to the tools through the environment (PGPASSWORD), never argv,
 where `ps` would show them. Every tool runs with asyncio subprocesses, so the
 event loop keeps drawing progress while they work.
@@ -36,19 +43,23 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shlex
+import signal
+import stat
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import asyncpg
 
 from coursehub.core.database import analyze_after_commit
 from coursehub.core.dburl import DatabaseConfig, quoted_identifier
-from coursehub.core.errors import Conflict, StoreError
+from coursehub.core.errors import Conflict, StoreError, first_line
 from coursehub.db.pgtools import Tool, find_tools
 from coursehub.db.progress import bytes_progress
 from coursehub.db.schema_contents import drop_schema_contents, sql_literal
@@ -63,6 +74,12 @@ LINE_LIMIT = 16 << 20
 # migrated, unused database loses nothing by being replaced).
 BOOKKEEPING_TABLES = frozenset({"alembic_version"})
 NOT_EMPTY_MARKER = "coursehub-restore: target not empty"
+# How long psql (after SIGINT) and the restore's server process get to end before they are
+# killed (psql) or terminated (the server process).
+STOP_GRACE = 10.0
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+T = TypeVar("T")
 
 
 class BackupFailed(StoreError):
@@ -80,6 +97,90 @@ class RestoreFailed(StoreError):
 class TargetNotEmpty(Conflict):
     code = "restore_target_not_empty"
     title = "The target database is not empty"
+
+
+class Interrupted(Exception):
+    """A backup or restore stopped part-way (cancelled), once its child processes have
+    ended and its partial file is gone. The message says what it left behind;
+    `signal` is the signal that stopped it, when one did (`cancelled_by_signals`)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.signal: signal.Signals | None = None
+
+
+async def cancelled_by_signals(operation: Coroutine[Any, Any, T]) -> T:
+    """Await `operation` with SIGINT and SIGTERM cancelling it; Interrupted, naming the
+    signal, if one did.
+
+    Without this, SIGTERM killed the process on the spot (an orphaned pg_dump, a
+    `.partial` file left behind), and a second SIGINT raised KeyboardInterrupt in the
+    middle of the clean-up. Only the first signal cancels: the clean-up (bounded by
+    STOP_GRACE) then runs to its end whatever arrives after it."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    received: list[signal.Signals] = []
+
+    def on_signal(signum: signal.Signals) -> None:
+        if not received:
+            received.append(signum)
+            task.cancel()
+
+    for signum in STOPPING_SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        return await operation
+    except Interrupted as exc:
+        exc.signal = received[0] if received else None
+        raise
+    except (asyncio.CancelledError, StoreError) as exc:
+        if not received:
+            raise
+        # Ctrl-C reaches the whole process group: a tool it stopped may have failed the
+        # operation before the cancellation arrived. Its message still says what is left.
+        interrupted = Interrupted(
+            str(exc) if isinstance(exc, StoreError) else "stopped before it changed anything"
+        )
+        interrupted.signal = received[0]
+        raise interrupted from exc
+    finally:
+        for signum in STOPPING_SIGNALS:
+            loop.remove_signal_handler(signum)
+
+
+async def _to_the_end(awaitable: Awaitable[T]) -> T:
+    """`awaitable` awaited to its end even if this task is cancelled meanwhile. For the
+    clean-up on the way out of a cancellation or failure (which is re-raised afterwards):
+    a child process left running could still commit a restore reported as stopped."""
+    task = asyncio.ensure_future(awaitable)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+
+
+async def _end_process(
+    process: asyncio.subprocess.Process | None,
+    *readers: asyncio.Task[None] | None,
+    first: signal.Signals | None = signal.SIGKILL,
+) -> None:
+    """Stop `process` if it still runs (`first`, unless it was signalled already; SIGKILL
+    after STOP_GRACE), wait for it, then for the tasks reading its output (which end at
+    its end)."""
+    if process is not None and process.returncode is None:
+        if first is not None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(first)
+        try:
+            await asyncio.wait_for(process.wait(), STOP_GRACE)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    await asyncio.gather(*(r for r in readers if r is not None), return_exceptions=True)
 
 
 # --- running the tools ---------------------------------------------------------------
@@ -150,15 +251,60 @@ async def backup_database(
     embedded: bool = False,
     show_progress: bool = True,
 ) -> BackupResult:
-    """Dump the store's schema to `file` (custom format, or plain SQL with `plain`)."""
-    tools = await find_tools(config, ("pg_dump",), prefer_wheel=embedded)
-    pg_dump = tools["pg_dump"]
+    """Dump the store's schema to `file` (custom format, or plain SQL with `plain`).
+
+    Cancelled, it stops pg_dump, removes the partial file and raises Interrupted."""
     path = file or default_backup_path(plain=plain)
     if path.is_dir():
         path = path / default_backup_path(plain=plain)
     if not path.parent.is_dir():
         raise BackupFailed(f"cannot write {path}: the directory {path.parent} does not exist")
+    _refuse_what_is_no_regular_file(path)
     partial = path.with_name(f".{path.name}.partial")
+    try:
+        tools = await find_tools(config, ("pg_dump",), prefer_wheel=embedded)
+        pg_dump = tools["pg_dump"]
+        returncode, stderr = await _run_pg_dump(
+            config, pg_dump, partial, plain=plain, show_progress=show_progress
+        )
+        if returncode != 0:
+            raise BackupFailed("pg_dump failed: " + first_error(stderr, f"exit code {returncode}"))
+        await asyncio.to_thread(_fsync, partial)
+    except asyncio.CancelledError:
+        partial.unlink(missing_ok=True)
+        raise Interrupted(
+            f"no backup was written to {path} (pg_dump stopped, the partial file removed)"
+        ) from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, path)
+    return BackupResult(path=path, size=_file_size(path), plain=plain, pg_dump=pg_dump)
+
+
+def _refuse_what_is_no_regular_file(path: Path) -> None:
+    """BackupFailed, before anything is dumped, if `path` exists and is not a regular file:
+    the finished dump is renamed over it, which turned `/dev/null` into a regular file
+    and would replace a symlink (not the file it points to)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        raise BackupFailed(
+            f"{path} exists and is not a regular file (a symlink, directory, device or "
+            "pipe), which the backup would replace: name a new or regular file, or a "
+            "directory to write into"
+        )
+
+
+async def _run_pg_dump(
+    config: DatabaseConfig, pg_dump: Tool, partial: Path, *, plain: bool, show_progress: bool
+) -> tuple[int, list[str]]:
+    """pg_dump into `partial`: its exit code and stderr. Whatever stops it half-way
+    (cancelled too), pg_dump is killed and waited for before this returns."""
     arguments = [
         "--verbose",
         "--no-password",
@@ -206,22 +352,12 @@ async def backup_database(
                     break
             for worker in workers:
                 await worker
-            returncode = await process.wait()
+            return await process.wait(), stderr
         except BaseException:
             for worker in workers:
                 worker.cancel()
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            await asyncio.gather(*workers, return_exceptions=True)
-            partial.unlink(missing_ok=True)
+            await _to_the_end(_end_process(process, *workers))
             raise
-    if returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise BackupFailed("pg_dump failed: " + first_error(stderr, f"exit code {returncode}"))
-    await asyncio.to_thread(_fsync, partial)
-    os.replace(partial, path)
-    return BackupResult(path=path, size=_file_size(path), plain=plain, pg_dump=pg_dump)
 
 
 # `pg_dump --schema=public` writes `CREATE SCHEMA public;` (and the schema's comment), which
@@ -590,7 +726,11 @@ async def _run_capture(*command: str, env: dict[str, str] | None = None) -> Capt
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await process.communicate()
+    except BaseException:
+        await _to_the_end(_end_process(process))  # cancelled: `pg_restore --list` goes too
+        raise
     assert process.returncode is not None
     return Captured(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
@@ -620,11 +760,21 @@ async def tables_with_rows(config: DatabaseConfig) -> list[str]:
         await connection.close()
 
 
-def restore_prologue(schema: str, *, force: bool) -> str:
-    """SQL run before the dump, in the same transaction: the emptiness guard (race-free,
-    unlike the check made before starting), then everything in the schema dropped, the
-    schema itself kept (`drop_schema_contents`)."""
+def restore_prologue(schema: str, *, force: bool, announce: str | None = None) -> str:
+    """SQL run before the dump, in the same transaction: with `announce`, a NOTICE
+    `<announce> <server pid> <transaction id>` (`RestoreTransaction`); the emptiness guard
+    (race-free, unlike the check made before starting), then everything in the schema
+    dropped, the schema itself kept (`drop_schema_contents`)."""
     statements = ["BEGIN;"]
+    if announce is not None:
+        # psql writes notices to stderr, unbuffered: read before psql runs anything else.
+        # The role's or database's own client_min_messages must not hide it; the dump sets
+        # its own right after.
+        statements.append("SET LOCAL client_min_messages = notice;")
+        statements.append(
+            f"DO $coursehub$ BEGIN RAISE NOTICE {sql_literal(announce + ' % %')}, "
+            "pg_backend_pid(), txid_current(); END $coursehub$;"
+        )
     if not force:
         bookkeeping = ", ".join(sql_literal(t) for t in sorted(BOOKKEEPING_TABLES))
         statements.append(
@@ -686,6 +836,66 @@ def _write_use_list(use_list: str) -> Path:
     return Path(name)
 
 
+@dataclass
+class RestoreTransaction:
+    """The server process running a restore and its transaction, as the restore's first
+    statement announces them (`restore_prologue`); None until it has."""
+
+    pid: int | None = None
+    xid: int | None = None
+
+
+class OutcomeUnknown(Exception):
+    """The server could not say whether a restore's transaction committed."""
+
+
+async def transaction_committed(config: DatabaseConfig, transaction: RestoreTransaction) -> bool:
+    """Whether the restore's transaction committed, asked of the server once psql is gone.
+
+    psql can stop between sending the COMMIT and reading its answer (Ctrl-C reaches it
+    too), so neither its exit code nor its stderr settles it. Not announced: psql never got
+    past the restore's first statement, so it never ran the COMMIT. A server process still
+    in the transaction (psql killed in the middle of a statement: the server finishes the
+    statement before it notices) is given STOP_GRACE, then terminated."""
+    if transaction.xid is None:
+        return False
+    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_GRACE
+        terminated = False
+        while (
+            status := await connection.fetchval("SELECT txid_status($1)", transaction.xid)
+        ) == "in progress":
+            if loop.time() > deadline:
+                if terminated:
+                    raise OutcomeUnknown(
+                        f"its server process (pid {transaction.pid}) is still running it"
+                    )
+                await connection.execute("SELECT pg_terminate_backend($1)", transaction.pid)
+                terminated, deadline = True, loop.time() + STOP_GRACE
+            await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+    if status not in ("committed", "aborted"):
+        raise OutcomeUnknown(f"the server reports {status!r} for its transaction")
+    return bool(status == "committed")
+
+
+@dataclass
+class _RestoreRun:
+    """What a restore's psql stage did, for the caller to tell the outcome."""
+
+    transaction: RestoreTransaction
+    psql_errors: list[str]
+    source_errors: list[str]
+    streamed: int = 0
+    complete: bool = False  # the whole dump was read without error
+    commit_sent: bool = False  # COMMIT written to psql: from then on it may commit
+    psql_code: int | None = None
+    source_code: int | None = None  # pg_restore's, for an archive
+
+
 async def restore_database(
     config: DatabaseConfig,
     file: Path,
@@ -698,21 +908,108 @@ async def restore_database(
 
     Refuses a dump of another schema (or of several), or holding large objects, and a
     target holding rows unless `force`. A corrupt or truncated file fails with
-    RestoreFailed and the target is left exactly as it was.
+    RestoreFailed and the target is left exactly as it was. Cancelled, it stops pg_restore
+    and psql, and raises Interrupted saying whether the restore had committed (only if
+    psql was already running the COMMIT; otherwise nothing was restored).
     """
-    if await asyncio.to_thread(_path_kind, file) == "missing":
-        raise RestoreFailed(f"no such file: {file}")
-    tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
-    backup = await inspect_backup(file, config.schema, tools["pg_restore"])
-    refuse_what_a_restore_cannot_hold(backup, config.schema)
-    if not force:
-        holding = await tables_with_rows(config)
-        if holding:
-            raise TargetNotEmpty(
-                f"{config.redacted()} is not empty (rows in {', '.join(holding)}); "
-                "pass --force to replace everything in it with the backup"
-            )
+    target = config.redacted()
+    nothing_restored = f"nothing was restored; {target} is as it was"
+    try:
+        if await asyncio.to_thread(_path_kind, file) == "missing":
+            raise RestoreFailed(f"no such file: {file}")
+        tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
+        backup = await inspect_backup(file, config.schema, tools["pg_restore"])
+        refuse_what_a_restore_cannot_hold(backup, config.schema)
+        if not force:
+            holding = await tables_with_rows(config)
+            if holding:
+                raise TargetNotEmpty(
+                    f"{target} is not empty (rows in {', '.join(holding)}); "
+                    "pass --force to replace everything in it with the backup"
+                )
+    except asyncio.CancelledError:
+        raise Interrupted(nothing_restored) from None
+
+    run = _RestoreRun(transaction=RestoreTransaction(), psql_errors=[], source_errors=[])
+    try:
+        await _stream_restore(config, backup, tools, run, force=force, show_progress=show_progress)
+    except asyncio.CancelledError:
+        raise await _interrupted_restore(config, file, run.transaction) from None
+
+    committed = run.psql_code == 0 and run.complete
+    if not committed and run.commit_sent:
+        # psql failed after the COMMIT was sent: the COMMIT failed, or psql was stopped
+        # (Ctrl-C reaches it too) once it had run it. The server knows which.
+        try:
+            committed = await transaction_committed(config, run.transaction)
+        except asyncio.CancelledError:
+            raise await _interrupted_restore(config, file, run.transaction) from None
+        except Exception as exc:
+            reason = first_error(run.psql_errors, f"psql exit code {run.psql_code}")
+            raise RestoreFailed(
+                f"restoring {file} failed as it committed ({reason}), and the server could "
+                f"not say whether it did ({first_line(exc)}): check {target}"
+            ) from None
+    if committed:
+        try:
+            warning = await analyze_after_commit(config)  # the restored tables have no statistics
+        except asyncio.CancelledError:
+            raise Interrupted(
+                f"the restore had committed: {target} holds {file}, but its statistics "
+                "were not refreshed (run ANALYZE on it)"
+            ) from None
+        return RestoreResult(
+            path=file, archive=backup.archive, bytes_streamed=run.streamed, warning=warning
+        )
+    if any(NOT_EMPTY_MARKER in line for line in run.psql_errors):
+        raise TargetNotEmpty(
+            f"{target} received rows while the restore started; "
+            "nothing was changed. Pass --force to replace everything in it"
+        )
+    if not run.complete and run.source_code not in (0, None):
+        reason = first_error(run.source_errors, f"pg_restore exit code {run.source_code}")
+        raise RestoreFailed(f"{file} is corrupt or truncated ({reason}); nothing was changed")
+    reason = first_error(run.psql_errors, f"psql exit code {run.psql_code}")
+    raise RestoreFailed(f"restoring {file} failed ({reason}); nothing was changed")
+
+
+async def _interrupted_restore(
+    config: DatabaseConfig, file: Path, transaction: RestoreTransaction
+) -> Interrupted:
+    """What an interrupted restore left, once psql is gone: asked of the server."""
+    target = config.redacted()
+    try:
+        committed = await _to_the_end(transaction_committed(config, transaction))
+    except Exception as exc:
+        return Interrupted(
+            f"could not tell whether the restore committed ({first_line(exc)}); check {target}"
+        )
+    if committed:
+        return Interrupted(
+            f"the restore had already committed: {target} holds {file}, but its "
+            "statistics were not refreshed (run ANALYZE on it)"
+        )
+    return Interrupted(f"nothing was restored; {target} is as it was")
+
+
+async def _stream_restore(
+    config: DatabaseConfig,
+    backup: BackupFile,
+    tools: dict[str, Tool],
+    run: _RestoreRun,
+    *,
+    force: bool,
+    show_progress: bool,
+) -> None:
+    """The dump through psql, in one transaction, COMMIT last; what happened, in `run`.
+
+    Whatever stops it half-way (cancelled too), pg_restore and psql have ended when this
+    raises: psql stopped before it could run another statement (the COMMIT may be queued
+    in its input behind slow ones: index builds, a materialized view's refresh)."""
+    file = backup.path
     env = tool_environment(config)
+    marker = f"coursehub-restore-{secrets.token_hex(8)}"
+    announced = re.compile(rf"NOTICE:\s+{marker} (\d+) (\d+)\s*$")
     psql = await asyncio.create_subprocess_exec(
         tools["psql"].path,
         "--no-psqlrc",
@@ -727,12 +1024,8 @@ async def restore_database(
         limit=LINE_LIMIT,
     )
     assert psql.stdin is not None and psql.stderr is not None
-    psql_errors: list[str] = []
-    source_errors: list[str] = []
     source: asyncio.subprocess.Process | None = None
     use_list: Path | None = None
-    streamed = 0
-    complete = False
     total = None if backup.archive else _file_size(file)
     with bytes_progress(enabled=show_progress) as progress:
         task = progress.add_task(f"restoring {file.name}", total=total)
@@ -742,78 +1035,94 @@ async def restore_database(
             if described:
                 progress.update(task, description=described)
 
-        psql_reader = asyncio.create_task(_lines(psql.stderr, psql_errors, lambda _: None))
+        def on_psql_line(line: str) -> None:
+            match = announced.search(line)
+            if match:
+                run.transaction.pid, run.transaction.xid = int(match[1]), int(match[2])
+                run.psql_errors.pop()  # not an error
+
+        psql_reader = asyncio.create_task(_lines(psql.stderr, run.psql_errors, on_psql_line))
         source_reader: asyncio.Task[None] | None = None
         try:
-            psql.stdin.write(restore_prologue(config.schema, force=force).encode())
-            if backup.archive:
-                arguments = ["--verbose", "--no-owner", "--no-privileges", "--file=-"]
-                if backup.use_list is not None:
-                    use_list = await asyncio.to_thread(_write_use_list, backup.use_list)
-                    arguments.append(f"--use-list={use_list}")
-                source = await asyncio.create_subprocess_exec(
-                    tools["pg_restore"].path,
-                    *arguments,
-                    str(file),
-                    env=env,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=asyncio.subprocess.PIPE,
-                    limit=LINE_LIMIT,
-                )
-                assert source.stdout is not None and source.stderr is not None
-                source_reader = asyncio.create_task(
-                    _lines(source.stderr, source_errors, on_source_line)
-                )
-                chunks: AsyncIterator[bytes] = _stream_chunks(source.stdout)
-            else:
-                chunks = _plain_chunks(file, backup.skip)
-            async for chunk in chunks:
-                psql.stdin.write(chunk)
-                await psql.stdin.drain()
-                streamed += len(chunk)
-                progress.update(task, completed=streamed)
-            if source is not None:
-                assert source_reader is not None
-                await source_reader
-                complete = await source.wait() == 0
-            else:
-                complete = True
-            if complete:
-                # Only now, with the whole dump read without error, may it commit.
-                psql.stdin.write(b"COMMIT;\n")
-                await psql.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            complete = False  # psql stopped at an error: its stderr says which
-        finally:
-            if source is not None and source.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    source.kill()
-                await source.wait()
-            if use_list is not None:
-                use_list.unlink(missing_ok=True)
+            try:
+                prologue = restore_prologue(config.schema, force=force, announce=marker)
+                psql.stdin.write(prologue.encode())
+                if backup.archive:
+                    arguments = ["--verbose", "--no-owner", "--no-privileges", "--file=-"]
+                    if backup.use_list is not None:
+                        use_list = await asyncio.to_thread(_write_use_list, backup.use_list)
+                        arguments.append(f"--use-list={use_list}")
+                    source = await asyncio.create_subprocess_exec(
+                        tools["pg_restore"].path,
+                        *arguments,
+                        str(file),
+                        env=env,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=asyncio.subprocess.PIPE,
+                        stderr=asyncio.subprocess.PIPE,
+                        limit=LINE_LIMIT,
+                    )
+                    assert source.stdout is not None and source.stderr is not None
+                    source_reader = asyncio.create_task(
+                        _lines(source.stderr, run.source_errors, on_source_line)
+                    )
+                    chunks: AsyncIterator[bytes] = _stream_chunks(source.stdout)
+                else:
+                    chunks = _plain_chunks(file, backup.skip)
+                async for chunk in chunks:
+                    psql.stdin.write(chunk)
+                    await psql.stdin.drain()
+                    run.streamed += len(chunk)
+                    progress.update(task, completed=run.streamed)
+                if source is not None:
+                    assert source_reader is not None
+                    await source_reader
+                    run.complete = await source.wait() == 0
+                else:
+                    run.complete = True
+                if run.complete:
+                    # Only now, with the whole dump read without error, may it commit.
+                    run.commit_sent = True
+                    psql.stdin.write(b"COMMIT;\n")
+                    await psql.stdin.drain()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # psql stopped at an error: its stderr says which
+            # pg_restore still writing: psql stopped early.
+            await _end_process(source, source_reader)
+            run.source_code = source.returncode if source is not None else None
             # End of input without COMMIT: psql disconnects and the server rolls back.
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 psql.stdin.close()
                 await psql.stdin.wait_closed()
+            run.psql_code = await psql.wait()
             await psql_reader
-            psql_code = await psql.wait()
+        except BaseException:
+            await _to_the_end(_stop_restore_tools(psql, psql_reader, source, source_reader))
+            raise
+        finally:
+            if use_list is not None:
+                use_list.unlink(missing_ok=True)
 
-    if psql_code == 0 and complete:
-        warning = await analyze_after_commit(config)  # the restored tables have no statistics
-        return RestoreResult(
-            path=file, archive=backup.archive, bytes_streamed=streamed, warning=warning
-        )
-    if any(NOT_EMPTY_MARKER in line for line in psql_errors):
-        raise TargetNotEmpty(
-            f"{config.redacted()} received rows while the restore started; "
-            "nothing was changed. Pass --force to replace everything in it"
-        )
-    if not complete and source is not None and source.returncode not in (0, None):
-        reason = first_error(source_errors, f"pg_restore exit code {source.returncode}")
-        raise RestoreFailed(f"{file} is corrupt or truncated ({reason}); nothing was changed")
-    reason = first_error(psql_errors, f"psql exit code {psql_code}")
-    raise RestoreFailed(f"restoring {file} failed ({reason}); nothing was changed")
+
+async def _stop_restore_tools(
+    psql: asyncio.subprocess.Process,
+    psql_reader: asyncio.Task[None],
+    source: asyncio.subprocess.Process | None,
+    source_reader: asyncio.Task[None] | None,
+) -> None:
+    """psql stopped before it runs another statement, pg_restore killed; both waited for.
+
+    SIGINT is psql's Ctrl-C: it cancels the running statement (the error stops it) and,
+    reading a script, exits rather than read on. Its input is dropped unsent, not closed
+    (closing would wait until psql had read what is buffered)."""
+    if psql.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            psql.send_signal(signal.SIGINT)
+    assert psql.stdin is not None
+    if not psql.stdin.is_closing():
+        psql.stdin.transport.abort()
+    await _end_process(psql, psql_reader, first=None)
+    await _end_process(source, source_reader)
 
 
 async def _stream_chunks(stream: asyncio.StreamReader) -> AsyncIterator[bytes]:

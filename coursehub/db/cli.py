@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import typer
 
 from coursehub.core.console import console, err_console, fail, one_line_errors, run, target_database
+from coursehub.core.database import resolve_database
 from coursehub.core.dburl import parse_database_url
 from coursehub.core.settings import get_settings
 from coursehub.db import migrations
 
 db_app = typer.Typer(help="Migrate, seed, back up and restore the database.", no_args_is_help=True)
+
+T = TypeVar("T")
 
 
 def _require_direct_connection() -> None:
@@ -108,16 +114,19 @@ def reset_command(
         # Bad ADMIN_EMAIL / ADMIN_PASSWORD stop the reset before anything is dropped.
         with one_line_errors():
             admin_settings()
-    resolved = target_database(create=True)
+    # Confirmed before the database is created: a refused reset creates nothing.
     if not force:
         if not sys.stdin.isatty():
             fail("db reset destroys every row; pass --force to run it without a terminal")
+        with one_line_errors():
+            config = resolve_database(get_settings()).config
         answer = typer.prompt(
-            f"This deletes every table and row in {resolved.config.redacted()}. "
-            f"Type the database name ({resolved.config.database}) to go on"
+            f"This deletes every table and row in {config.redacted()}. "
+            f"Type the database name ({config.database}) to go on"
         )
-        if answer.strip() != resolved.config.database:
+        if answer.strip() != config.database:
             fail("not confirmed; nothing was changed")
+    resolved = target_database(create=True)
     run(migrations.drop_everything(resolved.config))
     result = run(migrations.migrate(resolved.config))
     console.print("Dropped everything; applied: " + ", ".join(result.applied))
@@ -162,7 +171,9 @@ def backup_command(
     from coursehub.db.backup import backup_database
 
     resolved = target_database()
-    result = run(backup_database(resolved.config, file, plain=plain, embedded=resolved.embedded))
+    result = _run_stoppable(
+        backup_database(resolved.config, file, plain=plain, embedded=resolved.embedded)
+    )
     err_console.print(f"[dim]with {result.pg_dump.describe()}[/dim]")
     console.print(f"Backed up to {result.path} ({_size(result.size)}).")
 
@@ -178,14 +189,35 @@ def restore_command(
     without --force; a corrupt or truncated file leaves the database as it was."""
     from coursehub.db.backup import restore_database
 
+    # Before the database is created: a restore that cannot start creates nothing.
+    if not file.exists():
+        fail(f"no such file: {file}")
+    if not os.access(file, os.R_OK):
+        fail(f"cannot read {file}: permission denied")
     resolved = target_database(create=True)
-    result = run(restore_database(resolved.config, file, force=force, embedded=resolved.embedded))
+    result = _run_stoppable(
+        restore_database(resolved.config, file, force=force, embedded=resolved.embedded)
+    )
     console.print(
         f"Restored {result.path} into {resolved.config.redacted()} "
         f"({_size(result.bytes_streamed)} of SQL)."
     )
     if result.warning:
         err_console.print(f"[yellow]warning:[/yellow] {result.warning}")
+
+
+def _run_stoppable(operation: Coroutine[Any, Any, T]) -> T:
+    """`run` for a backup or restore, SIGINT and SIGTERM stopping it cleanly: its child
+    processes ended, its partial file removed, and one line saying what it left, with the
+    exit code of the signal (130, 143)."""
+    from coursehub.db.backup import Interrupted, cancelled_by_signals
+
+    try:
+        return run(cancelled_by_signals(operation))
+    except Interrupted as exc:
+        name = exc.signal.name if exc.signal is not None else "cancelled"
+        err_console.print(f"interrupted ({name}): {exc}", soft_wrap=True)
+        raise typer.Exit(128 + (exc.signal or 2)) from None
 
 
 def _size(size: int) -> str:

@@ -19,6 +19,7 @@ Each candidate is asked `--version` (asynchronously, all at once), so a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import re
@@ -108,9 +109,17 @@ async def tool_version(path: str) -> tuple[int, str] | None:
             stderr=asyncio.subprocess.DEVNULL,
             stdin=asyncio.subprocess.DEVNULL,
         )
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=15)
-    except (OSError, TimeoutError):
+    except OSError:
         return None
+    try:
+        output, _ = await asyncio.wait_for(process.communicate(), timeout=15)
+    except TimeoutError:
+        return None
+    finally:
+        if process.returncode is None:  # timed out or cancelled: not left running
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await asyncio.shield(process.wait())
     match = _VERSION.search(output.decode(errors="replace"))
     if process.returncode != 0 or match is None:
         return None

@@ -1,0 +1,448 @@
+"""`coursehub db backup` / `restore` stopped half-way, and what they refuse before starting.
+
+Interrupted: SIGINT or SIGTERM to the coursehub process alone (not its process group, so
+the tools get no signal of their own). A restore stopped while psql still worked left psql
+running with the COMMIT queued in its input: it committed after the command had exited
+130 without a word. SIGTERM killed a backup on the spot, leaving pg_dump running and its
+`.partial` file behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from coursehub.core.database import drop_database, ensure_database_exists
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.locks import MIGRATION_LOCK_KEY
+from coursehub.db import backup as backup_module
+from coursehub.db.backup import (
+    BackupFailed,
+    RestoreTransaction,
+    backup_database,
+    transaction_committed,
+)
+from coursehub.db.migrations import migrate
+from coursehub.db.pgtools import tool_version
+from coursehub.db.seed import seed_demo_data
+from tests.conftest import scratch_database_name
+from tests.db.helpers import execute, fetchval, run_cli, table_checksums
+
+pytestmark = pytest.mark.committing
+
+# Long enough that nothing in a test can wait it out: what a test sees, the fix did.
+SLEEP = 120
+
+
+def start_cli(*args: str, config: DatabaseConfig) -> subprocess.Popen[str]:
+    """`coursehub ARGS` in its own process, as `run_cli` runs it, without waiting for it."""
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("ADMIN_EMAIL", "ADMIN_PASSWORD")
+    }
+    environment["DATABASE_URL"] = config.to_url()
+    return subprocess.Popen(
+        [sys.executable, "-m", "coursehub", *args],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` (pg_dump, pg_restore, psql)."""
+    found = set()
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[1]) == pid:
+            found.add(int(stat_file.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def wait_for(config: DatabaseConfig, query: str, *args: Any, timeout: float = 60) -> None:
+    """Until `query` (on the server's `postgres` database) returns true."""
+    deadline = time.monotonic() + timeout
+    admin = config.with_database("postgres")
+    while not await fetchval(admin, query, *args):
+        assert time.monotonic() < deadline, f"timed out waiting for: {query}"
+        await asyncio.sleep(0.05)
+
+
+async def other_sessions(config: DatabaseConfig) -> list[str]:
+    """The server sessions on `config`'s database, besides the one asking."""
+    connection = await asyncpg.connect(**config.with_database("postgres").asyncpg_connect_kwargs())
+    try:
+        rows = await connection.fetch(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            config.database,
+        )
+    finally:
+        await connection.close()
+    return [row["application_name"] for row in rows]
+
+
+async def stop(cli: subprocess.Popen[str], signum: signal.Signals) -> tuple[int, str, set[int]]:
+    """Send `signum` to the CLI alone; its exit code, stderr and the children it had."""
+    children = children_of(cli.pid)
+    assert children, "the CLI runs no tool yet"
+    cli.send_signal(signum)
+    _, stderr = await asyncio.to_thread(cli.communicate, timeout=60)
+    return cli.returncode, stderr, children
+
+
+@pytest.fixture
+async def store(scratch_db: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    await migrate(scratch_db)
+    await seed_demo_data(scratch_db)
+    yield scratch_db
+
+
+@pytest.fixture
+async def target_db(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    """A second store, with the demo data, to restore over (with --force)."""
+    config = server.with_database(scratch_database_name("target"))
+    await ensure_database_exists(config)
+    await migrate(config)
+    await seed_demo_data(config)
+    yield config
+    await drop_database(config)
+
+
+def slow_to_restore(source: DatabaseConfig, where: str) -> str:
+    """SQL making the store's schema slow to restore (SLEEP seconds) anywhere but in
+    `source`: while its rows are loaded (a CHECK calling a sleeping function, with pg_restore
+    still streaming), or at the very end, after every byte and the COMMIT were written to
+    psql (a materialized view's refresh, as index builds on a big dump)."""
+    sleep = f"CASE WHEN current_database() = '{source.database}' THEN 0 ELSE {SLEEP} END"
+    if where == "data":
+        return (
+            "CREATE FUNCTION slow_check() RETURNS boolean LANGUAGE sql"
+            f" AS $$ SELECT true FROM pg_sleep({sleep}) $$;"
+            " CREATE TABLE slow_rows (n int CHECK (slow_check()));"
+            " INSERT INTO slow_rows VALUES (1);"
+        )
+    return f"CREATE MATERIALIZED VIEW slow_refresh AS SELECT 1 AS n FROM pg_sleep({sleep})"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("where", ["data", "post-data"])
+async def test_an_interrupted_restore_commits_nothing_and_leaves_nothing_running(
+    store: DatabaseConfig,
+    target_db: DatabaseConfig,
+    tmp_path: Path,
+    signum: signal.Signals,
+    where: str,
+) -> None:
+    await execute(store, slow_to_restore(store, where))
+    file = tmp_path / "store.dump"
+    await backup_database(store, file, plain=False, show_progress=False)
+    before = await table_checksums(target_db)
+    cli = start_cli("db", "restore", str(file), "--force", config=target_db)
+    try:
+        # psql is in the slow statement: the dump's other statements ran in its transaction.
+        await wait_for(
+            target_db,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
+            " AND wait_event = 'PgSleep')",
+            target_db.database,
+        )
+        returncode, stderr, children = await stop(cli, signum)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+    assert returncode == 128 + signum, stderr
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"interrupted ({signum.name}): nothing was restored; {target_db.redacted()} is as it was"
+    )
+    assert "Traceback" not in stderr
+    # Its tools had ended before it exited: nothing is left that could still commit.
+    assert not [pid for pid in children if running(pid)]
+    assert await other_sessions(target_db) == []
+    assert await table_checksums(target_db) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("plain", [False, True])
+async def test_an_interrupted_backup_stops_pg_dump_and_leaves_no_file(
+    store: DatabaseConfig, tmp_path: Path, signum: signal.Signals, plain: bool
+) -> None:
+    file = tmp_path / ("store.sql" if plain else "store.dump")
+    partial = tmp_path / f".{file.name}.partial"
+    # pg_dump waits for this lock (its ACCESS SHARE lock on every table it dumps).
+    holder = await asyncpg.connect(**store.asyncpg_connect_kwargs())
+    try:
+        await holder.execute('BEGIN; LOCK TABLE "Coupon" IN ACCESS EXCLUSIVE MODE')
+        cli = start_cli("db", "backup", *(["--plain"] if plain else []), str(file), config=store)
+        try:
+            await wait_for(
+                store,
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
+                " AND wait_event_type = 'Lock' AND pid <> $2)",
+                store.database,
+                holder.get_server_pid(),
+            )
+            assert partial.exists()
+            returncode, stderr, children = await stop(cli, signum)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+    finally:
+        await holder.close()
+
+    assert returncode == 128 + signum, stderr
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"interrupted ({signum.name}): no backup was written to {file} "
+        "(pg_dump stopped, the partial file removed)"
+    )
+    assert not [pid for pid in children if running(pid)]
+    assert await other_sessions(store) == []
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_whether_a_restores_transaction_committed_is_asked_of_the_server(
+    scratch_db: DatabaseConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an interrupted restore says rests on this, not on psql's exit code: psql
+    stopped by Ctrl-C right after its COMMIT exits 3 all the same."""
+    monkeypatch.setattr(backup_module, "STOP_GRACE", 0.3)
+
+    async def transaction(end: str | None) -> tuple[RestoreTransaction, asyncpg.Connection]:
+        connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
+        await connection.execute("BEGIN")
+        row = await connection.fetchrow("SELECT pg_backend_pid() AS pid, txid_current() AS xid")
+        assert row is not None
+        if end:
+            await connection.execute(end)
+        return RestoreTransaction(pid=row["pid"], xid=row["xid"]), connection
+
+    committed, first = await transaction("COMMIT")
+    rolled_back, second = await transaction("ROLLBACK")
+    # Still open, psql gone: its server process is ended and the transaction with it.
+    left_open, third = await transaction(None)
+    try:
+        assert await transaction_committed(scratch_db, committed) is True
+        assert await transaction_committed(scratch_db, rolled_back) is False
+        assert await transaction_committed(scratch_db, left_open) is False
+        # Never announced: psql never got past the restore's first statement.
+        assert await transaction_committed(scratch_db, RestoreTransaction()) is False
+    finally:
+        for connection in (first, second, third):
+            connection.terminate()
+
+
+async def test_interrupting_another_command_says_so(store: DatabaseConfig) -> None:
+    """Typer turned KeyboardInterrupt into a silent exit 130: `coursehub` never printed
+    its "interrupted" line."""
+    holder = await asyncpg.connect(**store.asyncpg_connect_kwargs())
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        cli = start_cli("db", "migrate", config=store)
+        try:
+            await wait_for(
+                store,
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
+                " AND wait_event = 'advisory' AND pid <> $2)",
+                store.database,
+                holder.get_server_pid(),
+            )
+            cli.send_signal(signal.SIGINT)
+            _, stderr = await asyncio.to_thread(cli.communicate, timeout=60)
+        finally:
+            if cli.poll() is None:
+                cli.kill()
+    finally:
+        await holder.close()
+
+    assert cli.returncode == 130, stderr
+    assert stderr.rstrip().splitlines()[-1] == "interrupted"
+
+
+# --- refused before anything is dumped or created -------------------------------------------
+
+
+@pytest.fixture
+def spawned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """The programs started through asyncio (the tools' `--version` probes aside)."""
+    seen: list[tuple[str, ...]] = []
+    real = asyncio.create_subprocess_exec
+
+    async def spy(*args: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        if "--version" not in args:
+            seen.append(args)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spy)
+    return seen
+
+
+def special_file(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A path that exists and is no regular file, where a backup would be written."""
+    kept = tmp_path / "kept.txt"
+    kept.write_text("not a backup\n")
+    path = tmp_path / "b.dump"
+    if kind == "symlink":
+        path.symlink_to(kept)
+    elif kind == "dangling symlink":
+        path.symlink_to(tmp_path / "nowhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        # A directory is written into, under the default name: that name is a directory.
+        monkeypatch.setattr(backup_module, "default_backup_path", lambda **_: Path("b.dump"))
+        (tmp_path / "into").mkdir()
+        (tmp_path / "into" / "b.dump").mkdir()
+        return tmp_path / "into"
+    return path
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "fifo", "directory"])
+async def test_a_backup_never_replaces_what_is_no_regular_file(
+    scratch_db: DatabaseConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spawned: list[tuple[str, ...]],
+    kind: str,
+) -> None:
+    """`coursehub db backup /dev/null` renamed the finished dump over the device."""
+    target = special_file(kind, tmp_path, monkeypatch)
+    written = target / "b.dump" if kind == "directory" else target
+    before = written.lstat()
+
+    with pytest.raises(BackupFailed, match="exists and is not a regular file") as raised:
+        await backup_database(scratch_db, target, plain=False, show_progress=False)
+
+    assert str(written) in str(raised.value) and "\n" not in str(raised.value)
+    assert spawned == []  # refused before pg_dump was started
+    after = written.lstat()
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino)
+    assert (tmp_path / "kept.txt").read_text() == "not a backup\n"
+    assert not list(tmp_path.rglob("*.partial"))
+
+
+async def test_a_regular_file_is_still_replaced(scratch_db: DatabaseConfig, tmp_path: Path) -> None:
+    file = tmp_path / "b.dump"
+    file.write_text("last week's\n")
+
+    await backup_database(scratch_db, file, plain=False, show_progress=False)
+
+    assert file.read_bytes().startswith(b"PGDMP")
+
+
+@pytest.fixture
+async def new_database(server: DatabaseConfig) -> AsyncIterator[DatabaseConfig]:
+    """A database (with ?schema=) that does not exist; dropped afterwards if it came to."""
+    config = replace(server.with_database(scratch_database_name("never")), schema="shop")
+    yield config
+    await drop_database(config)
+
+
+async def database_exists(config: DatabaseConfig) -> bool:
+    admin = config.with_database("postgres")
+    return bool(
+        await fetchval(
+            admin, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", config.database
+        )
+    )
+
+
+async def test_a_restore_of_a_missing_file_creates_no_database(
+    new_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """It printed "Created database …", then failed: the database stayed behind."""
+    failed = await asyncio.to_thread(
+        run_cli, "db", "restore", str(tmp_path / "missing.dump"), config=new_database
+    )
+
+    assert failed.returncode == 1
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: no such file: {tmp_path / 'missing.dump'}"]
+    assert "Created database" not in failed.stderr
+    assert not await database_exists(new_database)
+
+
+async def test_a_reset_refused_without_a_terminal_creates_no_database(
+    new_database: DatabaseConfig,
+) -> None:
+    refused = await asyncio.to_thread(run_cli, "db", "reset", "--no-seed", config=new_database)
+
+    assert refused.returncode == 1
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--force" in errors[0]
+    assert not await database_exists(new_database)
+
+
+async def test_a_reset_not_confirmed_at_a_terminal_creates_no_database(
+    new_database: DatabaseConfig,
+) -> None:
+    """At a terminal the question came after the database had been created."""
+    controller, terminal = pty.openpty()
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("ADMIN_EMAIL", "ADMIN_PASSWORD")
+    }
+    environment["DATABASE_URL"] = new_database.to_url()
+    try:
+        cli = subprocess.Popen(
+            [sys.executable, "-m", "coursehub", "db", "reset", "--no-seed"],
+            env=environment,
+            stdin=terminal,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(controller, b"not-the-name\n")
+        stdout, stderr = await asyncio.to_thread(cli.communicate, timeout=60)
+    finally:
+        os.close(terminal)
+        os.close(controller)
+
+    assert cli.returncode == 1, stderr
+    assert f"Type the database name ({new_database.database})" in stdout
+    assert stderr.rstrip().splitlines()[-1] == "error: not confirmed; nothing was changed"
+    assert not await database_exists(new_database)
+
+
+# --- the `--version` probe ------------------------------------------------------------------
+
+
+async def test_a_tool_probe_cancelled_leaves_no_process(tmp_path: Path) -> None:
+    """A `--version` that does not answer was left running when its wait ended."""
+    started = tmp_path / "pid"
+    tool = tmp_path / "pg_dump"
+    tool.write_text(f"#!/bin/sh\necho $$ > {started}\nexec sleep {SLEEP}\n")
+    tool.chmod(0o755)
+
+    probe = asyncio.create_task(tool_version(str(tool)))
+    deadline = time.monotonic() + 30
+    while not started.exists() or not started.read_text().strip():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.02)
+    probe.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await probe
+
+    assert not running(int(started.read_text()))
