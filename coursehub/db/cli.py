@@ -187,7 +187,7 @@ def restore_command(
 ) -> None:
     """Restore a backup into the database, all or nothing. Refuses a non-empty database
     without --force; a corrupt or truncated file leaves the database as it was."""
-    from coursehub.db.backup import restore_database
+    from coursehub.db.restore import restore_database
 
     # Before the database is created: a restore that cannot start creates nothing.
     if not file.exists():
@@ -210,7 +210,7 @@ def _run_stoppable(operation: Coroutine[Any, Any, T]) -> T:
     """`run` for a backup or restore, SIGINT and SIGTERM stopping it cleanly: its child
     processes ended, its partial file removed, and one line saying what it left, with the
     exit code of the signal (130, 143)."""
-    from coursehub.db.backup import Interrupted, cancelled_by_signals
+    from coursehub.db.tool_processes import Interrupted, cancelled_by_signals
 
     try:
         return run(cancelled_by_signals(operation))

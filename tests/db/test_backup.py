@@ -18,16 +18,12 @@ import pytest
 from coursehub.core.database import analyze_after_commit, drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.models import new_id
-from coursehub.db.backup import (
-    RestoreFailed,
-    TargetNotEmpty,
-    backup_database,
-    restore_database,
-    tool_environment,
-)
+from coursehub.db.backup import backup_database
 from coursehub.db.migrations import migrate
 from coursehub.db.pgtools import ToolNotFound, choose, find_tool, find_tools, server_major
+from coursehub.db.restore import RestoreFailed, TargetNotEmpty, restore_database
 from coursehub.db.seed import seed_bulk_data, seed_demo_data
+from coursehub.db.tool_processes import tool_environment
 from tests.conftest import scratch_database_name
 from tests.db.helpers import (
     broken_invariants,
@@ -628,7 +624,7 @@ async def test_the_emptiness_guard_inside_the_restore_transaction(
 ) -> None:
     """Rows that arrive after the first check are caught again inside the transaction,
     before anything is dropped."""
-    from coursehub.db.backup import NOT_EMPTY_MARKER, restore_prologue
+    from coursehub.db.restore import NOT_EMPTY_MARKER, restore_prologue
 
     before = await table_checksums(source_db)
     connection = await asyncpg.connect(**source_db.asyncpg_connect_kwargs())

@@ -27,14 +27,11 @@ from coursehub.core.database import drop_database, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.locks import MIGRATION_LOCK_KEY
 from coursehub.db import backup as backup_module
-from coursehub.db.backup import (
-    BackupFailed,
-    RestoreTransaction,
-    backup_database,
-    transaction_committed,
-)
+from coursehub.db import restore as restore_module
+from coursehub.db.backup import BackupFailed, backup_database
 from coursehub.db.migrations import migrate
 from coursehub.db.pgtools import tool_version
+from coursehub.db.restore import RestoreTransaction, transaction_committed
 from coursehub.db.seed import seed_demo_data
 from tests.conftest import scratch_database_name
 from tests.db.helpers import execute, fetchval, run_cli, table_checksums
@@ -229,7 +226,7 @@ async def test_whether_a_restores_transaction_committed_is_asked_of_the_server(
 ) -> None:
     """What an interrupted restore says rests on this, not on psql's exit code: psql
     stopped by Ctrl-C right after its COMMIT exits 3 all the same."""
-    monkeypatch.setattr(backup_module, "STOP_GRACE", 0.3)
+    monkeypatch.setattr(restore_module, "STOP_GRACE", 0.3)
 
     async def transaction(end: str | None) -> tuple[RestoreTransaction, asyncpg.Connection]:
         connection = await asyncpg.connect(**scratch_db.asyncpg_connect_kwargs())
