@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.models import (
     EnrollmentStatus,
+    Order,
     OrderStatus,
     PaymentStatus,
     User,
@@ -55,6 +56,31 @@ async def all_pages(
         cursor = response.json()["next_cursor"]
         if cursor is None:
             return items
+
+
+async def refused_and_unchanged(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    admin: User,
+    order: Order,
+    *,
+    action: str,
+    body: dict[str, Any] | None = None,
+) -> httpx.Response:
+    """POST the admin `action` on `order` (committed), expecting a 409 that changes
+    nothing of the order; the response, for the caller's own assertions."""
+    before = await fresh(session, order)
+    snapshot = (before.status, before.payment_status, before.metadata_, before.updated_at)
+
+    response = await client.post(
+        f"{URL}/{order.order_number}/{action}", json=body, headers=auth_headers(admin)
+    )
+
+    assert response.status_code == 409, response.text
+    assert response.json()["status"] == 409
+    after = await fresh(session, order)
+    assert (after.status, after.payment_status, after.metadata_, after.updated_at) == snapshot
+    return response
 
 
 # --- the list ---------------------------------------------------------------------------
@@ -298,6 +324,10 @@ async def test_mark_paid_without_a_body_records_offline(
         (OrderStatus.refunded, PaymentStatus.refunded, "order_already_paid"),
         (OrderStatus.cancelled, PaymentStatus.failed, "invalid_order_transition"),
         (OrderStatus.cancelled, PaymentStatus.pending, "invalid_order_transition"),
+        # Unpaid but neither pending nor processing: as the Node app could leave them.
+        (OrderStatus.completed, PaymentStatus.pending, "invalid_order_transition"),
+        (OrderStatus.completed, PaymentStatus.failed, "invalid_order_transition"),
+        (OrderStatus.refunded, PaymentStatus.pending, "invalid_order_transition"),
     ],
 )
 async def test_mark_paid_from_a_closed_order_is_409_and_changes_nothing(
@@ -317,17 +347,12 @@ async def test_mark_paid_from_a_closed_order_is_409_and_changes_nothing(
         payment_status=payment_status,
     )
     await commit_setup(session)
-    before = await fresh(session, order)
-    snapshot = (before.status, before.payment_status, before.metadata_, before.updated_at)
 
-    response = await client.post(
-        f"{URL}/{order.order_number}/mark-paid", headers=auth_headers(admin)
-    )
+    response = await refused_and_unchanged(client, session, admin, order, action="mark-paid")
 
-    assert response.status_code == 409
     assert response.json()["code"] == code
-    after = await fresh(session, order)
-    assert (after.status, after.payment_status, after.metadata_, after.updated_at) == snapshot
+    if code == "invalid_order_transition":
+        assert response.json()["orderStatus"] == status.value
     assert await enrollments_of(session, buyer.id) == {}
 
 
@@ -403,19 +428,12 @@ async def test_refund_from_any_other_state_is_409_and_changes_nothing(
     )
     await make_enrollment(session, user=buyer, course=course, order=order)
     await commit_setup(session)
-    before = await fresh(session, order)
-    snapshot = (before.status, before.payment_status, before.metadata_, before.updated_at)
 
-    response = await client.post(
-        f"{URL}/{order.order_number}/refund",
-        json={"reason": "why not"},
-        headers=auth_headers(admin),
+    response = await refused_and_unchanged(
+        client, session, admin, order, action="refund", body={"reason": "why not"}
     )
 
-    assert response.status_code == 409
     assert response.json()["code"] == "order_not_refundable"
-    after = await fresh(session, order)
-    assert (after.status, after.payment_status, after.metadata_, after.updated_at) == snapshot
     assert [e.status for e in (await enrollments_of(session, buyer.id)).values()] == [
         EnrollmentStatus.active
     ]
@@ -560,21 +578,13 @@ async def test_cancel_from_any_other_state_is_409_and_changes_nothing(
         payment_status=payment_status,
     )
     await commit_setup(session)
-    before = await fresh(session, order)
-    snapshot = (before.status, before.payment_status, before.metadata_, before.updated_at)
 
-    response = await client.post(
-        f"{URL}/{order.order_number}/cancel",
-        json={"reason": "why not"},
-        headers=auth_headers(admin),
+    response = await refused_and_unchanged(
+        client, session, admin, order, action="cancel", body={"reason": "why not"}
     )
 
-    assert response.status_code == 409
     assert response.json()["code"] == "order_not_cancellable"
-    assert response.json()["status"] == 409
     assert response.json()["orderStatus"] == status.value
-    after = await fresh(session, order)
-    assert (after.status, after.payment_status, after.metadata_, after.updated_at) == snapshot
 
 
 @pytest.mark.parametrize("body", [{}, {"reason": "  a "}, {"reason": "x" * 501}])
