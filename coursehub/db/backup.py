@@ -81,6 +81,7 @@ async def backup_database(
     _refuse_what_is_no_regular_file(path)
     partial = path.with_name(f".{path.name}.partial")
     try:
+        _create_private(partial)
         tools = await find_tools(config, ("pg_dump",), prefer_wheel=embedded)
         pg_dump = tools["pg_dump"]
         returncode, stderr = await _run_pg_dump(
@@ -99,6 +100,20 @@ async def backup_database(
         raise
     os.replace(partial, path)
     return BackupResult(path=path, size=file_size(path), plain=plain, pg_dump=pg_dump)
+
+
+def _create_private(partial: Path) -> None:
+    """Create `partial` empty and readable by its owner only, before pg_dump (or our plain
+    writer) opens it, which truncates it and keeps its mode: a backup holds password
+    hashes and emails, and the umask's 0644 would let every local user read it."""
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)  # a partial file left by a crash keeps its old mode
+        finally:
+            os.close(descriptor)
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {partial}: {exc.strerror}") from None
 
 
 def _refuse_what_is_no_regular_file(path: Path) -> None:

@@ -192,6 +192,24 @@ async def test_a_plain_backup_restores_with_psql(
     assert await table_checksums(target_db) == await table_checksums(source_db)
 
 
+@pytest.mark.parametrize("plain", [False, True], ids=["custom", "plain"])
+async def test_a_backup_is_readable_by_its_owner_only(
+    scratch_db: DatabaseConfig, tmp_path: Path, plain: bool
+) -> None:
+    """It holds password hashes and emails: with the usual umask it was written 0644, for
+    every local user to read. A partial file left by a crashed run is made private too."""
+    await migrate(scratch_db)
+    target = tmp_path / ("backup.sql" if plain else "backup.dump")
+    leftover = tmp_path / f".{target.name}.partial"
+    leftover.write_bytes(b"from a crashed run")
+    leftover.chmod(0o644)
+
+    result = await backup_database(scratch_db, target, plain=plain, show_progress=False)
+
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
+    assert not leftover.exists()
+
+
 async def test_restore_reads_plain_sql_too(
     source_db: DatabaseConfig, target_db: DatabaseConfig, tmp_path: Path
 ) -> None:
