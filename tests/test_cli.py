@@ -155,3 +155,16 @@ def test_orders_expire_takes_minutes_up_to_a_year(db_config: DatabaseConfig) -> 
     assert "Invalid value for '--minutes'" in too_long.stderr
     assert a_year.returncode == 0, a_year.stderr
     assert "Expired 0 pending order(s)" in a_year.stdout
+
+
+def test_db_stop_needs_no_secrets(tmp_path: Path) -> None:
+    """Stopping the embedded server needs only COURSEHUB_HOME: a broken secrets file there
+    (which every other command refuses in one line) must not keep it running."""
+    (tmp_path / "secrets.json").write_text("[1, 2]")
+
+    stopped = run_cli("db", "stop", database_url="", COURSEHUB_HOME=str(tmp_path))
+    status = run_cli("db", "status", database_url="", COURSEHUB_HOME=str(tmp_path))
+
+    assert stopped.returncode == 0, stopped.stderr
+    assert "The embedded PostgreSQL is not running." in stopped.stderr
+    assert status.returncode == 1 and "secrets" in status.stderr

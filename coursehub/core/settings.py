@@ -210,12 +210,18 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "invalid setting " + "; ".join(parts)
 
 
-@lru_cache
-def get_settings() -> Settings:
+def read_settings() -> Settings:
+    """The settings as configured, without the installation's secrets filled in: for what
+    needs no secret (`db stop` needs only the home), so a bad secrets file cannot stop it."""
     try:
-        settings = Settings()
+        return Settings()
     except ValidationError as exc:
         raise ConfigurationError(describe_settings_error(exc)) from None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = read_settings()
     if settings.environment == "production":
         return settings  # never generated: `check_production_settings` insists on real ones
     return with_installation_secrets(settings)

@@ -233,9 +233,9 @@ def _size(size: int) -> str:
 def stop_command() -> None:
     """Stop the embedded PostgreSQL server (it otherwise keeps running between commands)."""
     from coursehub.core.embedded import stop_embedded_server
-    from coursehub.core.settings import get_settings
+    from coursehub.core.settings import read_settings
 
-    if stop_embedded_server(Path(get_settings().home)):
+    if stop_embedded_server(Path(read_settings().home)):
         err_console.print("Stopped the embedded PostgreSQL.")
     else:
         err_console.print("The embedded PostgreSQL is not running.")
