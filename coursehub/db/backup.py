@@ -30,11 +30,11 @@ from coursehub.db.tool_processes import (
     CHUNK,
     LINE_LIMIT,
     Interrupted,
-    describe_verbose_line,
     end_process,
     file_size,
     first_error,
     read_lines,
+    showing_tables,
     to_the_end,
     tool_environment,
 )
@@ -158,11 +158,7 @@ async def _run_pg_dump(
     stderr: list[str] = []
     with bytes_progress(enabled=show_progress) as progress:
         task = progress.add_task(f"backing up {config.database}", total=None)
-
-        def on_line(line: str) -> None:
-            described = describe_verbose_line(line, "dumping")
-            if described:
-                progress.update(task, description=described)
+        on_line = showing_tables(progress, task, "dumping")
 
         process = await asyncio.create_subprocess_exec(
             pg_dump.path,

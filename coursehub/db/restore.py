@@ -51,11 +51,11 @@ from coursehub.db.tool_processes import (
     LINE_LIMIT,
     STOP_GRACE,
     Interrupted,
-    describe_verbose_line,
     end_process,
     file_size,
     first_error,
     read_lines,
+    showing_tables,
     to_the_end,
     tool_environment,
 )
@@ -680,11 +680,7 @@ async def _stream_restore(
     total = None if backup.archive else file_size(file)
     with bytes_progress(enabled=show_progress) as progress:
         task = progress.add_task(f"restoring {file.name}", total=total)
-
-        def on_source_line(line: str) -> None:
-            described = describe_verbose_line(line, "restoring")
-            if described:
-                progress.update(task, description=described)
+        on_source_line = showing_tables(progress, task, "restoring")
 
         def on_psql_line(line: str) -> None:
             match = announced.search(line)

@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rich.progress import Progress, TaskID
+
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.errors import StoreError
 
@@ -157,6 +159,18 @@ def describe_verbose_line(line: str, verb: str) -> str | None:
     """`pg_dump: dumping contents of table "public.Order"` → `dumping public.Order`."""
     match = _TABLE_IN_VERBOSE.search(line)
     return f"{verb} {match.group(1)}" if match else None
+
+
+def showing_tables(progress: Progress, task: TaskID, verb: str) -> Callable[[str], None]:
+    """A handler of a verbose pg_dump's or pg_restore's stderr lines that shows the table
+    it is at as `task`'s description (`dumping public.Order`)."""
+
+    def on_line(line: str) -> None:
+        described = describe_verbose_line(line, verb)
+        if described:
+            progress.update(task, description=described)
+
+    return on_line
 
 
 def file_size(path: Path) -> int:
