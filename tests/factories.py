@@ -160,9 +160,11 @@ async def make_order(
     discount: Decimal | str = Decimal("0"),
     payment_method: str | None = None,
     created_at: datetime | None = None,
+    currency: str = "INR",
 ) -> Order:
     original = sum((c.price for c in courses), Decimal("0"))
     order = Order(
+        currency=currency,
         order_number=f"CH-TEST-{_n():06d}",
         user_id=user.id,
         status=status,

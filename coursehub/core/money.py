@@ -5,11 +5,17 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated
 
-from pydantic import PlainSerializer, WithJsonSchema
+from pydantic import PlainSerializer, StringConstraints, WithJsonSchema
 
 PAISA = Decimal("0.01")
 ZERO = Decimal("0.00")
 CURRENCY = "INR"
+
+# An ISO 4217 code as clients send it ("inr", " INR"), as the store compares it: upper case.
+# Orders adopted from the Node app may carry another currency, or INR in lower case.
+Currency = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
+]
 
 
 def to_paise(amount: Decimal) -> Decimal:

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
+from coursehub.core.money import Currency
 from coursehub.orders.models import OrderStatus, PaymentStatus
 
 OrderNumber = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
@@ -18,11 +19,6 @@ REASON_MAX_LENGTH = 500
 
 def _first_of_reason(reason: object) -> object:
     return reason[:REASON_MAX_LENGTH] if isinstance(reason, str) else reason
-
-
-Currency = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$")
-]
 
 
 class PaymentEventType(enum.StrEnum):

@@ -1,5 +1,9 @@
 """The sales report's SQL: two aggregate queries over the orders placed in a window
-(`Order_createdAt_id_idx` finds them), whatever the number of orders."""
+(`Order_createdAt_id_idx` finds them), whatever the number of orders.
+
+Money of one currency only: the store sells in INR, but orders adopted from the Node app
+can carry another currency (or INR in lower case, as `upper` reads it); summed together
+their amounts would mean nothing."""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, literal, select
+from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 # Through coursehub.models, which imports every model: the mappers' relationships
@@ -20,10 +24,15 @@ ZERO = literal(Decimal(0))
 @dataclass(frozen=True)
 class StatusTotals:
     status: OrderStatus
-    orders: int
+    orders: int  # in the currency asked for, as are the sums
     amount: Decimal
     original_amount: Decimal
     discount: Decimal
+    other_currency_orders: int  # left out of every other figure
+
+
+def _in_currency(currency: str) -> ColumnElement[bool]:
+    return func.upper(Order.currency) == currency
 
 
 @dataclass(frozen=True)
@@ -37,16 +46,19 @@ class CourseTotals:
 
 
 async def totals_by_status(
-    session: AsyncSession, *, starts_at: datetime, ends_at: datetime
+    session: AsyncSession, *, starts_at: datetime, ends_at: datetime, currency: str
 ) -> list[StatusTotals]:
-    """Per status: orders, Σ amount, Σ originalAmount, Σ coupon discount (one query)."""
+    """Per status, of the orders in `currency`: orders, Σ amount, Σ originalAmount, Σ coupon
+    discount; and the number of orders in any other currency (one query)."""
+    in_currency = _in_currency(currency)
     statement = (
         select(
             Order.status,
-            func.count(),
-            func.coalesce(func.sum(Order.amount), ZERO),
-            func.coalesce(func.sum(Order.original_amount), ZERO),
-            func.coalesce(func.sum(CouponUsage.discount), ZERO),
+            func.count().filter(in_currency),
+            func.coalesce(func.sum(Order.amount).filter(in_currency), ZERO),
+            func.coalesce(func.sum(Order.original_amount).filter(in_currency), ZERO),
+            func.coalesce(func.sum(CouponUsage.discount).filter(in_currency), ZERO),
+            func.count().filter(~in_currency),
         )
         # At most one usage per order (CouponUsage_orderId_key): the join adds no rows.
         .outerjoin(CouponUsage, CouponUsage.order_id == Order.id)
@@ -58,9 +70,9 @@ async def totals_by_status(
 
 
 async def top_courses(
-    session: AsyncSession, *, starts_at: datetime, ends_at: datetime, limit: int
+    session: AsyncSession, *, starts_at: datetime, ends_at: datetime, currency: str, limit: int
 ) -> list[CourseTotals]:
-    """The courses of completed orders by revenue (one query). An order's discount is
+    """The courses of completed orders in `currency` by revenue (one query). An order's discount is
     spread over its items in proportion to their prices: price × amount / originalAmount."""
     share = func.coalesce(
         OrderItem.price * Order.amount / func.nullif(Order.original_amount, 0), ZERO
@@ -81,6 +93,7 @@ async def top_courses(
             Order.status == OrderStatus.completed,
             Order.created_at >= starts_at,
             Order.created_at < ends_at,
+            _in_currency(currency),
         )
         .group_by(OrderItem.course_id, Course.title, Course.slug)
         .order_by(revenue.desc(), OrderItem.course_id)

@@ -109,6 +109,7 @@ async def test_the_report_for_one_day(
     assert report["from"].startswith("2026-04-10T00:00:00")
     assert report["to"].startswith("2026-04-11T00:00:00")
     assert report["currency"] == "INR"
+    assert report["ordersInOtherCurrencies"] == 0
     assert report["orders"] == {
         "total": 6,
         "pending": 1,
@@ -207,9 +208,59 @@ async def test_the_default_window_is_the_last_30_days(
     assert report["revenue"] == "20.00"
 
 
+async def test_orders_in_another_currency_are_reported_apart(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User
+) -> None:
+    """Orders adopted from the Node app may be in another currency (or INR in lower case):
+    a sum over currencies would mean nothing."""
+    buyer = await make_user(session)
+    course = await make_course(session, price="100.00")
+    day = datetime(2026, 5, 2, tzinfo=UTC)
+    completed: dict[str, Any] = {
+        "status": OrderStatus.completed,
+        "payment_status": PaymentStatus.paid,
+    }
+    for hour, currency in enumerate(["INR", "inr", "USD"]):
+        await make_order(
+            session,
+            user=buyer,
+            courses=[course],
+            created_at=day + timedelta(hours=hour),
+            currency=currency,
+            **completed,
+        )
+    await make_order(session, user=buyer, courses=[course], created_at=day, currency="USD")
+    await commit_setup(session)
+    window = {"from": "2026-05-02", "to": "2026-05-02"}
+
+    inr = (await client.get(URL, params=window, headers=auth_headers(admin))).json()
+    usd = (
+        await client.get(URL, params={**window, "currency": " usd"}, headers=auth_headers(admin))
+    ).json()
+
+    assert inr["currency"] == "INR"
+    assert inr["orders"]["total"] == inr["orders"]["completed"] == 2
+    assert inr["revenue"] == inr["grossSales"] == "200.00"
+    assert inr["topCourses"][0]["unitsSold"] == 2
+    assert inr["ordersInOtherCurrencies"] == 2
+    assert usd["currency"] == "USD"
+    assert usd["orders"] == {
+        "total": 2,
+        "pending": 1,
+        "processing": 0,
+        "completed": 1,
+        "cancelled": 0,
+        "refunded": 0,
+    }
+    assert usd["revenue"] == "100.00"
+    assert usd["topCourses"][0]["revenue"] == "100.00"
+    assert usd["ordersInOtherCurrencies"] == 2
+
+
 @pytest.mark.parametrize(
     "params",
     [
+        {"currency": "rupees"},
         {"from": "2026-04-11", "to": "2026-04-10"},
         {"from": "2999-01-01"},  # after `to`'s default, now
         {"top": 0},
