@@ -1,3 +1,3 @@
-from coursehub.cli import main
+from coursehub.entry_point import main
 
 main()

@@ -168,3 +168,53 @@ def test_db_stop_needs_no_secrets(tmp_path: Path) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert "The embedded PostgreSQL is not running." in stopped.stderr
     assert status.returncode == 1 and "secrets" in status.stderr
+
+
+# A Ctrl-C while Python imports the CLI (FastAPI, SQLAlchemy, every model: about a second),
+# simulated by an import hook: before `coursehub.cli.main` exists to catch it.
+_CTRL_C_DURING_IMPORT = """
+import sys
+
+class CtrlCOnImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "coursehub.cli":
+            raise KeyboardInterrupt
+        return None
+
+sys.meta_path.insert(0, CtrlCOnImport())
+from coursehub.entry_point import main
+main()
+"""
+
+
+def test_a_ctrl_c_while_the_cli_is_imported_is_one_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_DURING_IMPORT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert result.returncode == 130
+    assert result.stderr == "interrupted\n"
+
+
+def test_the_console_script_is_the_entry_point_that_imports_nothing() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["coursehub"] == "coursehub.entry_point:main"
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, coursehub.entry_point; print(sorted(m for m in sys.modules "
+            "if m.startswith(('coursehub.', 'sqlalchemy', 'fastapi', 'typer'))))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert imported.stdout.strip() == "['coursehub.entry_point']"
