@@ -15,8 +15,15 @@ from alembic.util.exc import CommandError as AlembicCommandError
 from rich.console import Console
 from rich.markup import escape
 
-from coursehub.core.database import ResolvedDatabase, check_connection, resolve_database
-from coursehub.core.errors import StoreError, first_line
+from coursehub.core.database import (
+    CONNECT_ERRORS,
+    ResolvedDatabase,
+    check_connection,
+    connect_error_message,
+    resolve_database,
+)
+from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.errors import ConfigurationError, StoreError, first_line
 from coursehub.core.settings import get_settings
 
 T = TypeVar("T")
@@ -70,23 +77,48 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coroutine)
 
 
-def target_database(*, quiet: bool = False, create: bool = False) -> ResolvedDatabase:
+def target_database(
+    *, quiet: bool = False, create: bool = False, created_later: bool = False
+) -> ResolvedDatabase:
     """The database this command works on, announced (password hidden) and checked.
 
     `create`: make the database if it does not exist yet (as `prisma migrate` does).
+    `created_later`: the command creates it itself, once it knows it will not fail before
+    using it (a restore, once its file has passed its checks): only the server is checked
+    here, and the database may be missing, embedded or not.
     """
     with one_line_errors():
         resolved = resolve_database(get_settings())
     if not quiet:
         err_console.print(f"[dim]Using database {resolved.describe()}[/dim]")
-    if resolved.embedded or create:
+    if created_later:
+        run(_check_server(resolved.config))
+    elif resolved.embedded or create:
         from coursehub.core.database import ensure_database_exists
 
         if run(ensure_database_exists(resolved.config)) and not quiet:
-            err_console.print(f"Created database {resolved.config.database!r}.")
+            announce_created_database(resolved.config)
     else:
         run(check_connection(resolved.config))
     return resolved
+
+
+def announce_created_database(config: DatabaseConfig) -> None:
+    err_console.print(f"Created database {config.database!r}.")
+
+
+async def _check_server(config: DatabaseConfig) -> None:
+    """Connect to the database or, while it does not exist, to the server's maintenance
+    database (where it will be created from); ConfigurationError with a one-line reason if
+    the server cannot be reached or refuses."""
+    try:
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    except asyncpg.InvalidCatalogNameError:
+        await check_connection(config.with_database("postgres"))
+        return
+    except CONNECT_ERRORS as exc:
+        raise ConfigurationError(await connect_error_message(config, exc)) from exc
+    await connection.close()
 
 
 def report_failure(exc: CommandFailed) -> NoReturn:

@@ -10,7 +10,15 @@ from typing import Any, TypeVar
 
 import typer
 
-from coursehub.core.console import console, err_console, fail, one_line_errors, run, target_database
+from coursehub.core.console import (
+    announce_created_database,
+    console,
+    err_console,
+    fail,
+    one_line_errors,
+    run,
+    target_database,
+)
 from coursehub.core.database import resolve_database
 from coursehub.core.dburl import parse_database_url
 from coursehub.core.settings import get_settings
@@ -189,14 +197,22 @@ def restore_command(
     without --force; a corrupt or truncated file leaves the database as it was."""
     from coursehub.db.restore import restore_database
 
-    # Before the database is created: a restore that cannot start creates nothing.
     if not file.exists():
         fail(f"no such file: {file}")
     if not os.access(file, os.R_OK):
         fail(f"cannot read {file}: permission denied")
-    resolved = target_database(create=True)
+    # A missing database is created by the restore, once the file has passed its checks:
+    # a restore refused for its file creates nothing.
+    resolved = target_database(created_later=True)
     result = _run_stoppable(
-        restore_database(resolved.config, file, force=force, embedded=resolved.embedded)
+        restore_database(
+            resolved.config,
+            file,
+            force=force,
+            embedded=resolved.embedded,
+            create_database=True,
+            on_database_created=lambda: announce_created_database(resolved.config),
+        )
     )
     console.print(
         f"Restored {result.path} into {resolved.config.redacted()} "

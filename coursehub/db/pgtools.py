@@ -56,9 +56,16 @@ def server_major(version_num: int) -> int:
 
 
 async def server_version_num(config: DatabaseConfig) -> int:
+    """The server's `server_version_num`, asked of `config`'s database or, while that does
+    not exist yet (a restore creates it only once its file has passed its checks), of the
+    server's maintenance database: the version is the server's, whichever database."""
     import asyncpg
 
-    connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    try:
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+    except asyncpg.InvalidCatalogNameError:
+        maintenance = config.with_database("postgres")
+        connection = await asyncpg.connect(**maintenance.asyncpg_connect_kwargs())
     try:
         return int(await connection.fetchval("SHOW server_version_num"))
     finally:

@@ -33,14 +33,14 @@ import secrets
 import shlex
 import signal
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
 
-from coursehub.core.database import analyze_after_commit
+from coursehub.core.database import analyze_after_commit, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, quoted_identifier
 from coursehub.core.errors import Conflict, StoreError, first_line
 from coursehub.db.pgtools import Tool, find_tools
@@ -554,6 +554,8 @@ async def restore_database(
     force: bool,
     embedded: bool = False,
     show_progress: bool = True,
+    create_database: bool = False,
+    on_database_created: Callable[[], None] | None = None,
 ) -> RestoreResult:
     """Replace the target schema's contents with the dump in `file`, in one transaction.
 
@@ -562,6 +564,10 @@ async def restore_database(
     RestoreFailed and the target is left exactly as it was. Cancelled, it stops pg_restore
     and psql, and raises Interrupted saying whether the restore had committed (only if
     psql was already running the COMMIT; otherwise nothing was restored).
+
+    `create_database`: a missing target database (and the URL's schema) is created, once
+    the file has passed every check that needs no database; `on_database_created` is
+    called if it was (before the restore proper starts).
     """
     target = config.redacted()
     nothing_restored = f"nothing was restored; {target} is as it was"
@@ -571,6 +577,9 @@ async def restore_database(
         tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
         backup = await inspect_backup(file, config.schema, tools["pg_restore"])
         refuse_what_a_restore_cannot_hold(backup, config.schema)
+        # Only now: a restore refused for its file leaves no new, empty database behind.
+        if create_database and await ensure_database_exists(config) and on_database_created:
+            on_database_created()
         if not force:
             holding = await tables_with_rows(config)
             if holding:

@@ -382,6 +382,82 @@ async def test_a_restore_of_a_missing_file_creates_no_database(
     assert not await database_exists(new_database)
 
 
+@pytest.fixture
+async def shop_store(scratch_db: DatabaseConfig) -> DatabaseConfig:
+    """A store in `?schema=shop`, as `new_database` is, with the demo data."""
+    config = replace(scratch_db, schema="shop")
+    await migrate(config)
+    await seed_demo_data(config)
+    return config
+
+
+async def not_a_dump(store: DatabaseConfig, tmp_path: Path, kind: str) -> Path:
+    """A file that exists and is readable, and that no restore can take."""
+    if kind == "text":
+        file = tmp_path / "hello.txt"
+        file.write_text("hello\n")
+        return file
+    whole, file = tmp_path / "store.sql", tmp_path / "cut.sql"
+    await backup_database(store, whole, plain=True, show_progress=False)
+    file.write_bytes(whole.read_bytes()[:-5000])
+    return file
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"), [("text", "not a readable pg_dump archive"), ("truncated", "truncated")]
+)
+async def test_a_restore_of_a_file_that_is_no_usable_dump_creates_no_database(
+    shop_store: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path, kind: str, reason: str
+) -> None:
+    """The database was created before the file was looked at, and stayed behind."""
+    file = await not_a_dump(shop_store, tmp_path, kind)
+
+    failed = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=new_database)
+
+    assert failed.returncode == 1, failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and reason in errors[0] and str(file) in errors[0], failed.stderr
+    assert "Created database" not in failed.stderr and "Traceback" not in failed.stderr
+    assert not await database_exists(new_database)
+
+
+async def test_a_restore_into_a_missing_database_creates_it(
+    shop_store: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    file = tmp_path / "store.dump"
+    await backup_database(shop_store, file, plain=False, show_progress=False)
+
+    restored = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=new_database)
+
+    assert restored.returncode == 0, restored.stderr
+    assert f"Created database {new_database.database!r}." in restored.stderr
+    assert f"Restored {file} into {new_database.redacted()}" in restored.stdout
+    assert await table_checksums(new_database) == await table_checksums(shop_store)
+
+
+@pytest.mark.parametrize("fault", ["server down", "wrong password"])
+async def test_a_restore_that_cannot_reach_the_server_is_one_line(
+    server: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path, fault: str
+) -> None:
+    """The database may be missing until the restore creates it: the server is checked
+    first, and its refusal is still the one line `db status` gives."""
+    if fault == "wrong password" and server.is_socket:
+        pytest.skip("the embedded server trusts every local user; no password to get wrong")
+    file = tmp_path / "hello.txt"
+    file.write_text("hello\n")
+    if fault == "server down":
+        config, says = replace(new_database, host="127.0.0.1", port=1), "cannot reach PostgreSQL"
+    else:
+        config, says = replace(new_database, user="nobody_here", password="x"), "wrong user"
+
+    failed = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=config)
+
+    assert failed.returncode == 1
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0] and "Traceback" not in failed.stderr
+    assert not await database_exists(new_database)
+
+
 async def test_a_reset_refused_without_a_terminal_creates_no_database(
     new_database: DatabaseConfig,
 ) -> None:
