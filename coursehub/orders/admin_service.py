@@ -33,7 +33,7 @@ from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import move_order
 from coursehub.payments import repository as payments_repository
 from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
-from coursehub.payments.service import record_payment
+from coursehub.payments.service import MARKED_PAID_VIA, record_payment
 from coursehub.users.models import User
 
 logger = logging.getLogger("coursehub.orders")
@@ -107,7 +107,7 @@ async def mark_paid(
             f"order {order_number} is already paid",
             extra={"orderNumber": order_number, "paymentStatus": order.payment_status.value},
         )
-    details: dict[str, str] = {"via": "admin", "markedPaidBy": admin.id}
+    details: dict[str, str] = {"via": MARKED_PAID_VIA, "markedPaidBy": admin.id}
     if data.reference is not None:
         details["paymentReference"] = data.reference
     await record_payment(

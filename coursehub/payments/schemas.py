@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import json
+import re
 from decimal import Decimal
 from typing import Annotated
 
@@ -17,8 +19,30 @@ PaymentId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1
 REASON_MAX_LENGTH = 500
 
 
-def _first_of_reason(reason: object) -> object:
-    return reason[:REASON_MAX_LENGTH] if isinstance(reason, str) else reason
+# UTF-16 surrogates, which a str holds only unpaired (JSON "\ud800": text a gateway cut
+# mid-emoji). PostgreSQL refuses them, and NUL, in JSONB.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _as_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Decimal):  # how the body's numbers are read
+        return str(value)
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except RecursionError:
+        return "(a reason nested too deeply to show)"
+
+
+def _reason_text(reason: object) -> str | None:
+    """The gateway's reason as text that can be stored: a number or an object as its JSON
+    text, NULs removed, lone surrogates replaced by U+FFFD, its first REASON_MAX_LENGTH
+    characters. Never refused, so that the failure is applied whatever the wording."""
+    if reason is None:
+        return None
+    text = _SURROGATE.sub("\ufffd", _as_text(reason).replace("\x00", ""))
+    return text[:REASON_MAX_LENGTH]
 
 
 class PaymentEventType(enum.StrEnum):
@@ -54,12 +78,13 @@ class PaymentEvent(PaymentsModel):
     payment_id: PaymentId
     amount: Annotated[Decimal, Field(ge=0, description='Rupees, e.g. 1499.00 or "1499.00".')]
     currency: Currency
-    # Cut to its first 500 characters, not refused: a failure must be applied whatever
-    # the gateway's wording (refused, the order would stay pending until it expired).
-    reason: Annotated[str | None, BeforeValidator(_first_of_reason)] = Field(
+    # Cleaned and cut to its first 500 characters, never refused: a failure must be applied
+    # whatever the gateway's wording (refused, the order would stay pending until it expired).
+    reason: Annotated[str | None, BeforeValidator(_reason_text)] = Field(
         default=None,
         description="Why a payment failed, as the gateway words it (its first "
-        f"{REASON_MAX_LENGTH} characters are kept).",
+        f"{REASON_MAX_LENGTH} characters are kept, without NULs, a lone UTF-16 surrogate "
+        "as U+FFFD; a number or an object as its JSON text).",
     )
 
 

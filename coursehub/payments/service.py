@@ -9,7 +9,11 @@ harmless:
   buyer (reactivating a revoked enrollment). On an order already paid (or paid and
   refunded since) it changes nothing, unless its paymentId is another one: the
   customer paid twice, and that second payment is recorded for a refund as a late
-  capture is (below).
+  capture is (below). An order an admin marked paid has no paymentId, only the
+  reference the admin gave, if any: a capture with that reference as its paymentId is
+  the same payment, any other is recorded for a refund too. Only an order paid under
+  the Node app, with neither, has nothing to tell a second payment by: a capture of it
+  changes nothing.
 - `payment.failed` on a pending or processing order cancels it and marks the payment
   failed; being cancelled, its coupon use no longer counts (the usage row stays).
   After a capture it is ignored and logged: a gateway may report an earlier failed
@@ -62,6 +66,9 @@ logger = logging.getLogger("coursehub.payments")
 
 # What a gateway capture records as the method when checkout did not name one.
 ONLINE_PAYMENT_METHOD = "online"
+# `metadata.via` of an order completed by an admin's mark-paid (orders/admin_service.py),
+# which records the payment's `paymentReference`, if given, but no paymentId.
+MARKED_PAID_VIA = "admin"
 
 
 @dataclass(frozen=True)
@@ -79,6 +86,10 @@ def parse_event(body: bytes) -> PaymentEvent:
         raw = json.loads(body, parse_float=Decimal)
     except (ValueError, InvalidOperation):
         raise InvalidPaymentEvent("the body is not JSON") from None
+    except RecursionError:
+        # Arrays or objects nested past the interpreter's recursion limit: a signed body
+        # still, so answered as a malformed event, not a 500.
+        raise InvalidPaymentEvent("the body is not JSON: it is nested too deeply") from None
     try:
         return PaymentEvent.model_validate(raw)
     except ValidationError as exc:
@@ -143,9 +154,14 @@ async def _apply_capture(
     session: AsyncSession, order: Order, event: PaymentEvent
 ) -> WebhookOutcome:
     if order.payment_status in (PaymentStatus.paid, PaymentStatus.refunded):
-        known = metadata_object(order.metadata_).get("paymentId")
+        metadata = metadata_object(order.metadata_)
+        if metadata.get("via") == MARKED_PAID_VIA:
+            return _apply_capture_after_mark_paid(order, event, metadata)
+        known = metadata.get("paymentId")
+        # No paymentId only on an order paid under the Node app, which recorded none: nothing
+        # to tell a second payment by, so it is taken as a replay.
         if known is None or known == event.payment_id:
-            return WebhookOutcome.already_captured  # a replay (or no paymentId to tell by)
+            return WebhookOutcome.already_captured
         # The customer paid twice. The order keeps its first payment; the second is owed
         # back, and is recorded where an operator finds money to refund (refundDue), not
         # only in the log.
@@ -172,6 +188,28 @@ async def _apply_capture(
         order.status.value,
     )
     return WebhookOutcome.late_capture_flagged
+
+
+def _apply_capture_after_mark_paid(
+    order: Order, event: PaymentEvent, metadata: dict[str, Any]
+) -> WebhookOutcome:
+    """A capture of an order an admin marked paid (an offline payment, recorded with no
+    paymentId). Only a capture whose paymentId is the mark-paid's `paymentReference` is that
+    same payment; any other may be the customer paying a second time, so it is recorded
+    for a refund, for an operator to review, rather than taken for a replay and lost."""
+    reference = metadata.get("paymentReference")
+    if reference is not None and reference == event.payment_id:
+        return WebhookOutcome.already_captured
+    _record_capture_to_refund(order, event)
+    logger.warning(
+        "capture %s for order %s, already marked paid by admin %s (reference %s): recorded, "
+        "refund it at the gateway unless it is that payment",
+        event.payment_id,
+        order.order_number,
+        metadata.get("markedPaidBy"),
+        "none" if reference is None else repr(reference),
+    )
+    return WebhookOutcome.second_capture_flagged
 
 
 def _record_capture_to_refund(order: Order, event: PaymentEvent) -> None:

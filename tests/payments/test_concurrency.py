@@ -149,18 +149,29 @@ async def test_mark_paid_racing_the_gateways_capture_applies_once(
     capture, marked = await asyncio.gather(
         deliver(committed_client, event(order, payment_id="pay_race")),
         committed_client.post(
-            f"/api/v1/admin/orders/{order.order_number}/mark-paid", headers=headers
+            f"/api/v1/admin/orders/{order.order_number}/mark-paid",
+            json={"reference": "UTR-RACE"},
+            headers=headers,
         ),
     )
 
     assert capture.status_code == 200
+    stored, enrollments, _ = await state(committed_db, order)
+    assert stored.metadata_ is not None
     if capture.json()["outcome"] == "captured":
         assert marked.status_code == 409 and marked.json()["code"] == "order_already_paid"
+        assert stored.metadata_["paymentId"] == "pay_race"
+        assert "refundDue" not in stored.metadata_
     else:
-        assert capture.json()["outcome"] == "already_captured"
+        # Mark-paid came first, with another reference: the gateway's capture may be a
+        # second payment, recorded for an operator to review, the order left as marked.
+        assert capture.json()["outcome"] == "second_capture_flagged"
         assert marked.status_code == 200
-    stored, enrollments, _ = await state(committed_db, order)
+        assert stored.metadata_["via"] == "admin"
+        assert stored.metadata_["refundDue"] is True
+        assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == ["pay_race"]
     assert stored.status == OrderStatus.completed
+    assert stored.payment_status == PaymentStatus.paid
     assert [e.status for e in enrollments] == [EnrollmentStatus.active] * 2
 
 

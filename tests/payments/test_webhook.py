@@ -8,6 +8,7 @@ request that fails, and rolls its own work back, does not take the setup with it
 from __future__ import annotations
 
 import json
+from collections import Counter
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,9 @@ from coursehub.models import (
     Order,
     OrderStatus,
     PaymentStatus,
+    User,
 )
+from coursehub.payments.schemas import PaymentEvent
 from coursehub.payments.signature import SIGNATURE_HEADER, sign
 from tests.conftest import TEST_WEBHOOK_SECRET
 from tests.factories import (
@@ -196,6 +199,107 @@ async def test_a_second_payment_of_a_paid_order_is_recorded_for_a_refund(
     assert [o["orderNumber"] for o in due.json()["items"]] == [pending_order.order_number]
 
 
+async def mark_paid(
+    client: httpx.AsyncClient, order: Order, admin: User, reference: str | None = None
+) -> None:
+    body = {} if reference is None else {"reference": reference}
+    response = await client.post(
+        f"/api/v1/admin/orders/{order.order_number}/mark-paid",
+        json=body,
+        headers=auth_headers(admin),
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("reference", [None, "UTR-0042"])
+async def test_a_capture_of_an_order_marked_paid_is_recorded_for_a_refund(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    pending_order: Order,
+    caplog: pytest.LogCaptureFixture,
+    reference: str | None,
+) -> None:
+    """Mark-paid records no paymentId: a capture with any paymentId other than the
+    mark-paid's reference may be the customer paying a second time, so it is recorded for
+    an operator to review (refundDue), not taken for a replay and lost; its replay adds
+    nothing."""
+    admin = await make_admin(session)
+    await commit_setup(session)
+    await mark_paid(client, pending_order, admin, reference)
+    marked = await snapshot(session, pending_order)
+
+    with caplog.at_level("WARNING", logger="coursehub.payments"):
+        capture = await deliver(client, event(pending_order, payment_id="pay_gw"))
+    replayed = await deliver(client, event(pending_order, payment_id="pay_gw"))
+
+    assert capture.status_code == replayed.status_code == 200, capture.text
+    assert capture.json()["outcome"] == replayed.json()["outcome"] == "second_capture_flagged"
+    stored = await fresh(session, pending_order)
+    assert stored.metadata_ is not None
+    assert stored.metadata_["refundDue"] is True
+    assert [c["paymentId"] for c in stored.metadata_["lateCaptures"]] == ["pay_gw"]
+    assert "paymentId" not in stored.metadata_
+    # The order keeps the admin's payment (status, method, enrollments …): only the two
+    # keys above were added to its metadata.
+    after = await snapshot(session, pending_order)
+    metadata_index = 3
+    kept = {k: v for k, v in stored.metadata_.items() if k not in ("lateCaptures", "refundDue")}
+    assert kept == marked[metadata_index]
+    assert after[:metadata_index] == marked[:metadata_index]
+    assert after[metadata_index + 2 :] == marked[metadata_index + 2 :]  # not updatedAt
+    assert any(
+        "pay_gw" in record.getMessage()
+        and "marked paid by admin " + admin.id in record.getMessage()
+        and (reference or "none") in record.getMessage()
+        for record in caplog.records
+    )
+    due = await client.get(
+        "/api/v1/admin/orders", params={"refund_due": "true"}, headers=auth_headers(admin)
+    )
+    assert [o["orderNumber"] for o in due.json()["items"]] == [pending_order.order_number]
+
+
+async def test_a_capture_of_the_payment_an_admin_marked_paid_changes_nothing(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    """The admin recorded the gateway's payment id as the reference: that capture is the
+    payment the order was marked paid with."""
+    admin = await make_admin(session)
+    await commit_setup(session)
+    await mark_paid(client, pending_order, admin, "pay_known")
+    before = await snapshot(session, pending_order)
+
+    response = await deliver(client, event(pending_order, payment_id="pay_known"))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "already_captured"
+    assert await snapshot(session, pending_order) == before
+
+
+async def test_a_capture_of_an_order_paid_under_node_without_a_payment_id_is_a_replay(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Paid under the Node app (metadata with no `via` and no paymentId): nothing to tell a
+    second payment by."""
+    buyer = await make_user(session)
+    order = await make_order(
+        session,
+        user=buyer,
+        courses=[await make_course(session)],
+        status=OrderStatus.completed,
+        payment_status=PaymentStatus.paid,
+    )
+    order.metadata_ = {"paidAt": "2024-03-01T10:00:00Z", "gateway": "razorpay"}
+    await commit_setup(session)
+    before = await snapshot(session, order)
+
+    response = await deliver(client, event(order, payment_id="pay_again"))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "already_captured"
+    assert await snapshot(session, order) == before
+
+
 async def test_capture_of_a_refunded_order_changes_nothing(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
@@ -297,6 +401,77 @@ async def test_a_failure_with_a_long_reason_is_applied_with_the_reasons_start(
     assert stored.status == OrderStatus.cancelled
     assert stored.metadata_ is not None
     assert stored.metadata_["paymentFailure"]["reason"] == reason[:500]
+
+
+@pytest.mark.parametrize(
+    ("reason", "stored_reason"),
+    [
+        # A JS gateway cut the text mid-emoji, leaving half a UTF-16 surrogate pair.
+        ("card declined \ud83d", "card declined \ufffd"),
+        ("\ud800", "\ufffd"),
+        ("card\u0000 declined\u0000", "card declined"),
+        ("\u0000" + "x" * 600, "x" * 500),
+    ],
+)
+async def test_a_failure_with_a_reason_postgres_cannot_store_is_applied_with_it_cleaned(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    pending_order: Order,
+    reason: str,
+    stored_reason: str,
+) -> None:
+    """JSONB takes neither a lone surrogate nor NUL: refused (a 500 or a 422), the failure
+    would never be applied, and the gateway would retry it forever."""
+    body = json.dumps(event(pending_order, "payment.failed", reason=reason)).encode()
+    assert b"\\u" in body  # sent as JSON escapes, as a gateway sends them
+
+    response = await deliver(client, body)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "failed"
+    stored = await fresh(session, pending_order)
+    assert stored.status == OrderStatus.cancelled
+    assert stored.metadata_ is not None
+    assert stored.metadata_["paymentFailure"]["reason"] == stored_reason
+
+
+def failure_with_raw_reason(order: Order, reason_json: str) -> bytes:
+    """A failure whose `reason` is the given JSON text, as the gateway sent it."""
+    payload = json.dumps(event(order, "payment.failed", reason="REASON"))
+    return payload.replace('"REASON"', reason_json).encode()
+
+
+@pytest.mark.parametrize(
+    ("reason_json", "stored_reason"),
+    [
+        ("402", "402"),
+        ("1.50", "1.50"),
+        ("true", "true"),
+        (
+            '{"code":"BAD_REQUEST_ERROR","step":"auth"}',
+            '{"code": "BAD_REQUEST_ERROR", "step": "auth"}',
+        ),
+        ('["declined","by issuer"]', '["declined", "by issuer"]'),
+        ('{"description":"x\\u0000y\\ud800"}', '{"description": "x\\u0000y\ufffd"}'),
+    ],
+)
+async def test_a_failure_whose_reason_is_not_text_is_applied_with_its_json_text(
+    client: httpx.AsyncClient,
+    session: AsyncSession,
+    pending_order: Order,
+    reason_json: str,
+    stored_reason: str,
+) -> None:
+    """A failure must be applied whatever the gateway's wording, even a number or an
+    object where the store expects text."""
+    response = await deliver(client, failure_with_raw_reason(pending_order, reason_json))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["outcome"] == "failed"
+    stored = await fresh(session, pending_order)
+    assert stored.status == OrderStatus.cancelled
+    assert stored.metadata_ is not None
+    assert stored.metadata_["paymentFailure"]["reason"] == stored_reason
 
 
 async def test_a_failure_after_the_capture_is_ignored_and_logged(
@@ -524,6 +699,60 @@ async def test_a_signed_but_malformed_event_is_422(
     assert response.json()["code"] == "invalid_payment_event"
     if field != "body":
         assert response.json()["errors"][0]["field"] == field
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 1000 + b"]" * 1000,
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,
+    ],
+    ids=["array", "object"],
+)
+async def test_a_signed_body_nested_too_deeply_is_422_not_500(
+    client: httpx.AsyncClient, body: bytes
+) -> None:
+    response = await deliver(client, body)
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "invalid_payment_event"
+    assert "nested too deeply" in response.json()["detail"]
+
+
+async def test_a_reason_nested_about_as_deep_as_json_is_read_is_never_a_500(
+    client: httpx.AsyncClient, session: AsyncSession, pending_order: Order
+) -> None:
+    """Near the recursion limit, a reason the JSON reader took may be too deep to write
+    back as text: the failure is applied all the same (or, deeper, refused as a 422)."""
+    statuses = Counter[int]()
+    # Every depth up to past the limit: where exactly it falls depends on the stack the
+    # request runs in.
+    for depth in range(800, 1001):
+        nested = "[" * depth + "]" * depth
+        response = await deliver(client, failure_with_raw_reason(pending_order, nested))
+        statuses[response.status_code] += 1
+
+    assert statuses.keys() == {200, 422}, statuses
+    assert (await fresh(session, pending_order)).status == OrderStatus.cancelled
+
+
+def test_a_reason_too_deep_to_write_as_text_is_still_a_reason() -> None:
+    too_deep: list[Any] = []
+    for _ in range(100_000):
+        too_deep = [too_deep]
+
+    parsed = PaymentEvent.model_validate(
+        {
+            "event": "payment.failed",
+            "orderNumber": "CH-1",
+            "paymentId": "pay_1",
+            "amount": "1.00",
+            "currency": "INR",
+            "reason": too_deep,
+        }
+    )
+
+    assert parsed.reason == "(a reason nested too deeply to show)"
 
 
 async def test_an_event_for_an_unknown_order_is_404(client: httpx.AsyncClient) -> None:
