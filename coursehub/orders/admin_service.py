@@ -30,7 +30,7 @@ from coursehub.orders.admin_schemas import (
 from coursehub.orders.errors import OrderNotCancellable, OrderNotFound
 from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
-from coursehub.orders.transitions import move_order
+from coursehub.orders.transitions import CANCELLABLE, UNPAID, move_order
 from coursehub.payments import repository as payments_repository
 from coursehub.payments.errors import NoRefundDue, OrderAlreadyPaid, OrderNotRefundable
 from coursehub.payments.service import MARKED_PAID_VIA, record_payment
@@ -151,10 +151,6 @@ async def refund(
         "order %s refunded by admin %s (%d enrollments revoked)", order_number, admin.id, revoked
     )
     return await get_order(session, order_number)
-
-
-CANCELLABLE = (OrderStatus.pending, OrderStatus.processing)
-UNPAID = (PaymentStatus.pending, PaymentStatus.failed)
 
 
 async def cancel(

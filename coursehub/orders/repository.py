@@ -56,6 +56,7 @@ from coursehub.models import (
     User,
 )
 from coursehub.orders.metadata import LEGACY_KEY
+from coursehub.orders.transitions import CANCELLABLE, UNPAID
 
 # What `OrderRead.from_order` reads: items with their courses' listing columns, and the
 # coupon usage with its coupon. Two extra queries whatever the number of orders.
@@ -548,3 +549,35 @@ async def expire_pending_orders(
     )
     result = await session.execute(statement)
     return [row[0] for row in result.all()]
+
+
+# --- an account's removal ----------------------------------------------------------------
+
+_CANCEL_UNPAID_ORDERS_OF_USER_SQL = DriverStatement(
+    ORDER_TABLE.update()
+    .where(
+        ORDER_TABLE.c.userId == _USER_ID,
+        # Not `in_`: an "expanding" parameter, which a DriverStatement cannot hold.
+        or_(*(ORDER_TABLE.c.status == status for status in CANCELLABLE)),
+        or_(*(ORDER_TABLE.c.paymentStatus == status for status in UNPAID)),
+    )
+    .values(
+        status=OrderStatus.cancelled,
+        updatedAt=bindparam("now", type_=ORDER_TABLE.c.updatedAt.type),
+        metadata=_metadata_object(ORDER_TABLE.c.metadata).op("||")(
+            cast(literal({"cancelReason": "account_removed"}, JSONB), JSONB)
+        ),
+    )
+    .returning(ORDER_TABLE.c.orderNumber)
+)
+
+
+async def cancel_unpaid_orders_of_user(writer: Writer, *, user_id: str, now: datetime) -> list[str]:
+    """Cancel the user's unpaid pending and processing orders (`cancelReason:
+    account_removed`), in one statement; their numbers. For an account being anonymised:
+    nobody can sign in to it to use what a payment would buy, so a payment captured later
+    is flagged for a refund (as after any cancellation) instead of completing the order."""
+    rows = await _CANCEL_UNPAID_ORDERS_OF_USER_SQL.fetch_in_transaction(
+        writer, user_id=user_id, now=now
+    )
+    return [row[0] for row in rows]

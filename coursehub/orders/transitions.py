@@ -7,7 +7,7 @@ completed → refunded. Anything else is a 409.
 from __future__ import annotations
 
 from coursehub.orders.errors import InvalidOrderTransition
-from coursehub.orders.models import Order, OrderStatus
+from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 
 ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.pending: frozenset({OrderStatus.processing, OrderStatus.cancelled}),
@@ -16,6 +16,11 @@ ALLOWED_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.cancelled: frozenset(),
     OrderStatus.refunded: frozenset(),
 }
+
+# What an admin's cancel, or an account's removal, can cancel: an order not yet paid, in
+# a state a payment could still complete.
+CANCELLABLE = (OrderStatus.pending, OrderStatus.processing)
+UNPAID = (PaymentStatus.pending, PaymentStatus.failed)
 
 
 def can_transition(current: OrderStatus, target: OrderStatus) -> bool:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.database import violated_constraint
 from coursehub.core.errors import FieldError, Forbidden, StoreError, Unauthorized
+from coursehub.core.models import utcnow
 from coursehub.core.pagination import CursorCodec, Page, decode_time_keyset, time_keyset_page
 from coursehub.core.security import (
     UNUSABLE_PASSWORD,
@@ -23,6 +24,7 @@ from coursehub.core.security import (
     verify_password_off_loop,
 )
 from coursehub.core.sql import Reader, Writer
+from coursehub.orders import repository as orders_repository
 from coursehub.users import repository
 from coursehub.users.errors import (
     AccountRemoved,
@@ -228,7 +230,9 @@ async def remove_account(
 ) -> Removal:
     """Delete the account, or anonymise it if it has orders (accounting keeps them): its
     email, username and password become unusable, its role user, its profile and
-    preferences go. Either way nobody can sign in to it again and its tokens stop working.
+    preferences go, and its unpaid pending or processing orders are cancelled (a payment
+    the gateway captures later is then flagged for a refund, not kept for an account
+    nobody can use). Either way nobody can sign in to it again and its tokens stop working.
     The last admin cannot be removed (409). `acting_admin_id`: the admin removing it
     (None: the user themself, DELETE /me)."""
     locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
@@ -246,6 +250,13 @@ async def remove_account(
             username=f"deleted-{user_id}",
             password=UNUSABLE_PASSWORD,
         )
+        # After the account's lock: a checkout of this user (it holds their row) has
+        # committed its order by now, and none can start. A capture holding one of these
+        # orders is waited for (it completes the order, which then stays); one that locks
+        # an order first and then waits for the account's row deadlocks with this, and
+        # PostgreSQL ends one of the two: 409 transaction_conflict, retried, nothing
+        # half-written.
+        await orders_repository.cancel_unpaid_orders_of_user(writer, user_id=user_id, now=utcnow())
         return Removal.anonymised
     await repository.delete_user(writer, user_id=user_id)
     return Removal.deleted

@@ -18,7 +18,7 @@ from coursehub.core.locks import ADMIN_SET_LOCK_KEY
 from coursehub.core.models import utcnow
 from coursehub.core.security import UNUSABLE_PASSWORD
 from coursehub.db import migrations
-from coursehub.models import Role, User
+from coursehub.models import OrderStatus, PaymentStatus, Role, User
 from coursehub.users import service as users_service
 from coursehub.users.errors import AccountRemoved, UserNotFound
 from coursehub.users.schemas import UserCreate
@@ -33,6 +33,7 @@ from tests.factories import (
     make_profile,
     make_user,
 )
+from tests.payments.helpers import commit_setup, deliver, enrollments_of, event, fresh
 from tests.queries import captured, waiting_for_locks
 
 USERS = "/api/v1/admin/users"
@@ -232,6 +233,44 @@ async def test_admin_deletes_or_anonymises_a_user(
     for their in their_headers:
         me = await client.get("/api/v1/me", headers=their)
         assert me.status_code == 401, me.text
+
+
+async def test_an_anonymised_accounts_unpaid_orders_are_cancelled(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """Its pending (and Node-era processing) orders were left open: a capture then completed
+    them, enrolling an account nobody can sign in to, and nothing flagged the money."""
+    admin = await make_admin(session)
+    buyer = await make_user(session)
+    pending = await make_order(session, user=buyer, courses=[await make_course(session)])
+    processing = await make_order(
+        session, user=buyer, courses=[await make_course(session)], status=OrderStatus.processing
+    )
+    paid = await make_order(
+        session,
+        user=buyer,
+        courses=[await make_course(session)],
+        status=OrderStatus.completed,
+        payment_status=PaymentStatus.paid,
+    )
+    other = await make_order(session, user=admin, courses=[await make_course(session)])
+    await commit_setup(session)
+
+    removed = await client.delete(f"{USERS}/{buyer.id}", headers=auth_headers(admin))
+    capture = await deliver(client, event(pending))
+
+    assert removed.json() == {"outcome": "anonymised"}
+    for order in (pending, processing):
+        stored = await fresh(session, order)
+        assert stored.status == OrderStatus.cancelled
+        assert stored.payment_status == PaymentStatus.pending
+        assert stored.metadata_ is not None
+        assert stored.metadata_["cancelReason"] == "account_removed"
+    assert capture.json()["outcome"] == "late_capture_flagged"
+    assert (await fresh(session, pending)).metadata_["refundDue"] is True
+    assert await enrollments_of(session, buyer.id) == {}
+    assert (await fresh(session, paid)).status == OrderStatus.completed
+    assert (await fresh(session, other)).status == OrderStatus.pending
 
 
 # --- the last admin under concurrency ----------------------------------------------------
