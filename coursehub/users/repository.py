@@ -238,11 +238,17 @@ _LOCK_ACCOUNT_SQL = DriverStatement(
 # The row as the request's token found it (the same password hash), locked FOR KEY SHARE:
 # the weakest lock that conflicts with an account removal's FOR UPDATE (and takes nothing
 # from a checkout, whose foreign-key checks take the same).
-_HOLD_ACCOUNT_SQL = DriverStatement(
-    select(USERS.c.id)
-    .where(USERS.c.id == _USER_ID, USERS.c.password == bindparam("password", type_=Text))
-    .with_for_update(of=USERS, read=True, key_share=True)
+_HELD_ACCOUNT = select(USERS.c.id).where(
+    USERS.c.id == _USER_ID, USERS.c.password == bindparam("password", type_=Text)
 )
+_HOLD_ACCOUNT_SQL = DriverStatement(
+    _HELD_ACCOUNT.with_for_update(of=USERS, read=True, key_share=True)
+)
+# The same, FOR UPDATE: before changing the row's email or username. An UPDATE of a column
+# under a unique index takes FOR UPDATE anyway; two requests that each held the row FOR KEY
+# SHARE first and then both asked for that deadlocked (a form submitted twice: one of them a
+# 409 transaction_conflict after a second's wait). Taken first, the second waits its turn.
+_HOLD_ACCOUNT_FOR_UPDATE_SQL = DriverStatement(_HELD_ACCOUNT.with_for_update(of=USERS))
 _USER_DETAIL_SQL = DriverStatement(
     select(
         *_USER_COLUMNS,
@@ -591,14 +597,17 @@ async def lock_account(
     )
 
 
-async def hold_account(writer: Writer, *, user_id: str, password_hash: str) -> bool:
+async def hold_account(
+    writer: Writer, *, user_id: str, password_hash: str, to_update: bool = False
+) -> bool:
     """Lock the user's row until the transaction ends, if it is still there with this
     password hash (not deleted, anonymised or given a new password since it was read).
     A removal in progress is waited for, and then seen (READ COMMITTED re-checks a row
-    that changed while the lock was awaited); one that starts later waits for us."""
-    rows = await _HOLD_ACCOUNT_SQL.fetch_in_transaction(
-        writer, user_id=user_id, password=password_hash
-    )
+    that changed while the lock was awaited); one that starts later waits for us.
+    `to_update`: the row itself will be changed (its email or username): FOR UPDATE rather
+    than FOR KEY SHARE, so that two such changes queue instead of deadlocking."""
+    statement = _HOLD_ACCOUNT_FOR_UPDATE_SQL if to_update else _HOLD_ACCOUNT_SQL
+    rows = await statement.fetch_in_transaction(writer, user_id=user_id, password=password_hash)
     return bool(rows)
 
 

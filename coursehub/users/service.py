@@ -159,13 +159,15 @@ def _token_no_longer_valid() -> Unauthorized:
     return Unauthorized("the access token is no longer valid; sign in again")
 
 
-async def _hold_own_account(session: AsyncSession, user: User) -> None:
+async def _hold_own_account(session: AsyncSession, user: User, *, to_update: bool = False) -> None:
     """Before the signed-in user changes their own account: hold its row as their token
     found it, so an account removal (deletion or anonymisation, by an admin or by their own
     DELETE /me) either waits for this change or is seen done, answered like any request
     after it (401). Without it a change racing a removal failed on the profile's foreign
     key (500), or wrote a new email back onto the anonymised row."""
-    if not await repository.hold_account(session, user_id=user.id, password_hash=user.password):
+    if not await repository.hold_account(
+        session, user_id=user.id, password_hash=user.password, to_update=to_update
+    ):
         raise _token_no_longer_valid()
 
 
@@ -175,7 +177,7 @@ async def update_account(session: AsyncSession, user: User, data: UserUpdate) ->
     changes = {name: value for name, value in changes.items() if getattr(user, name) != value}
     if not changes:
         return user
-    await _hold_own_account(session, user)
+    await _hold_own_account(session, user, to_update=True)
     await _check_free(
         session,
         email=changes.get("email"),

@@ -519,3 +519,29 @@ async def test_a_change_racing_the_accounts_removal_is_401_and_writes_nothing(
         assert await rows(session, UserPreference, user_id) == 0
         email = await session.scalar(select(User.email).where(User.id == user_id))
         assert email is None if not with_orders else email != "late@example.com"
+
+
+async def test_two_changes_of_the_account_at_once_both_apply(
+    committed_db: Database, committed_client: httpx.AsyncClient
+) -> None:
+    """A form submitted twice, or an email and a username change sent together: each held
+    the row FOR KEY SHARE, then both updated it (FOR UPDATE, a unique column): a deadlock,
+    one of them a 409 transaction_conflict after a second. Now the second waits its turn."""
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+    headers = auth_headers(user)
+
+    for attempt in range(3):  # a race is not always run on the first try
+        responses = await asyncio.gather(
+            committed_client.patch(
+                ME, json={"email": f"first-{attempt}@example.com"}, headers=headers
+            ),
+            committed_client.patch(ME, json={"username": f"second_{attempt}"}, headers=headers),
+        )
+
+        assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+        async with committed_db.transaction() as session:
+            email, username = (
+                await session.execute(select(User.email, User.username).where(User.id == user.id))
+            ).one()
+        assert (email, username) == (f"first-{attempt}@example.com", f"second_{attempt}")
