@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     EmailStr,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
@@ -191,7 +192,9 @@ class PreferencesUpdate(AccountModel):
     language: Language | None = Field(
         default=None, description="ISO 639-1; one of " + ", ".join(SUPPORTED_LANGUAGES) + "."
     )
-    notifications: bool | None = None
+    # Strict: "yes", "off" or 1 are a client's mistake to report, not booleans to guess
+    # (Prisma's Boolean refused them too).
+    notifications: StrictBool | None = None
 
     @field_validator("theme", "language", "notifications", mode="before")
     @classmethod

@@ -249,7 +249,14 @@ async def test_preferences_default_then_patch_changes_only_what_is_sent(
 
 @pytest.mark.parametrize(
     "body",
-    [{"theme": "blue"}, {"language": "xx"}, {"language": "english"}, {"notifications": None}],
+    [
+        {"theme": "blue"},
+        {"language": "xx"},
+        {"language": "english"},
+        {"notifications": None},
+        {"notifications": "yes"},
+        {"notifications": 0},
+    ],
 )
 async def test_invalid_preferences_are_422(
     client: httpx.AsyncClient, session: AsyncSession, body: dict[str, Any]
