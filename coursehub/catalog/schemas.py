@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
     ValidationInfo,
@@ -76,8 +77,10 @@ class CourseCreate(CatalogModel):
     features: Features = []
     category: Category
     level: CourseLevel
-    is_published: bool = False
-    is_featured: bool = False
+    # Strict: "yes" or 1 is a client's mistake, not a flag to guess (a course published by
+    # accident); Prisma's Boolean refused them too.
+    is_published: StrictBool = False
+    is_featured: StrictBool = False
 
 
 # Columns that are NOT NULL: a PATCH may leave them out, but not set them to null.
@@ -106,8 +109,8 @@ class CourseUpdate(CatalogModel):
     features: Features | None = None
     category: Category | None = None
     level: CourseLevel | None = None
-    is_published: bool | None = None
-    is_featured: bool | None = None
+    is_published: StrictBool | None = None
+    is_featured: StrictBool | None = None
 
     @field_validator(*_REQUIRED_ON_UPDATE, mode="before")
     @classmethod

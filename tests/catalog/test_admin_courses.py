@@ -133,6 +133,8 @@ async def test_validation_reports_every_bad_field(
         features=["ok", ""],
         level="expert",
         category="  ",
+        isPublished="yes",  # a JSON boolean only: a course is not published by a guess
+        isFeatured=1,
     )
     headers = auth_headers(admin)
     await session.commit()
@@ -152,6 +154,8 @@ async def test_validation_reports_every_bad_field(
         "features.1",
         "level",
         "category",
+        "isPublished",
+        "isFeatured",
     } <= fields
     assert await course_count(session) == 0
     too_many = await client.post(URL, json=course_body(features=["f"] * 31), headers=headers)
@@ -253,10 +257,14 @@ async def test_patch_rejects_null_for_required_fields_but_clears_optional_ones(
     nulls = await client.patch(
         f"{URL}/{course_id}", json={"title": None, "price": None}, headers=headers
     )
+    guessed = await client.patch(
+        f"{URL}/{course_id}", json={"isPublished": "true"}, headers=headers
+    )
     cleared = await client.patch(f"{URL}/{course_id}", json={"description": None}, headers=headers)
 
     assert nulls.status_code == 422
     assert {e["field"] for e in nulls.json()["errors"]} == {"title", "price"}
+    assert guessed.status_code == 422
     assert cleared.status_code == 200
     assert cleared.json()["description"] is None
 
