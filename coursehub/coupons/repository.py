@@ -89,8 +89,13 @@ async def get_coupon_with_stats(session: AsyncSession, coupon_id: str) -> Coupon
     return None if row is None else CouponWithStats(row[0], row[1], row[2])
 
 
-async def get_coupon(session: AsyncSession, coupon_id: str) -> Coupon | None:
-    return await session.get(Coupon, coupon_id)
+async def get_coupon(
+    session: AsyncSession, coupon_id: str, *, for_update: bool = False
+) -> Coupon | None:
+    """The coupon; `for_update`: its row locked FOR UPDATE until the transaction ends, which
+    waits for the checkouts holding it FOR KEY SHARE (orders/repository.py, the order's
+    insert) and makes those that come after wait for this change."""
+    return await session.get(Coupon, coupon_id, with_for_update=for_update or None)
 
 
 # Built once, with named parameters, so checkout reuses its compiled form.

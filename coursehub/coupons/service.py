@@ -80,12 +80,19 @@ async def update_coupon(
     code (409). Lowering maxUses below the uses already made is allowed: it just has none left.
 
     Under the coupon's claim lock (coupons/repository.py): the change waits for the
-    checkouts claiming a use of it, and every claim after it sees the change."""
+    checkouts claiming a use of it, and every claim after it sees the change. A change that
+    sets a limit also holds the coupon's row FOR UPDATE: checkouts that found the coupon
+    unlimited claim no use, but hold its row FOR KEY SHARE as they write their usage, so the
+    change waits for those in flight (their uses then count against the new limit), and the
+    ones after it see the limit and claim a use (orders/repository.py, the order's insert).
+    Exact, then, even when a live unlimited coupon is given a limit."""
+    changes = data.model_dump(exclude_unset=True)
     await repository.lock_claims(session, coupon_id)
-    coupon = await repository.get_coupon(session, coupon_id)
+    coupon = await repository.get_coupon(
+        session, coupon_id, for_update=changes.get("max_uses") is not None
+    )
     if coupon is None:
         raise CouponNotFound(f"no coupon with id {coupon_id!r}")
-    changes = data.model_dump(exclude_unset=True)
     new_code = changes.get("code")
     if new_code not in (None, coupon.code) and await repository.code_taken(
         session, new_code, except_id=coupon.id

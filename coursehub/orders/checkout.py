@@ -26,11 +26,15 @@ One transaction, in this order, holding locks as briefly as possible:
    (coupons/repository.py, "claiming a use", says why no use is sold twice). The
    coupon's terms are read again with the claim: changed by an admin meanwhile, the
    new ones are checked and applied.
-   Unlimited coupons (the common case) take no lock at all. A use starts counting
+   Unlimited coupons (the common case) take no claim lock. A use starts counting
    only here, under that lock; one stops counting when its order is cancelled, which
    needs no lock: a count can then only be too high for a moment, never too low.
 6. The order, items and usage in one statement. A zero amount completes at once:
-   paymentStatus paid, paymentMethod `free`, enrollments granted.
+   paymentStatus paid, paymentMethod `free`, enrollments granted. With a coupon read as
+   unlimited, the statement writes only if it still is (its row held FOR KEY SHARE, as
+   the usage's foreign key holds it anyway): an admin who gave it a limit meanwhile held
+   the row FOR UPDATE, and the checkout starts over once, claiming a use as in 5
+   (repository `_insert_order_statement`).
 
 Nothing is written before every rule has passed, and everything is written by one
 statement, so a refused checkout leaves nothing behind.
@@ -38,6 +42,7 @@ statement, so a refused checkout leaves nothing behind.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -63,6 +68,7 @@ from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders import repository
 from coursehub.orders.errors import (
     AlreadyEnrolled,
+    CheckoutConflict,
     CourseInOpenOrder,
     CourseUnavailable,
     IdempotencyKeyReused,
@@ -72,6 +78,7 @@ from coursehub.orders.errors import (
 from coursehub.orders.metadata import metadata_object
 from coursehub.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
 from coursehub.orders.numbers import new_order_number
+from coursehub.orders.repository import InsertOutcome
 from coursehub.orders.schemas import FREE_PAYMENT_METHOD, MAX_ITEMS
 from coursehub.orders.transitions import complete_order
 from coursehub.users.models import User
@@ -168,7 +175,44 @@ def _check_all_found(course_ids: Sequence[str], found: set[str]) -> None:
         )
 
 
+class _CouponGainedLimit(Exception):
+    """The coupon, read without a use limit, was given one before the order's insert, which
+    therefore wrote nothing (`repository.insert_order`)."""
+
+
 async def checkout(
+    writer: Writer,
+    *,
+    user: User,
+    course_ids: Sequence[str],
+    coupon_code: str | None,
+    payment_method: str | None,
+    idempotency_key: str | None,
+) -> CheckoutResult:
+    attempt = functools.partial(
+        _checkout_once,
+        writer,
+        user=user,
+        course_ids=course_ids,
+        coupon_code=coupon_code,
+        payment_method=payment_method,
+        idempotency_key=idempotency_key,
+    )
+    try:
+        return await attempt()
+    except _CouponGainedLimit:
+        # Nothing was written: once more from the coupon's read, which now finds its limit
+        # and claims a use as for any limited coupon. An admin changing it back and forth
+        # within these milliseconds would make the second attempt raise too: a conflict.
+        try:
+            return await attempt()
+        except _CouponGainedLimit:
+            raise CheckoutConflict(
+                "the coupon's use limit changed while this order was placed; please try again"
+            ) from None
+
+
+async def _checkout_once(
     writer: Writer,
     *,
     user: User,
@@ -235,6 +279,7 @@ async def checkout(
     original = sum(prices, start=ZERO)
     discount = ZERO
     coupon: Coupon | None = None
+    use_claimed = False
     if code is not None:
         if loaded.coupon is None:
             raise CouponNotFound(f"there is no coupon {code}")
@@ -244,6 +289,7 @@ async def checkout(
         )
         if coupon.max_uses is not None:
             terms = await _claim_limited_use(writer, coupon)
+            use_claimed = True
             if terms != CouponTerms.of(coupon):
                 # An admin changed the coupon between our read and our claim (which waited
                 # for the change): its new terms are the ones that apply.
@@ -296,7 +342,7 @@ async def checkout(
         else None
     )
 
-    await _insert(writer, order, items, usage, code=code)
+    await _insert(writer, order, items, usage, code=code, use_claimed=use_claimed)
     if order.status == OrderStatus.completed:
         await grant_enrollments_for_order(
             writer, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
@@ -385,12 +431,18 @@ async def _insert(
     usage: CouponUsage | None,
     *,
     code: str | None,
+    use_claimed: bool,
 ) -> None:
     try:
         for _ in range(NUMBER_ATTEMPTS):
             order.order_number = new_order_number(order.created_at)
-            if await repository.insert_order(writer, order=order, items=items, usage=usage):
+            outcome = await repository.insert_order(
+                writer, order=order, items=items, usage=usage, use_claimed=use_claimed
+            )
+            if outcome is InsertOutcome.inserted:
                 return
+            if outcome is InsertOutcome.coupon_gained_limit:
+                raise _CouponGainedLimit
     except IntegrityError as exc:
         # A course or the coupon deleted by an admin between our read and our insert.
         constraint = violated_constraint(exc)

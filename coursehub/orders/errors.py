@@ -53,3 +53,11 @@ class OrderNumberExhausted(Conflict):
 
     code = "order_number_unavailable"
     title = "Could not allocate an order number; try again"
+
+
+class CheckoutConflict(Conflict):
+    """A concurrent change the checkout could not settle by retrying once (practically
+    never): as PostgreSQL's own transaction conflicts, the buyer may simply retry."""
+
+    code = "transaction_conflict"
+    title = "A concurrent change interrupted the request; try again"

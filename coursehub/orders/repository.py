@@ -8,6 +8,7 @@ statement is the same, and prepared once, for 1 or 20 items).
 
 from __future__ import annotations
 
+import enum
 import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
     Numeric,
     Select,
@@ -75,6 +77,7 @@ OPEN_STATUSES = (OrderStatus.pending, OrderStatus.processing)
 ORDER_TABLE = typing.cast(Table, Order.__table__)
 ITEM_TABLE = typing.cast(Table, OrderItem.__table__)
 USAGE_TABLE = typing.cast(Table, CouponUsage.__table__)
+COUPON_TABLE = typing.cast(Table, Coupon.__table__)
 
 COURSE_COLUMNS = (Course.id, Course.title, Course.slug, Course.thumbnail, Course.price)
 
@@ -192,26 +195,57 @@ def _insert_order_statement(*, with_usage: bool) -> Select[Any]:
     `ON CONFLICT ("orderNumber") DO NOTHING`: if the number is taken (a rare random
     collision) nothing at all is written, since the items and usage are selected from
     the order's RETURNING, and the transaction stays usable for a retry.
+
+    With a usage, the order is inserted only from `usable_coupon`: the coupon's row, FOR
+    KEY SHARE (the lock the usage's foreign-key check takes anyway, taken first), if it
+    still has no use limit, or if `use_claimed` (a use of a limited coupon claimed under its
+    claim lock). A checkout that found a coupon unlimited takes no claim; an admin giving
+    the coupon a limit meanwhile holds its row FOR UPDATE (coupons.service.update_coupon),
+    so this waits for that change and then sees it (READ COMMITTED re-checks a row changed
+    while the lock was awaited): nothing is written, and the checkout claims a use as for
+    any limited coupon. A change that comes after waits for this use to commit, and counts
+    it. The statement's second column says which (1: the coupon is usable as read).
     """
     created_at = bindparam("created_at", type_=ORDER_TABLE.c.createdAt.type)
-    new_order = (
-        insert(ORDER_TABLE)
-        .values(
-            id=bindparam("order_id", type_=Text),
-            orderNumber=bindparam("order_number", type_=Text),
-            userId=_USER_ID,
-            status=bindparam("status", type_=ORDER_TABLE.c.status.type),
-            amount=bindparam("amount", type_=ORDER_TABLE.c.amount.type),
-            originalAmount=bindparam("original_amount", type_=ORDER_TABLE.c.amount.type),
-            paymentMethod=bindparam("payment_method", type_=Text),
-            paymentStatus=bindparam("payment_status", type_=ORDER_TABLE.c.paymentStatus.type),
-            currency=bindparam("currency", type_=Text),
-            # None is SQL NULL (as Prisma leaves it), not the JSON value null.
-            metadata=bindparam("metadata", type_=JSONB(none_as_null=True)),
-            createdAt=created_at,
-            updatedAt=created_at,
+    order_values: dict[str, Any] = {
+        "id": bindparam("order_id", type_=Text),
+        "orderNumber": bindparam("order_number", type_=Text),
+        "userId": _USER_ID,
+        "status": bindparam("status", type_=ORDER_TABLE.c.status.type),
+        "amount": bindparam("amount", type_=ORDER_TABLE.c.amount.type),
+        "originalAmount": bindparam("original_amount", type_=ORDER_TABLE.c.amount.type),
+        "paymentMethod": bindparam("payment_method", type_=Text),
+        "paymentStatus": bindparam("payment_status", type_=ORDER_TABLE.c.paymentStatus.type),
+        "currency": bindparam("currency", type_=Text),
+        # None is SQL NULL (as Prisma leaves it), not the JSON value null.
+        "metadata": bindparam("metadata", type_=JSONB(none_as_null=True)),
+        "createdAt": created_at,
+        "updatedAt": created_at,
+    }
+    usable_coupon = None
+    if with_usage:
+        usable_coupon = (
+            select(COUPON_TABLE.c.id)
+            .where(
+                COUPON_TABLE.c.id == bindparam("coupon_id", type_=Text),
+                or_(
+                    COUPON_TABLE.c.maxUses.is_(None),
+                    bindparam("use_claimed", type_=Boolean),
+                ),
+            )
+            .with_for_update(read=True, key_share=True)
+            .cte("usable_coupon")
         )
-        .on_conflict_do_nothing(index_elements=[ORDER_TABLE.c.orderNumber])
+        order_insert = insert(ORDER_TABLE).from_select(
+            list(order_values),
+            select(*(value.label(name) for name, value in order_values.items())).select_from(
+                usable_coupon
+            ),
+        )
+    else:
+        order_insert = insert(ORDER_TABLE).values(**order_values)
+    new_order = (
+        order_insert.on_conflict_do_nothing(index_elements=[ORDER_TABLE.c.orderNumber])
         .returning(ORDER_TABLE.c.id)
         .cte("new_order")
     )
@@ -234,25 +268,27 @@ def _insert_order_statement(*, with_usage: bool) -> Select[Any]:
         )
         .cte("new_items")
     )
-    statement = select(func.count()).select_from(new_order).add_cte(new_items)
-    if with_usage:
-        new_usage = (
-            USAGE_TABLE.insert()
-            .from_select(
-                ["id", "couponId", "userId", "orderId", "discount", "createdAt"],
-                select(
-                    bindparam("usage_id", type_=Text),
-                    bindparam("coupon_id", type_=Text),
-                    _USER_ID,
-                    new_order.c.id,
-                    bindparam("discount", type_=USAGE_TABLE.c.discount.type),
-                    created_at,
-                ).select_from(new_order),
-            )
-            .cte("new_usage")
+    if usable_coupon is None:
+        return select(func.count()).select_from(new_order).add_cte(new_items)
+    new_usage = (
+        USAGE_TABLE.insert()
+        .from_select(
+            ["id", "couponId", "userId", "orderId", "discount", "createdAt"],
+            select(
+                bindparam("usage_id", type_=Text),
+                bindparam("coupon_id", type_=Text),
+                _USER_ID,
+                new_order.c.id,
+                bindparam("discount", type_=USAGE_TABLE.c.discount.type),
+                created_at,
+            ).select_from(new_order),
         )
-        statement = statement.add_cte(new_usage)
-    return statement
+        .cte("new_usage")
+    )
+    return select(
+        select(func.count()).select_from(new_order).scalar_subquery(),
+        select(func.count()).select_from(usable_coupon).scalar_subquery(),
+    ).add_cte(new_items, new_usage)
 
 
 INSERT_ORDER = _insert_order_statement(with_usage=False)
@@ -359,15 +395,23 @@ async def load_courses_for_checkout(
     return CheckoutLoad(found, coupon)
 
 
+class InsertOutcome(enum.Enum):
+    inserted = "inserted"
+    number_taken = "number_taken"  # nothing written: try another order number
+    coupon_gained_limit = "coupon_gained_limit"  # nothing written: claim a use first
+
+
 async def insert_order(
     writer: Writer,
     *,
     order: Order,
     items: Sequence[OrderItem],
     usage: CouponUsage | None,
-) -> bool:
+    use_claimed: bool = False,
+) -> InsertOutcome:
     """Insert the order, its items and its coupon usage (built, not added to the session) in
-    one statement. False if the order number was taken (then nothing was written)."""
+    one statement. `use_claimed`: a use of the usage's limited coupon was claimed; without
+    one, nothing is written if the coupon has a use limit by now (`_insert_order_statement`)."""
     params: dict[str, Any] = {
         "order_id": order.id,
         "order_number": order.order_number,
@@ -384,12 +428,21 @@ async def insert_order(
         "item_course_ids": [item.course_id for item in items],
         "item_prices": [item.price for item in items],
     }
-    statement = _INSERT_ORDER_SQL
-    if usage is not None:
-        statement = _INSERT_ORDER_WITH_USAGE_SQL
-        params.update(usage_id=usage.id, coupon_id=usage.coupon_id, discount=usage.discount)
-    rows = await statement.fetch_in_transaction(writer, **params)
-    return bool(rows[0][0])
+    if usage is None:
+        rows = await _INSERT_ORDER_SQL.fetch_in_transaction(writer, **params)
+        return InsertOutcome.inserted if rows[0][0] else InsertOutcome.number_taken
+    rows = await _INSERT_ORDER_WITH_USAGE_SQL.fetch_in_transaction(
+        writer,
+        **params,
+        usage_id=usage.id,
+        coupon_id=usage.coupon_id,
+        discount=usage.discount,
+        use_claimed=use_claimed,
+    )
+    inserted, coupon_usable = rows[0]
+    if inserted:
+        return InsertOutcome.inserted
+    return InsertOutcome.number_taken if coupon_usable else InsertOutcome.coupon_gained_limit
 
 
 # --- the buyer's orders ----------------------------------------------------------------

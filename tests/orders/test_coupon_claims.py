@@ -356,3 +356,89 @@ async def test_a_coupon_with_a_negative_limit_is_used_up(
 
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "coupon_used_up"
+
+
+# --- a live unlimited coupon given a limit ---------------------------------------------------
+
+
+async def an_unlimited_coupon_with_two_uses(
+    database: Database, *, code: str
+) -> tuple[str, dict[str, str], dict[str, str], dict[str, Any]]:
+    """An unlimited coupon used twice (orders not cancelled), an admin, a new buyer and
+    their checkout of one course with it, all committed: (coupon id, admin's headers,
+    buyer's headers, checkout body)."""
+    async with database.transaction() as session:
+        admin, buyer = await make_admin(session), await make_user(session)
+        course = await make_course(session, price="1000.00")
+        coupon = await make_coupon(session, code=code, value="10")
+        await add_usages(session, coupon, 2, status=OrderStatus.pending)
+        body = {"courseIds": [course.id], "couponCode": code}
+        return coupon.id, auth_headers(admin), auth_headers(buyer), body
+
+
+async def test_a_checkout_that_read_the_coupon_unlimited_sees_a_limit_set_before_its_insert(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """The checkout reads the coupon without a limit (it claims no use), then an admin's
+    change giving it a limit its two uses already reach commits before the order's insert:
+    it used to add a third use anyway; the insert now waits for the change, writes nothing,
+    and the checkout claims a use as for any limited coupon: used up."""
+    coupon_id, _, buyer_headers, body = await an_unlimited_coupon_with_two_uses(
+        committed_db, code="GOESLIMITED"
+    )
+
+    async with committed_db.transaction() as admin:
+        # What the admin's PATCH does (coupons.service.update_coupon): the row FOR UPDATE.
+        await admin.execute(
+            text('SELECT 1 FROM "Coupon" WHERE id = :id FOR UPDATE'), {"id": coupon_id}
+        )
+        checkout = asyncio.create_task(committed_client.post(URL, json=body, headers=buyer_headers))
+        await waiting_for_locks(committed_db, 1, what="checkouts")
+        await admin.execute(
+            text('UPDATE "Coupon" SET "maxUses" = 2 WHERE id = :id'), {"id": coupon_id}
+        )
+    response = await checkout
+
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "coupon_used_up"
+    async with committed_db.transaction() as session:
+        usages = await session.scalar(
+            text('SELECT count(*) FROM "CouponUsage" WHERE "couponId" = :id'), {"id": coupon_id}
+        )
+        assert usages == 2
+        await assert_order_invariants(session)
+
+
+async def test_an_admin_giving_a_coupon_a_limit_waits_for_the_uses_in_flight(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """A checkout that found the coupon unlimited has written its use and not committed yet
+    (it holds the coupon's row FOR KEY SHARE, as the usage's foreign-key check does). The
+    admin's limit waits for it, so that the next checkout counts that use: 3 uses, limit 3,
+    used up (before, the change went through at once and a claim just after it could not
+    see the third use: a fourth was sold)."""
+    coupon_id, admin_headers, buyer_headers, body = await an_unlimited_coupon_with_two_uses(
+        committed_db, code="INFLIGHT"
+    )
+
+    async with committed_db.transaction() as in_flight:
+        await in_flight.execute(
+            text('SELECT 1 FROM "Coupon" WHERE id = :id FOR KEY SHARE'), {"id": coupon_id}
+        )
+        coupon = await in_flight.get(Coupon, coupon_id)
+        assert coupon is not None
+        await add_usages(in_flight, coupon, 1, status=OrderStatus.pending)
+        changing = asyncio.create_task(
+            committed_client.patch(
+                f"/api/v1/admin/coupons/{coupon_id}", json={"maxUses": 3}, headers=admin_headers
+            )
+        )
+        await waiting_for_locks(committed_db, 1, what="admin changes")
+        assert not changing.done()
+    changed = await changing
+    response = await committed_client.post(URL, json=body, headers=buyer_headers)
+
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["maxUses"] == 3
+    assert response.status_code == 409, response.text
+    assert response.json()["code"] == "coupon_used_up"
