@@ -93,12 +93,18 @@ async def login(
     time: without an account the password is still checked, against a dummy argon2id
     hash, and a failed check against a Node bcrypt hash (quicker) is drawn out to an
     argon2id check's time (core/security.py). A hash from the Node app (bcrypt) is
-    replaced by an argon2id one on success; sign-ins racing to replace it all succeed,
-    each with the hash stored by the first.
+    replaced by an argon2id one on success, unless bcrypt did not read the whole password
+    given (72 bytes or more: it may be the real one plus a typo; `verify_password`);
+    sign-ins racing to replace it all succeed, each with the hash stored by the first.
     Each attempt counts against its account's and its address's limits before the
     password is checked (auth/throttle.py); a success clears the account's counts.
+
+    No pooled connection is held while the password is checked (~100 ms of argon2id, or
+    longer queued behind other checks): the account is read on a session of its own,
+    closed straight after (`_find_account`), and `session`, which takes its connection at
+    its first statement, is used only to store a new hash.
     """
-    user = await repository.find_user_by_login(session, login.strip())
+    user = await _find_account(session, login.strip())
     account = account_key(user_id=user.id if user else None, login=login)
     await throttle.admit(account=account, address=address)
     matches, new_hash = await verify_sign_in_password(password, user.password if user else None)
@@ -123,6 +129,16 @@ async def login(
         user = current
     await throttle.succeeded(account=account, address=address)
     return issue_tokens(user, policy)
+
+
+async def _find_account(session: AsyncSession, login: str) -> User | None:
+    """`repository.find_user_by_login` on a session of its own, over what the request's
+    `session` is bound to (the engine's pool; the test's connection in the tests), closed
+    before this returns: its connection goes back to the pool and the user read, detached,
+    keeps the columns read. It reads only, so closing it (a rollback) ends nothing of the
+    request's unit of work, which stays the request's session's to commit."""
+    async with AsyncSession(bind=session.bind, expire_on_commit=False, autoflush=False) as reader:
+        return await repository.find_user_by_login(reader, login)
 
 
 async def refresh(session: AsyncSession, *, refresh_token: str, policy: TokenPolicy) -> TokenPair:

@@ -24,10 +24,15 @@ host usually has a whole /64), IPv4-mapped addresses as IPv4.
 
 The counts live in the server process's memory unless COURSEHUB_RATE_LIMIT_STORAGE names
 a Redis server (the `redis` extra): in memory, each of N worker processes counts on its
-own. If the storage fails or does not answer within STORAGE_TIMEOUT_SECONDS (Redis down or
+own. If Redis fails or does not answer within STORAGE_TIMEOUT_SECONDS (down, or
 unreachable), sign-in goes on unthrottled for STORAGE_RETRY_SECONDS before the storage is
 tried again, with a warning at most once a minute: locking every customer out, or making
-every sign-in wait, is worse than a while without the limit.
+every sign-in wait, is worse than a while without the limit. The memory storage is never
+given up on that way: it cannot be down or unreachable, only slow while this process is
+busy (its expiry pass waits for a thread of the event loop's default pool), and giving up
+on it then would let a burst of requests switch the limit off. Its calls are awaited
+however long they take, and an error from one is a bug, raised (a 500), not a reason to
+stop counting.
 
 What it does not do: someone guessing from many addresses can still hold an account at
 its account-wide limit (a challenge, such as a CAPTCHA or an e-mailed link, would be the
@@ -47,6 +52,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import limits
+from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -100,7 +106,10 @@ def address_key(address: str | None) -> str | None:
 
 class SignInThrottle:
     def __init__(self, storage: str, rules: SignInLimits) -> None:
-        self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri(storage)))
+        counts = storage_from_string(storage_uri(storage))
+        self._limiter = MovingWindowRateLimiter(counts)
+        # This process's memory: never timed out nor skipped (see `_storage`).
+        self._in_process = isinstance(counts, MemoryStorage)
         self._rules = rules
         self._warned_at = -math.inf
         self._skip_until = -math.inf
@@ -151,9 +160,13 @@ class SignInThrottle:
         )
 
     async def _storage(self, call: Coroutine[Any, Any, T]) -> T | None:
-        """The storage's answer, or None if it failed or took too long (then unthrottled).
-        After a failure the storage is left alone for STORAGE_RETRY_SECONDS, so that a
-        storage that does not answer does not add its timeout to every sign-in."""
+        """The storage's answer. From Redis: None if it failed or took too long (then
+        unthrottled), and after a failure Redis is left alone for STORAGE_RETRY_SECONDS, so
+        that a storage that does not answer does not add its timeout to every sign-in. From
+        the memory storage: always its answer, however long it takes, and its errors
+        raised (the module's docstring says why)."""
+        if self._in_process:
+            return await call
         if time.monotonic() < self._skip_until:
             call.close()
             return None

@@ -2,7 +2,8 @@
 
 Passwords: argon2id for everything new; bcrypt hashes (`$2a$`, `$2b$`, `$2y$`)
 carried over from the Node app still verify, and `verify_password` says when a
-hash should be replaced by an argon2id one.
+hash should be replaced by an argon2id one. Hashing and checking run in threads of
+their own (`PASSWORD_THREADS`), never the event loop's default pool.
 
 Tokens: HS256 JWTs. Each carries a fingerprint of the user's password hash
 (`pwv`), so changing the password, or deleting/anonymising the account,
@@ -14,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Literal
 
 import jwt
@@ -40,7 +43,8 @@ class NodeBcryptHasher(BcryptHasher):
     hashed a password's first 72 bytes and ignored the rest, silently; the bcrypt package
     here refuses a longer password (ValueError), which would lock out every carried-over
     account whose password is longer: a passphrase, or ~25 characters of Hindi or Tamil
-    (3 bytes each in UTF-8). Its argon2id replacement is made from the whole password."""
+    (3 bytes each in UTF-8). A sign-in with such a password never replaces the hash by
+    an argon2id one (`verify_password` says why)."""
 
     def verify(self, password: str | bytes, hash: str | bytes) -> bool:
         return super().verify(ensure_bytes(password)[:BCRYPT_MAX_PASSWORD_BYTES], hash)
@@ -62,34 +66,72 @@ def hash_password(password: str) -> str:
     return password_hash.hash(password)
 
 
+def bcrypt_read_it_whole(password: str) -> bool:
+    """Whether a bcrypt check of `password` compared every byte of it. bcrypt hashes the
+    password's bytes and a terminating NUL, cut to 72 bytes: a password of 72 bytes or more
+    is cut (Node's bcrypt did so silently, `NodeBcryptHasher` does it likewise), so it
+    matches the hash of any password that starts with the same 72 bytes."""
+    return len(ensure_bytes(password)) < BCRYPT_MAX_PASSWORD_BYTES
+
+
 def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None]:
     """(matches, new hash to store or None). A new hash is returned when the stored
-    one is not argon2id, e.g. bcrypt from the Node app."""
+    one is not argon2id, e.g. bcrypt from the Node app, unless bcrypt did not read the
+    whole password given (`bcrypt_read_it_whole`): that password matched for its first 72
+    bytes only, and may be the account's password with a typo after them, or more typed
+    after it; an argon2id hash of it would refuse the account's real password from then
+    on and accept only the typo. Such an account keeps its bcrypt hash, and the 72-byte
+    check, until its password is changed."""
     if hashed is None or not hashed.startswith("$"):
         password_hash.verify(password, _DUMMY_HASH)
         return False, None
     try:
+        if NodeBcryptHasher.identify(hashed) and not bcrypt_read_it_whole(password):
+            return password_hash.verify(password, hashed), None
         return password_hash.verify_and_update(password, hashed)
     except Exception:  # an unknown or corrupt hash format: treat as a mismatch
         password_hash.verify(password, _DUMMY_HASH)
         return False, None
 
 
+def _usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity where the system has one (a
+    container's cpuset), else every CPU of the machine."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+# Password hashing and checking run here, not in the event loop's default thread pool:
+# that pool is shared (asyncio's own getaddrinfo, the `limits` library's in-memory expiry
+# pass, which holds a key's lock while it waits for a thread of it), and a burst of
+# sign-ups or sign-ins, ~100 ms of argon2id each, would fill it and hold everyone else up
+# (the sign-in throttle's counts among them). One thread per CPU: argon2id and bcrypt are
+# CPU work (the GIL released), so more threads would not hash any sooner, and each argon2id
+# hash takes 64 MiB while it runs, so this also bounds the memory hashing takes. Checks
+# beyond that queue here. The threads start on first use (none before a fork).
+PASSWORD_THREADS = ThreadPoolExecutor(
+    max_workers=_usable_cpus(), thread_name_prefix="coursehub-password"
+)
+
+
 async def hash_password_off_loop(password: str) -> str:
-    """`hash_password` in a worker thread: argon2id takes tens of milliseconds of CPU on
-    purpose, and releases the GIL while it works, so the server keeps answering other
-    requests meanwhile instead of stalling its event loop."""
-    return await asyncio.to_thread(hash_password, password)
+    """`hash_password` in a password thread (`PASSWORD_THREADS`): argon2id takes tens of
+    milliseconds of CPU on purpose, and releases the GIL while it works, so the server
+    keeps answering other requests meanwhile instead of stalling its event loop."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(PASSWORD_THREADS, hash_password, password)
 
 
 async def verify_password_off_loop(password: str, hashed: str | None) -> tuple[bool, str | None]:
-    """`verify_password` in a worker thread (see `hash_password_off_loop`)."""
-    return await asyncio.to_thread(verify_password, password, hashed)
+    """`verify_password` in a password thread (see `hash_password_off_loop`)."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(PASSWORD_THREADS, verify_password, password, hashed)
 
 
 class _Argon2idCheckTime:
     """How long a sign-in's argon2id check has taken lately, in seconds, waiting for a
-    worker thread included: a moving average over the checks, starting from what making
+    password thread included: a moving average over the checks, starting from what making
     the dummy hash took (the same work)."""
 
     WEIGHT = 0.2  # of each new check
@@ -130,7 +172,6 @@ class TokenClaims:
     user_id: str
     type: TokenType
     fingerprint: str
-    expires_at: datetime
 
 
 def create_token(
@@ -150,7 +191,8 @@ def create_token(
 
 def decode_token(token: str, *, secret: str, expected: TokenType) -> TokenClaims | None:
     """The token's claims if it is well-formed, signed by us, unexpired and of the
-    expected type; otherwise None."""
+    expected type; otherwise None. Its expiry is PyJWT's to check, as a number: no
+    datetime is made of it, which a signed but absurd `exp` (1e20) would overflow."""
     try:
         claims = jwt.decode(
             token,
@@ -166,5 +208,4 @@ def decode_token(token: str, *, secret: str, expected: TokenType) -> TokenClaims
         user_id=str(claims["sub"]),
         type=expected,
         fingerprint=str(claims["pwv"]),
-        expires_at=datetime.fromtimestamp(int(claims["exp"])),
     )

@@ -208,24 +208,25 @@ async def test_a_bcrypt_hash_from_node_verifies_and_becomes_argon2id(
     await sign_in(client, username, "node-era-password")  # and again, now argon2id
 
 
-async def test_a_node_password_longer_than_bcrypts_72_bytes_signs_in(
+async def test_a_node_password_of_72_bytes_or_more_signs_in_and_keeps_its_bcrypt_hash(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
     """Node's bcrypt hashed only a password's first 72 bytes; the bcrypt package here
-    refuses longer ones. Such an account must still sign in, with its whole password, and
-    its argon2id replacement is of the whole password."""
-    password = "नमस्ते दुनिया " * 5  # 185 bytes in UTF-8
+    refuses longer ones. Such an account must still sign in, with its whole password. And
+    as in Node, with anything typed after its 72nd byte: so the password given cannot be
+    told from the account's, and no argon2id hash is made of it, which would have let in
+    only that typo from then on and refused the real password."""
+    password = "ñ" * 50  # 100 bytes in UTF-8
     legacy = bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
     user = await make_user(session, password_hash=legacy)
     await session.commit()
     user_id, username = user.id, user.username
 
+    await sign_in(client, username, password + "EXTRA")
     await sign_in(client, username, password)
 
     stored = await session.scalar(select(User.password).where(User.id == user_id))
-    assert stored is not None and stored.startswith("$argon2id$")
-    assert security.verify_password(password, stored)[0]
-    assert not security.verify_password(password.encode()[:72].decode(), stored)[0]
+    assert stored == legacy
 
 
 async def test_a_wrong_password_for_a_node_account_takes_an_argon2id_checks_time(
@@ -274,7 +275,69 @@ async def test_an_anonymised_or_unusable_password_never_signs_in(
     assert response.status_code == 401
 
 
+@pytest.mark.committing
+async def test_sign_in_holds_no_connection_while_it_checks_the_password(
+    committed_client: httpx.AsyncClient, committed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A password check takes ~100 ms of argon2id (longer queued behind others): a sign-in,
+    right, wrong or for no account, must not hold one of the pool's few connections
+    meanwhile (60 wrong sign-ins at once kept the catalogue waiting 5 s for one). A Node
+    hash is still replaced afterwards."""
+    legacy = bcrypt.hashpw(b"node-era-password", bcrypt.gensalt(rounds=4)).decode()
+    async with committed_db.transaction() as setup:
+        username = (await make_user(setup)).username
+        node_user = await make_user(setup, password_hash=legacy)
+    held: list[int] = []
+
+    async def observed_check(password: str, hashed: str | None) -> tuple[bool, str | None]:
+        held.append(checked_out(committed_db))
+        return await security.verify_sign_in_password(password, hashed)
+
+    monkeypatch.setattr("coursehub.auth.service.verify_sign_in_password", observed_check)
+    before = checked_out(committed_db)
+
+    async def answer(login: str, password: str) -> int:
+        body = {"login": login, "password": password}
+        return (await committed_client.post(LOGIN, json=body)).status_code
+
+    assert await answer(username, DEFAULT_PASSWORD) == 200
+    assert await answer(username, "wrong-password") == 401
+    assert await answer("nobody-here@example.com", "wrong-password") == 401
+    assert await answer(node_user.username, "node-era-password") == 200
+    assert held == [before] * 4
+    async with committed_db.transaction() as check:
+        stored = await check.scalar(select(User.password).where(User.id == node_user.id))
+    assert stored is not None and stored.startswith("$argon2id$")
+
+
 # --- tokens ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exp", [1e20, 1e300])
+async def test_a_signed_token_with_an_absurd_expiry_is_no_server_error(
+    client: httpx.AsyncClient, session: AsyncSession, exp: float
+) -> None:
+    """Signed with our secret, with `exp` far beyond any date (once an OverflowError, a
+    500): for an account that does not exist, the 401 any such token gets. For a real
+    account's claims it is a token only the secret's holder could sign: good like any."""
+    user = await make_user(session)
+    await session.commit()
+    tokens = await sign_in(client, user.username, DEFAULT_PASSWORD)
+
+    def with_exp(token: str, **changes: Any) -> str:
+        claims = jwt.decode(token, TEST_SECRET, algorithms=["HS256"])
+        return jwt.encode({**claims, "exp": exp, **changes}, TEST_SECRET, algorithm="HS256")
+
+    nobody = {"sub": "no-such-user"}
+    me = await client.get(ME, headers=bearer(with_exp(tokens["accessToken"], **nobody)))
+    assert me.status_code == 401
+    refreshed = await client.post(
+        REFRESH, json={"refreshToken": with_exp(tokens["refreshToken"], **nobody)}
+    )
+    assert refreshed.status_code == 401
+    assert refreshed.json()["code"] == "invalid_refresh_token"
+    own = await client.get(ME, headers=bearer(with_exp(tokens["accessToken"])))
+    assert own.status_code == 200
 
 
 async def test_refresh_trades_a_refresh_token_for_a_new_pair(

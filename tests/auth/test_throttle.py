@@ -1,7 +1,8 @@
 """Sign-in throttling (auth/throttle.py): per account from one address, per account, per
 address; counted before the password is checked, 429 with Retry-After beyond, cleared for
 the account by a success; exact under concurrent guesses; shared between processes
-through Redis; never hanging or refusing everyone when the storage fails."""
+through Redis; never hanging or refusing everyone when Redis fails, and never letting
+sign-ins through uncounted when the in-memory counts are slow."""
 
 from __future__ import annotations
 
@@ -17,12 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.app import create_app
 from coursehub.auth.errors import TooManySignInAttempts
-from coursehub.auth.throttle import SignInLimits, SignInThrottle, address_key
+from coursehub.auth.throttle import (
+    STORAGE_TIMEOUT_SECONDS,
+    SignInLimits,
+    SignInThrottle,
+    address_key,
+)
 from coursehub.core.database import Database
 from coursehub.core.errors import ConfigurationError
 from coursehub.core.settings import Settings, get_settings
 from coursehub.models import User
 from tests.conftest import share_test_session
+from tests.core.test_security import default_thread_pool_busy
 from tests.factories import DEFAULT_PASSWORD, auth_headers, make_user
 
 LOGIN = "/api/v1/auth/login"
@@ -333,7 +340,7 @@ async def test_a_storage_that_never_answers_does_not_hang_sign_in() -> None:
 async def test_after_a_storage_failure_the_storage_is_left_alone_for_a_while() -> None:
     """A storage that does not answer costs its timeout once, not on every sign-in: the
     calls after a failure do not reach it (its coroutine is never awaited)."""
-    throttle = SignInThrottle("memory://", RULES)
+    throttle = SignInThrottle("redis://127.0.0.1:1", RULES)  # a networked storage
     reached: list[str] = []
 
     async def stuck() -> bool:
@@ -348,6 +355,46 @@ async def test_after_a_storage_failure_the_storage_is_left_alone_for_a_while() -
     assert await throttle._storage(stuck()) is None  # times out
     assert await throttle._storage(answers()) is None  # skipped: not reached
     assert reached == ["stuck"]
+
+
+async def test_the_memory_storage_is_waited_for_while_the_default_thread_pool_is_busy() -> None:
+    """The in-memory counts cannot be down: a slow answer from them is waited for. `limits`
+    expires old attempts in a pass that holds a key's lock while it waits for a thread of
+    the event loop's default pool; with that pool busy (once, argon2id hashes of sign-ups
+    with a taken email), a sign-in's count took longer than the storage timeout, and the
+    throttle, taking the storage for down, let every sign-in through for 30 seconds."""
+    throttle = SignInThrottle("memory://", RULES)  # 3 per account from one address
+    for _ in range(3):
+        await throttle.admit(account="login:victim", address="10.4.4.4")
+    await asyncio.sleep(0.1)  # the expiry passes those began are over
+
+    async with default_thread_pool_busy():
+        # Another sign-in begins an expiry pass, which takes the lock of the first key (the
+        # victim's) and waits for a thread.
+        await throttle.admit(account="login:someone-else", address="10.5.5.5")
+        await asyncio.sleep(0.05)
+        guess = asyncio.create_task(throttle.admit(account="login:victim", address="10.4.4.4"))
+        await asyncio.sleep(STORAGE_TIMEOUT_SECONDS + 0.5)
+        assert not guess.done()  # still waiting for its count, not let through uncounted
+
+    with pytest.raises(TooManySignInAttempts):
+        await guess
+
+
+async def test_an_error_from_the_memory_storage_is_raised_and_counting_goes_on() -> None:
+    """An error from the in-memory counts is a bug: raised (a 500), not a reason to sign
+    everyone in uncounted for a while."""
+    throttle = SignInThrottle("memory://", RULES)
+
+    async def broken() -> bool:
+        raise RuntimeError("a bug in the counting")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await throttle._storage(broken())
+    for _ in range(3):
+        await throttle.admit(account="login:someone", address="10.6.6.6")
+    with pytest.raises(TooManySignInAttempts):
+        await throttle.admit(account="login:someone", address="10.6.6.6")
 
 
 @pytest.mark.parametrize(

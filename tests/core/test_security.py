@@ -1,0 +1,96 @@
+"""core/security.py: password threads of their own, bcrypt hashes that are not replaced,
+and tokens whose claims cannot be turned into dates."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import bcrypt
+import jwt
+
+from coursehub.core import security
+from tests.conftest import TEST_SECRET
+
+# More than the event loop's default pool ever has threads (min(32, CPUs + 4)).
+MORE_THAN_THE_DEFAULT_POOL = 40
+
+
+@asynccontextmanager
+async def default_thread_pool_busy() -> AsyncIterator[None]:
+    """Every thread of the event loop's default pool busy until the block ends (as a burst
+    of argon2id hashes once made it), the calls beyond queued."""
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    busy = [loop.run_in_executor(None, release.wait) for _ in range(MORE_THAN_THE_DEFAULT_POOL)]
+    try:
+        yield
+    finally:
+        release.set()
+        await asyncio.gather(*busy)
+
+
+async def test_passwords_are_hashed_and_checked_while_the_default_thread_pool_is_busy() -> None:
+    """Hashing has threads of its own: it neither waits for the default pool nor fills it
+    (which held up the sign-in throttle's in-memory counts, auth/throttle.py)."""
+    async with default_thread_pool_busy():
+        async with asyncio.timeout(30):  # a guard: sharing the pool, this waited forever
+            hashed = await security.hash_password_off_loop("a-password-1")
+            checked = await security.verify_password_off_loop("a-password-1", hashed)
+            signed_in = await security.verify_sign_in_password("a-password-1", hashed)
+
+    assert checked == (True, None)
+    assert signed_in == (True, None)
+
+
+def node_hash(password: str) -> str:
+    """A bcrypt hash as the Node app made it: of the password's first 72 bytes."""
+    return bcrypt.hashpw(password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
+
+
+def test_a_bcrypt_hash_is_replaced_only_from_a_password_bcrypt_read_whole() -> None:
+    """bcrypt reads a password and its terminating NUL, cut to 72 bytes: under 72 bytes a
+    match is of the whole password (its 71-byte prefix does not match); from 72 bytes on,
+    the password given may differ from the account's after its 72nd byte, so no argon2id
+    hash is made of it."""
+    short = "a" * 71
+    matches, new_hash = security.verify_password(short, node_hash(short))
+    assert matches and new_hash is not None and new_hash.startswith("$argon2id$")
+    assert security.verify_password(short[:-1], node_hash(short)) == (False, None)
+
+    long = "ñ" * 50  # 100 bytes in UTF-8
+    legacy = node_hash(long)
+    assert security.verify_password(long, legacy) == (True, None)
+    assert security.verify_password(long + "EXTRA", legacy) == (True, None)
+    assert security.verify_password("ñ" * 36, legacy) == (True, None)  # exactly 72 bytes
+    assert security.verify_password("ñ" * 35, legacy) == (False, None)
+
+
+def test_a_signed_token_with_an_absurd_expiry_decodes_without_error() -> None:
+    """PyJWT checks `exp` as a number; a datetime made of it (no longer) overflowed at
+    1e20, a 500 on every route that reads a token."""
+    now = int(time.time())
+    for exp in (1e20, 1e300, 2**70):
+        token = jwt.encode(
+            {"sub": "someone", "typ": "access", "pwv": "f" * 16, "iat": now, "exp": exp},
+            TEST_SECRET,
+            algorithm=security.JWT_ALGORITHM,
+        )
+        claims = security.decode_token(token, secret=TEST_SECRET, expected="access")
+        assert claims is not None and claims.user_id == "someone", exp
+
+
+def test_tokens_that_are_not_ours_or_not_valid_decode_to_none() -> None:
+    now = int(time.time())
+    claims = {"sub": uuid.uuid4().hex, "typ": "access", "pwv": "f" * 16, "iat": now}
+    for exp in (now - 1, float("inf")):
+        token = jwt.encode({**claims, "exp": exp}, TEST_SECRET, algorithm=security.JWT_ALGORITHM)
+        assert security.decode_token(token, secret=TEST_SECRET, expected="access") is None, exp
+    refresh = jwt.encode(
+        {**claims, "typ": "refresh", "exp": now + 60}, TEST_SECRET, algorithm="HS256"
+    )
+    assert security.decode_token(refresh, secret=TEST_SECRET, expected="access") is None
