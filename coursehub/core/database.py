@@ -305,6 +305,14 @@ async def connect_error_message(config: DatabaseConfig, exc: BaseException) -> s
             f"create it (createdb {config.database}) or fix DATABASE_URL"
         )
     if isinstance(exc, OSError | TimeoutError):
+        if config.embedded:
+            # Started moments ago by this command: stopped since (`coursehub db stop`, or
+            # another process's), or crashed. DATABASE_URL is not the operator's to fix.
+            return (
+                f"the embedded PostgreSQL at {target} stopped answering "
+                f"({exc.__class__.__name__}: {exc}): it was stopped or has crashed; run the "
+                "command again to start it"
+            )
         return (
             f"cannot reach PostgreSQL at {target}: {exc.__class__.__name__}: {exc}; "
             "is the server running, and are host and port in DATABASE_URL right?"

@@ -108,6 +108,9 @@ class DatabaseConfig:
     pgbouncer: bool = False
     statement_cache_size: int = 100
     application_name: str = "coursehub"
+    # The embedded server's (core/embedded.py), not one DATABASE_URL names: said in errors,
+    # which then point at the server CourseHub runs rather than at a URL nobody set.
+    embedded: bool = False
 
     @property
     def effective_pool_size(self) -> int:

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -156,7 +157,7 @@ def start_embedded_server(home: Path) -> DatabaseConfig:
             f"{_why_from_log(data)}. Set DATABASE_URL to use a server of your own."
         ) from exc
     config = parse_database_url(server.get_uri())
-    return config.with_database(EMBEDDED_DATABASE)
+    return replace(config.with_database(EMBEDDED_DATABASE), embedded=True)
 
 
 def _why_from_log(data: Path) -> str:

@@ -145,3 +145,19 @@ def test_a_home_the_shell_would_expand_is_refused_in_one_line(tmp_path: Path) ->
     with pytest.raises(ConfigurationError, match=r"expands \$.*COURSEHUB_HOME"):
         start_embedded_server(home)
     assert not home.exists()
+
+
+async def test_a_stopped_embedded_server_is_not_blamed_on_database_url(home: Path) -> None:
+    """It said "are host and port in DATABASE_URL right?" to someone who set no URL."""
+    from coursehub.core.database import check_connection
+
+    config = start_embedded_server(home)
+    stop_embedded_server(home)
+
+    with pytest.raises(ConfigurationError) as refused:
+        await check_connection(config)
+
+    message = str(refused.value)
+    assert config.embedded
+    assert "embedded PostgreSQL" in message and "run the command again" in message
+    assert "DATABASE_URL" not in message
