@@ -37,7 +37,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
-from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
+from coursehub.core.sql import DriverStatement, Writer, as_refreshed, aware
 from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
 
 # A usage counts (towards maxUses, "already used by you", the admins' figures) while its
@@ -138,10 +138,12 @@ _COUPON_FOR_USER_SQL = DriverStatement(COUPON_FOR_USER)
 def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bool] | None:
     """The coupon and whether the user holds a use of it that counts, from a row holding
     `COUPON_FOR_USER`'s columns from index `at` on; None if they are NULL (no such coupon,
-    in an outer join)."""
+    in an outer join). A coupon the session already holds is given the row's terms
+    (`as_refreshed`): checkout reads it again after an admin's change (orders/checkout.py,
+    a coupon that gained a limit) and must apply the change, not its first read."""
     if row[at] is None:
         return None
-    coupon = as_loaded(
+    coupon = as_refreshed(
         owner,
         Coupon,
         id=row[at],

@@ -20,7 +20,9 @@ from coursehub.core.database import Database
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.core.models import utcnow
 from coursehub.coupons import repository as coupons_repository
-from coursehub.models import Coupon, OrderStatus, PaymentStatus
+from coursehub.coupons.errors import CouponUsedUp
+from coursehub.models import Coupon, OrderStatus, PaymentStatus, User
+from coursehub.orders.checkout import place_order
 from tests.factories import (
     auth_headers,
     make_admin,
@@ -442,3 +444,41 @@ async def test_an_admin_giving_a_coupon_a_limit_waits_for_the_uses_in_flight(
     assert changed.json()["maxUses"] == 3
     assert response.status_code == 409, response.text
     assert response.json()["code"] == "coupon_used_up"
+
+
+async def test_the_same_in_a_session_sees_the_limit_on_its_second_read(
+    committed_db: Database,
+) -> None:
+    """As above, with checkout run in an ORM session (as the CLI and services can): the
+    coupon read again must give the session's object the new limit, not keep the old."""
+    coupon_id, _, _, body = await an_unlimited_coupon_with_two_uses(
+        committed_db, code="SESSIONLIMITED"
+    )
+    async with committed_db.transaction() as session:
+        buyer = await make_user(session)
+
+    async def place() -> None:
+        async with committed_db.transaction() as session:
+            user = await session.get(User, buyer.id)
+            assert user is not None
+            await place_order(
+                session,
+                user=user,
+                course_ids=body["courseIds"],
+                coupon_code=body["couponCode"],
+                payment_method=None,
+                idempotency_key=None,
+            )
+
+    async with committed_db.transaction() as admin:
+        await admin.execute(
+            text('SELECT 1 FROM "Coupon" WHERE id = :id FOR UPDATE'), {"id": coupon_id}
+        )
+        checkout = asyncio.create_task(place())
+        await waiting_for_locks(committed_db, 1, what="checkouts")
+        await admin.execute(
+            text('UPDATE "Coupon" SET "maxUses" = 2 WHERE id = :id'), {"id": coupon_id}
+        )
+
+    with pytest.raises(CouponUsedUp):
+        await checkout
