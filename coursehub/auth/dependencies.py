@@ -3,7 +3,8 @@
 Every route carries exactly one of three policies in its dependencies:
 `Public` (anyone), `CurrentUser` (signed in) or `AdminUser` (signed-in admin);
 `WritingUser` and `WritingAdmin` are the same two for a route whose unit of work is a
-write transaction.
+write transaction, and `PasswordCheckingUser` the signed-in caller of a route that checks
+their password (read apart, so no connection is held through the check).
 tests/auth/test_access_policy.py walks the route table and fails on a route
 that declares none, so a new route cannot escape the rule by omission.
 
@@ -18,6 +19,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.throttle import SignInThrottle
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep, WriteTransactionDep
@@ -153,6 +155,20 @@ async def require_user_writing(
     return await _token_user(writer, secret, token)
 
 
+async def require_user_read_apart(
+    claims: Annotated[tuple[str, TokenClaims], Depends(access_claims)], session: SessionDep
+) -> User:
+    """`require_user` for routes that check the caller's password (POST /me/password,
+    DELETE /me): the caller is read on a session of its own over what the request's session
+    is bound to (the pool; the test's connection in the tests), closed at once, so no pooled
+    connection is held through the ~100 ms of argon2id (longer, queued behind other checks)
+    that follow; the request's session takes one at its first statement, the write. The
+    user belongs to no session."""
+    secret, token = claims
+    async with AsyncSession(bind=session.bind, expire_on_commit=False, autoflush=False) as reader:
+        return await _token_user(reader, secret, token)
+
+
 def _admin(user: User) -> User:
     if user.role != Role.admin:
         raise Forbidden("this needs the admin role")
@@ -170,6 +186,8 @@ async def require_admin_writing(user: Annotated[User, Depends(require_user_writi
 
 Public = Depends(public)
 CurrentUser = Annotated[User, Depends(require_user)]
+# CurrentUser for a route that checks the caller's password before it writes.
+PasswordCheckingUser = Annotated[User, Depends(require_user_read_apart)]
 # CurrentUser and AdminUser for a route that writes in a write transaction
 # (WriteTransactionDep): the caller is read on that transaction's connection.
 WritingUser = Annotated[User, Depends(require_user_writing)]

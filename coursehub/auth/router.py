@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, status
 from coursehub.auth import service
 from coursehub.auth.dependencies import (
     ClientAddressDep,
-    CurrentUser,
+    PasswordCheckingUser,
     Public,
     SettingsDep,
     ThrottleDep,
@@ -99,7 +99,7 @@ async def refresh(session: SessionDep, policy: PolicyDep, body: RefreshRequest) 
 )
 async def change_password(
     session: SessionDep,
-    user: CurrentUser,
+    user: PasswordCheckingUser,
     policy: PolicyDep,
     throttle: ThrottleDep,
     address: ClientAddressDep,

@@ -13,6 +13,7 @@ from coursehub.auth.dependencies import (
     ClientAddressDep,
     CodecDep,
     CurrentUser,
+    PasswordCheckingUser,
     ThrottleDep,
     WritingAdmin,
 )
@@ -74,7 +75,7 @@ async def update_me(session: SessionDep, user: CurrentUser, body: UserUpdate) ->
 )
 async def delete_me(
     session: SessionDep,
-    user: CurrentUser,
+    user: PasswordCheckingUser,
     throttle: ThrottleDep,
     address: ClientAddressDep,
     body: AccountDelete,

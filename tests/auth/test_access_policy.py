@@ -37,6 +37,7 @@ from coursehub.auth.dependencies import (
     require_admin,
     require_admin_writing,
     require_user,
+    require_user_read_apart,
     require_user_writing,
 )
 from coursehub.core.database import Database
@@ -75,7 +76,7 @@ def policy_of(dependant: Dependant) -> str | None:
     calls = set(_calls(dependant))
     if require_admin in calls or require_admin_writing in calls:
         return "admin"
-    if require_user in calls or require_user_writing in calls:
+    if calls & {require_user, require_user_writing, require_user_read_apart}:
         return "user"
     if public in calls:
         return "public"

@@ -310,6 +310,40 @@ async def test_sign_in_holds_no_connection_while_it_checks_the_password(
     assert stored is not None and stored.startswith("$argon2id$")
 
 
+async def test_a_password_change_or_removal_holds_no_connection_while_it_checks_it(
+    committed_client: httpx.AsyncClient, committed_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /me/password and DELETE /me check the caller's password (~100 ms of argon2id)
+    before they write: the caller is read apart, so no connection is held meanwhile."""
+    async with committed_db.transaction() as setup:
+        changing, removing = await make_user(setup), await make_user(setup)
+    held: list[int] = []
+
+    async def observed_check(password: str, hashed: str | None) -> tuple[bool, str | None]:
+        held.append(checked_out(committed_db))
+        return await security.verify_password_off_loop(password, hashed)
+
+    monkeypatch.setattr("coursehub.users.service.verify_password_off_loop", observed_check)
+    before = checked_out(committed_db)
+
+    changed = await committed_client.post(
+        PASSWORD,
+        json={"current": DEFAULT_PASSWORD, "new": "a-new-password-1"},
+        headers=auth_headers(changing),
+    )
+    removed = await committed_client.request(
+        "DELETE", ME, json={"password": DEFAULT_PASSWORD}, headers=auth_headers(removing)
+    )
+
+    assert changed.status_code == 200, changed.text
+    assert removed.status_code == 200, removed.text
+    assert held == [before] * 2
+    relogin = await committed_client.post(
+        LOGIN, json={"login": changing.email, "password": "a-new-password-1"}
+    )
+    assert relogin.status_code == 200
+
+
 # --- tokens ----------------------------------------------------------------------------
 
 
