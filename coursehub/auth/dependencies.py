@@ -19,9 +19,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.throttle import SignInThrottle
+from coursehub.core.database import session_apart
 from coursehub.core.dependencies import ReadConnectionDep, SessionDep, WriteTransactionDep
 from coursehub.core.errors import Forbidden, Unauthorized
 from coursehub.core.pagination import CursorCodec
@@ -165,7 +165,7 @@ async def require_user_read_apart(
     that follow; the request's session takes one at its first statement, the write. The
     user belongs to no session."""
     secret, token = claims
-    async with AsyncSession(bind=session.bind, expire_on_commit=False, autoflush=False) as reader:
+    async with session_apart(session) as reader:
         return await _token_user(reader, secret, token)
 
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
 from coursehub.auth.throttle import SignInThrottle, account_key
+from coursehub.core.database import session_apart
 from coursehub.core.errors import FieldError
 from coursehub.core.security import (
     create_token,
@@ -137,7 +138,7 @@ async def _find_account(session: AsyncSession, login: str) -> User | None:
     before this returns: its connection goes back to the pool and the user read, detached,
     keeps the columns read. It reads only, so closing it (a rollback) ends nothing of the
     request's unit of work, which stays the request's session's to commit."""
-    async with AsyncSession(bind=session.bind, expire_on_commit=False, autoflush=False) as reader:
+    async with session_apart(session) as reader:
         return await repository.find_user_by_login(reader, login)
 
 

@@ -286,6 +286,14 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
 
+def session_apart(session: AsyncSession) -> AsyncSession:
+    """A session of its own over what `session` is bound to (the engine's pool; the test's
+    connection in the tests), configured as the request's: for a read that must give its
+    connection back at once (`async with`), before slow work that needs none (checking a
+    password), while `session` takes one only at its first statement."""
+    return AsyncSession(bind=session.bind, expire_on_commit=False, autoflush=False)
+
+
 # What connecting can raise: the socket's errors, the server's refusals, and asyncpg's own
 # (InterfaceError: the client refusing its configuration before connecting, such as
 # sslmode=verify-full without a root certificate).
