@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import os
 import time
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,8 +63,17 @@ _DUMMY_HASH_SECONDS = time.perf_counter() - _began
 UNUSABLE_PASSWORD = "!unusable"
 
 
+def normalised_password(password: str) -> str:
+    """The password in Unicode's NFKC form, as it is hashed and checked (NIST SP 800-63B
+    §5.1.1.2). One password can reach us as different code points depending on the
+    keyboard or system it was typed on: a Devanagari nukta letter precomposed (क़, U+0958)
+    or as the letter and the nukta (क + ़), é as one code point or e and an accent, Latin
+    letters in an input method's full width. NFKC makes them one."""
+    return unicodedata.normalize("NFKC", password)
+
+
 def hash_password(password: str) -> str:
-    return password_hash.hash(password)
+    return password_hash.hash(normalised_password(password))
 
 
 def bcrypt_read_it_whole(password: str) -> bool:
@@ -82,16 +92,40 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
     after it; an argon2id hash of it would refuse the account's real password from then
     on and accept only the typo. Such an account keeps its bcrypt hash, and the 72-byte
     check, until its password is changed."""
+    # As hashed since 2026-11-26 (`normalised_password`), then as typed: Node's bcrypt hashes
+    # and this store's earlier argon2id ones were made of the text as it came. A check
+    # against the dummy hash makes as many attempts, so that a missing account costs what
+    # an existing one does for any password sent.
+    forms = tuple(dict.fromkeys((normalised_password(password), password)))
     if hashed is None or not hashed.startswith("$"):
-        password_hash.verify(password, _DUMMY_HASH)
+        _check_dummy(forms)
         return False, None
     try:
-        if NodeBcryptHasher.identify(hashed) and not bcrypt_read_it_whole(password):
-            return password_hash.verify(password, hashed), None
-        return password_hash.verify_and_update(password, hashed)
-    except Exception:  # an unknown or corrupt hash format: treat as a mismatch
-        password_hash.verify(password, _DUMMY_HASH)
+        if NodeBcryptHasher.identify(hashed):
+            return _verify_node_bcrypt(forms, hashed)
+        normal = forms[0]
+        matches, new_hash = password_hash.verify_and_update(normal, hashed)
+        if matches or len(forms) == 1:
+            return matches, new_hash
+        if password_hash.verify(password, hashed):
+            return True, hash_password(password)  # made before normalising: made again
         return False, None
+    except Exception:  # an unknown or corrupt hash format: treat as a mismatch
+        _check_dummy(forms)
+        return False, None
+
+
+def _verify_node_bcrypt(forms: tuple[str, ...], hashed: str) -> tuple[bool, str | None]:
+    """A Node bcrypt hash, of the text as typed (tried last in `forms`, first here)."""
+    for typed in reversed(forms):
+        if password_hash.verify(typed, hashed):
+            return True, hash_password(typed) if bcrypt_read_it_whole(typed) else None
+    return False, None
+
+
+def _check_dummy(forms: tuple[str, ...]) -> None:
+    for form in forms:
+        password_hash.verify(form, _DUMMY_HASH)
 
 
 def _usable_cpus() -> int:

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import bcrypt
 import jwt
+import pytest
 
 from coursehub.core import security
 from tests.conftest import TEST_SECRET
@@ -94,3 +95,68 @@ def test_tokens_that_are_not_ours_or_not_valid_decode_to_none() -> None:
         {**claims, "typ": "refresh", "exp": now + 60}, TEST_SECRET, algorithm="HS256"
     )
     assert security.decode_token(refresh, secret=TEST_SECRET, expected="access") is None
+
+
+# --- Unicode forms of one password ------------------------------------------------------
+
+CAFE_COMPOSED = "caf\u00e9-cr\u00e8me-1"  # é and è as one code point each (NFC)
+CAFE_DECOMPOSED = "cafe\u0301-cre\u0300me-1"  # e + combining accent (NFD, as macOS may send)
+# A Hindi word with a nukta letter: precomposed क़ (U+0958), or क + nukta (U+0915 U+093C).
+QALAM_PRECOMPOSED = "\u0958\u0932\u092e-2026!"
+QALAM_WITH_NUKTA = "\u0915\u093c\u0932\u092e-2026!"
+FULL_WIDTH = "\uff50\uff41\uff53\uff53\uff57\uff4f\uff52\uff44-1"  # ｐａｓｓｗｏｒｄ-1 from an IME
+
+
+def test_one_password_typed_in_another_unicode_form_matches() -> None:
+    """NFKC on hashing and on checking (NIST SP 800-63B): a password set on one keyboard
+    was refused when typed on another that sends other code points for the same text."""
+    for stored, typed in [
+        (CAFE_COMPOSED, CAFE_DECOMPOSED),
+        (CAFE_DECOMPOSED, CAFE_COMPOSED),
+        (QALAM_PRECOMPOSED, QALAM_WITH_NUKTA),
+        (QALAM_WITH_NUKTA, QALAM_PRECOMPOSED),
+        (FULL_WIDTH, "password-1"),
+    ]:
+        hashed = security.hash_password(stored)
+        assert security.verify_password(typed, hashed) == (True, None), (stored, typed)
+        assert security.verify_password(typed + "x", hashed) == (False, None)
+
+
+def test_a_hash_made_of_the_text_as_typed_still_matches_and_is_made_again() -> None:
+    """Argon2id hashes made before normalising (of the text as it came) and Node's bcrypt
+    hashes: the same text still matches, and the new hash matches every form."""
+    # Not normalised: U+0958 is one of the letters NFC and NFKC always decompose.
+    before = security.password_hash.hash(QALAM_PRECOMPOSED)
+    node = bcrypt.hashpw(CAFE_DECOMPOSED.encode(), bcrypt.gensalt(rounds=4)).decode()
+
+    for hashed, typed, other_form in [
+        (before, QALAM_PRECOMPOSED, QALAM_WITH_NUKTA),
+        (node, CAFE_DECOMPOSED, CAFE_COMPOSED),
+    ]:
+        matches, new_hash = security.verify_password(typed, hashed)
+
+        assert matches and new_hash is not None and new_hash.startswith("$argon2id$")
+        assert security.verify_password(other_form, new_hash) == (True, None)
+        assert security.verify_password(typed + "x", hashed) == (False, None)
+
+
+def test_a_missing_account_costs_as_many_checks_as_an_existing_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A password not in NFKC is checked in two forms against an account's hash; against
+    the dummy hash too, or the time would tell whether the account exists."""
+    checked: list[str] = []
+    verify = security.password_hash.verify
+
+    def counting(password: str | bytes, hashed: str | bytes) -> bool:
+        checked.append(str(password))
+        return verify(password, hashed)
+
+    monkeypatch.setattr(security.password_hash, "verify", counting)
+    security.verify_password(CAFE_DECOMPOSED, None)
+    not_normal = len(checked)
+    checked.clear()
+    security.verify_password(CAFE_COMPOSED, None)
+    normal = len(checked)
+
+    assert (not_normal, normal) == (2, 1)
