@@ -96,7 +96,7 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
     # and this store's earlier argon2id ones were made of the text as it came. A check
     # against the dummy hash makes as many attempts, so that a missing account costs what
     # an existing one does for any password sent.
-    forms = tuple(dict.fromkeys((normalised_password(password), password)))
+    forms = _forms(password)
     if hashed is None or not hashed.startswith("$"):
         _check_dummy(forms)
         return False, None
@@ -113,6 +113,11 @@ def verify_password(password: str, hashed: str | None) -> tuple[bool, str | None
     except Exception:  # an unknown or corrupt hash format: treat as a mismatch
         _check_dummy(forms)
         return False, None
+
+
+def _forms(password: str) -> tuple[str, ...]:
+    """The password as hashed (NFKC), then as typed if that differs."""
+    return tuple(dict.fromkeys((normalised_password(password), password)))
 
 
 def _verify_node_bcrypt(forms: tuple[str, ...], hashed: str) -> tuple[bool, str | None]:
@@ -186,14 +191,19 @@ async def verify_sign_in_password(password: str, hashed: str | None) -> tuple[bo
     so it costs what an argon2id account costs; a Node bcrypt hash (cost 10: about half
     of that here) would answer sooner and tell that the account exists. So a failed check
     against a bcrypt hash is drawn out to the recent argon2id checks' time, by a sleep on
-    the event loop (no thread, no CPU)."""
+    the event loop (no thread, no CPU). A password not in NFKC is checked in both its forms
+    (`verify_password`), against an account's hash or the dummy one alike: the time a check
+    takes is learnt from passwords checked in one form, and a failure drawn out to as many
+    checks as the password has forms."""
+    forms = len(_forms(password))
     began = time.perf_counter()
     matches, new_hash = await verify_password_off_loop(password, hashed)
     took = time.perf_counter() - began
     if hashed is None or not NodeBcryptHasher.identify(hashed):
-        ARGON2ID_CHECK_TIME.observe(took)  # the account's argon2id hash, or the dummy
+        if forms == 1:
+            ARGON2ID_CHECK_TIME.observe(took)  # the account's argon2id hash, or the dummy
     elif not matches:
-        await asyncio.sleep(max(0.0, ARGON2ID_CHECK_TIME.seconds - took))
+        await asyncio.sleep(max(0.0, forms * ARGON2ID_CHECK_TIME.seconds - took))
     return matches, new_hash
 
 

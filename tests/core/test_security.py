@@ -160,3 +160,28 @@ def test_a_missing_account_costs_as_many_checks_as_an_existing_one(
     normal = len(checked)
 
     assert (not_normal, normal) == (2, 1)
+
+
+async def test_a_failed_bcrypt_check_is_drawn_out_to_as_many_checks_as_forms(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A password not in NFKC costs two argon2id checks for a missing account: a failed
+    check against a Node bcrypt hash was drawn out to one, which told the accounts apart."""
+    node = bcrypt.hashpw(b"node-era-password", bcrypt.gensalt(rounds=4)).decode()
+    monkeypatch.setattr(security.ARGON2ID_CHECK_TIME, "seconds", 10.0)
+    pauses: list[float] = []
+
+    async def recorded(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(security.asyncio, "sleep", recorded)
+
+    await security.verify_sign_in_password("wrong-password", node)
+    await security.verify_sign_in_password(CAFE_DECOMPOSED, node)
+
+    one_form, two_forms = pauses
+    assert 9.0 < one_form <= 10.0
+    assert 19.0 < two_forms <= 20.0
+    # The time learnt stays one check's: two-form checks are not averaged in.
+    await security.verify_sign_in_password(CAFE_DECOMPOSED, None)
+    assert security.ARGON2ID_CHECK_TIME.seconds == 10.0
