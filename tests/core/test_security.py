@@ -174,7 +174,7 @@ async def test_a_failed_bcrypt_check_is_drawn_out_to_as_many_checks_as_forms(
     async def recorded(seconds: float) -> None:
         pauses.append(seconds)
 
-    monkeypatch.setattr(security.asyncio, "sleep", recorded)
+    monkeypatch.setattr("coursehub.core.security.asyncio.sleep", recorded)
 
     await security.verify_sign_in_password("wrong-password", node)
     await security.verify_sign_in_password(CAFE_DECOMPOSED, node)
