@@ -606,14 +606,22 @@ async def expire_pending_orders(
 
 # --- an account's removal ----------------------------------------------------------------
 
+_UNPAID_ORDERS_OF_USER = (
+    ORDER_TABLE.c.userId == _USER_ID,
+    # Not `in_`: an "expanding" parameter, which a DriverStatement cannot hold.
+    or_(*(ORDER_TABLE.c.status == status for status in CANCELLABLE)),
+    or_(*(ORDER_TABLE.c.paymentStatus == status for status in UNPAID)),
+)
+_LOCK_UNPAID_ORDERS_OF_USER_SQL = DriverStatement(
+    select(ORDER_TABLE.c.id)
+    .where(*_UNPAID_ORDERS_OF_USER)
+    .order_by(ORDER_TABLE.c.id)
+    .with_for_update()
+)
+
 _CANCEL_UNPAID_ORDERS_OF_USER_SQL = DriverStatement(
     ORDER_TABLE.update()
-    .where(
-        ORDER_TABLE.c.userId == _USER_ID,
-        # Not `in_`: an "expanding" parameter, which a DriverStatement cannot hold.
-        or_(*(ORDER_TABLE.c.status == status for status in CANCELLABLE)),
-        or_(*(ORDER_TABLE.c.paymentStatus == status for status in UNPAID)),
-    )
+    .where(*_UNPAID_ORDERS_OF_USER)
     .values(
         status=OrderStatus.cancelled,
         updatedAt=bindparam("now", type_=ORDER_TABLE.c.updatedAt.type),
@@ -623,6 +631,15 @@ _CANCEL_UNPAID_ORDERS_OF_USER_SQL = DriverStatement(
     )
     .returning(ORDER_TABLE.c.orderNumber)
 )
+
+
+async def lock_unpaid_orders_of_user(writer: Writer, *, user_id: str) -> None:
+    """Lock the user's unpaid pending and processing orders (FOR UPDATE, as a payment locks
+    an order), before an account's removal locks the account's row. A payment completing
+    one of them locks the order first and then, granting its enrollments, the account's
+    row (the foreign-key check): taken in the other order, the two deadlocked. An order a
+    payment holds is waited for; completed meanwhile, it is not one of these any more."""
+    await _LOCK_UNPAID_ORDERS_OF_USER_SQL.fetch_in_transaction(writer, user_id=user_id)
 
 
 async def cancel_unpaid_orders_of_user(writer: Writer, *, user_id: str, now: datetime) -> list[str]:

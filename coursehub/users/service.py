@@ -237,6 +237,9 @@ async def remove_account(
     nobody can use). Either way nobody can sign in to it again and its tokens stop working.
     The last admin cannot be removed (409). `acting_admin_id`: the admin removing it
     (None: the user themself, DELETE /me)."""
+    # Its orders before its row, in the order a payment takes them (the order, then the
+    # row through its enrollments' foreign key), so that the two never deadlock.
+    await orders_repository.lock_unpaid_orders_of_user(writer, user_id=user_id)
     locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
     if acting_admin_id is None and locked.removed:
         raise _token_no_longer_valid()  # removed by an admin while this request waited
@@ -253,11 +256,8 @@ async def remove_account(
             password=UNUSABLE_PASSWORD,
         )
         # After the account's lock: a checkout of this user (it holds their row) has
-        # committed its order by now, and none can start. A capture holding one of these
-        # orders is waited for (it completes the order, which then stays); one that locks
-        # an order first and then waits for the account's row deadlocks with this, and
-        # PostgreSQL ends one of the two: 409 transaction_conflict, retried, nothing
-        # half-written.
+        # committed its order by now, and none can start. The orders were locked first
+        # (above): a payment that held one has completed it, and it stays completed.
         await orders_repository.cancel_unpaid_orders_of_user(writer, user_id=user_id, now=utcnow())
         return Removal.anonymised
     await repository.delete_user(writer, user_id=user_id)

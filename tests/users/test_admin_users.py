@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from coursehub.core.database import Database
@@ -271,6 +271,54 @@ async def test_an_anonymised_accounts_unpaid_orders_are_cancelled(
     assert await enrollments_of(session, buyer.id) == {}
     assert (await fresh(session, paid)).status == OrderStatus.completed
     assert (await fresh(session, other)).status == OrderStatus.pending
+
+
+async def test_removing_an_account_waits_for_a_payment_of_its_order_without_deadlock(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """A payment holds the buyer's order (locked first) when the account's removal
+    starts, then grants the enrollment, whose foreign-key check takes the account's row.
+    The removal locked the row first and then waited for the order: a deadlock, one of
+    the two a 409 after a second. Now it takes the orders first and waits its turn; the
+    order, paid, stays completed."""
+    async with committed_db.transaction() as session:
+        admin, buyer = await make_admin(session), await make_user(session)
+        course = await make_course(session)
+        order = await make_order(session, user=buyer, courses=[course])
+    order_id, buyer_id, course_id = order.id, buyer.id, course.id
+
+    async with committed_db.transaction() as payment:
+        await payment.execute(
+            text('SELECT 1 FROM "Order" WHERE id = :id FOR UPDATE'), {"id": order_id}
+        )
+        removal = asyncio.create_task(
+            committed_client.delete(f"{USERS}/{buyer_id}", headers=auth_headers(admin))
+        )
+        await waiting_for_locks(committed_db, 1, what="account removals")
+        await payment.execute(
+            text(
+                "UPDATE \"Order\" SET status = 'completed', \"paymentStatus\" = 'paid' "
+                "WHERE id = :id"
+            ),
+            {"id": order_id},
+        )
+        await payment.execute(
+            text(
+                'INSERT INTO "CourseEnrollment" (id, "userId", "courseId", "orderId", status, '
+                'progress, "updatedAt") VALUES (gen_random_uuid()::text, :user, '
+                ":course, :order, 'active', 0, now())"
+            ),
+            {"user": buyer_id, "course": course_id, "order": order_id},
+        )
+    removed = await removal
+
+    assert removed.status_code == 200, removed.text
+    assert removed.json() == {"outcome": "anonymised"}
+    async with committed_db.transaction() as session:
+        status = await session.scalar(
+            text('SELECT status::text FROM "Order" WHERE id = :id'), {"id": order_id}
+        )
+    assert status == "completed"
 
 
 # --- the last admin under concurrency ----------------------------------------------------
