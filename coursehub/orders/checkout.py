@@ -204,6 +204,11 @@ async def checkout(
         # Nothing was written: once more from the coupon's read, which now finds its limit
         # and claims a use as for any limited coupon. An admin changing it back and forth
         # within these milliseconds would make the second attempt raise too: a conflict.
+        # The first attempt's statement still holds the coupon's row FOR KEY SHARE (a row
+        # locked while waiting stays locked when the re-check drops it), so a second change
+        # of the coupon arriving before this claim (it holds the claim lock and wants the
+        # row) deadlocks with it: PostgreSQL ends one of the two, a 409 either way, nothing
+        # written. Two changes of one coupon within milliseconds of each other: left so.
         try:
             return await attempt()
         except _CouponGainedLimit:
