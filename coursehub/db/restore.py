@@ -27,22 +27,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
-import shlex
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import asyncpg
 
-from coursehub.core.database import analyze_after_commit, ensure_database_exists
+from coursehub.core.database import CONNECT_ERRORS, analyze_after_commit, ensure_database_exists
 from coursehub.core.dburl import DatabaseConfig, quoted_identifier
 from coursehub.core.errors import Conflict, StoreError, first_line
+from coursehub.db.dump_inspection import (
+    BackupFile,
+    RestoreFailed,
+    inspect_backup,
+    path_kind,
+    refuse_what_a_restore_cannot_hold,
+)
 from coursehub.db.pgtools import Tool, find_tools
 from coursehub.db.progress import bytes_progress
 from coursehub.db.schema_contents import drop_schema_contents, sql_literal
@@ -60,330 +66,15 @@ from coursehub.db.tool_processes import (
     tool_environment,
 )
 
-ARCHIVE_MAGIC = b"PGDMP"
-PLAIN_DUMP_END = "-- PostgreSQL database dump complete"
-PLAIN_DUMP_START = "-- PostgreSQL database dump"
 # Tables that do not make a database "non-empty": Alembic's bookkeeping (a freshly
 # migrated, unused database loses nothing by being replaced).
 BOOKKEEPING_TABLES = frozenset({"alembic_version"})
 NOT_EMPTY_MARKER = "coursehub-restore: target not empty"
 
 
-class RestoreFailed(StoreError):
-    status = 500
-    code = "restore_failed"
-    title = "Restore failed"
-
-
 class TargetNotEmpty(Conflict):
     code = "restore_target_not_empty"
     title = "The target database is not empty"
-
-
-# --- restore: looking at the file ----------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BackupFile:
-    path: Path
-    archive: bool  # pg_dump's custom, directory or tar format (read by pg_restore)
-    # The schemas the dump creates or puts objects in, as pg_dump names them.
-    schemas: frozenset[str]
-    large_objects: bool
-    # The restore keeps the target's schema as it is, so the dump's statements on the
-    # schema itself (its CREATE SCHEMA, owner, grants, comment) are left out: for an
-    # archive, its table of contents with those entries commented out (for `pg_restore
-    # --use-list`); for a plain file, the byte ranges of those statements, in order.
-    use_list: str | None = None
-    skip: tuple[tuple[int, int], ...] = ()
-
-
-def _path_kind(path: Path) -> str:
-    if path.is_dir():
-        return "directory"
-    return "file" if path.exists() else "missing"
-
-
-def _read_head(path: Path, size: int) -> bytes:
-    with path.open("rb") as handle:
-        return handle.read(size)
-
-
-def _read_tail(path: Path, size: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek(max(0, file_size(path) - size))
-        return handle.read()
-
-
-def _sql_name(written: str) -> str:
-    """An identifier as SQL reads it: `"MySchema"` → MySchema, `shop` → shop."""
-    if written.startswith('"') and written.endswith('"') and len(written) > 1:
-        return written[1:-1].replace('""', '"')
-    return written.lower()
-
-
-# What pg_dump writes in a plain dump. Every object comes with a comment naming it, its
-# kind and its schema (`-` for objects outside any schema):
-_PLAIN_ENTRY = re.compile(
-    r"-- (?:Data for )?Name: (?P<name>.*?); Type: (?P<kind>.*?); Schema: (?P<schema>.*?); Owner: "
-)
-_LARGE_OBJECT_KINDS = frozenset({"BLOB", "BLOBS", "BLOB METADATA", "LARGE OBJECT", "LARGE OBJECTS"})
-_LARGE_OBJECT_CALL = re.compile(rb"SELECT (?:pg_catalog\.)?lo_(?:create|open)\(")
-_CREATE_SCHEMA = re.compile(rb'CREATE SCHEMA (?P<name>"(?:[^"]|"")+"|[^\s";]+);\r?\n')
-# pg_dump before 10.3 set the search_path and left names unqualified.
-_SEARCH_PATH = re.compile(rb'SET search_path = (?P<name>"(?:[^"]|"")+"|[^\s",;]+)')
-_COPY_FROM_STDIN = re.compile(rb"COPY .* FROM stdin;\r?\n")
-
-
-def _statements_on_the_schema(schema: str) -> re.Pattern[bytes]:
-    """The one-line statements pg_dump writes on the schema itself: CREATE SCHEMA, its
-    owner, its comment, its grants, its security label."""
-    spellings = [quoted_identifier(schema)]
-    if re.fullmatch(r"[a-z_][a-z0-9_$]*", schema):
-        spellings.append(schema)  # pg_dump quotes only the names that need it
-    name = "(?:" + "|".join(re.escape(spelling) for spelling in spellings) + ")"
-    literal = r"'(?:[^'\n]|'')*'"
-    return re.compile(
-        (
-            rf"(?:CREATE SCHEMA {name}|ALTER SCHEMA {name} OWNER TO [^;\n]+"
-            rf"|COMMENT ON SCHEMA {name} IS {literal}"
-            rf"|(?:GRANT|REVOKE) [^;\n]* ON SCHEMA {name} (?:TO|FROM) [^;\n]+"
-            rf"|SECURITY LABEL (?:FOR [^;\n]+ )?ON SCHEMA {name} IS {literal});\r?\n"
-        ).encode()
-    )
-
-
-def _scan_plain_dump(path: Path, schema: str) -> BackupFile:
-    """Read a plain dump through, as psql will (COPY data is skipped: its rows are no
-    statements), for the schemas it names, its large objects and its statements on the
-    target schema itself."""
-    on_the_schema = _statements_on_the_schema(schema)
-    schemas: set[str] = set()
-    large_objects = False
-    skip: list[tuple[int, int]] = []
-    in_copy = False
-    offset = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            start, offset = offset, offset + len(line)
-            if in_copy:
-                in_copy = not (line.startswith(b"\\.") and line.rstrip(b"\r\n") == b"\\.")
-            elif line.startswith(b"-- "):
-                entry = _PLAIN_ENTRY.match(line.decode("utf-8", "replace"))
-                if entry is None:
-                    continue
-                if entry["kind"] in _LARGE_OBJECT_KINDS:
-                    large_objects = True
-                elif entry["kind"] == "SCHEMA":
-                    schemas.add(entry["name"])
-                elif entry["schema"] != "-":
-                    schemas.add(entry["schema"])
-            elif _COPY_FROM_STDIN.fullmatch(line):
-                in_copy = True
-            elif _LARGE_OBJECT_CALL.match(line):
-                large_objects = True
-            elif on_the_schema.fullmatch(line):
-                skip.append((start, offset))
-                if line.startswith(b"CREATE SCHEMA "):
-                    schemas.add(schema)
-            elif created := _CREATE_SCHEMA.fullmatch(line):
-                schemas.add(_sql_name(created["name"].decode("utf-8", "replace")))
-            elif search_path := _SEARCH_PATH.match(line):
-                name = _sql_name(search_path["name"].decode("utf-8", "replace"))
-                if name != "pg_catalog":
-                    schemas.add(name)
-    return BackupFile(
-        path=path,
-        archive=False,
-        schemas=frozenset(schemas),
-        large_objects=large_objects,
-        skip=tuple(skip),
-    )
-
-
-# `pg_restore --list`: `ID; CATALOG OID KIND SCHEMA NAME OWNER`, the kind in capitals (one
-# or more words), the schema `-` for objects outside any schema.
-_ARCHIVE_ENTRY = re.compile(r"(?P<id>\d+); \d+ \d+ (?P<rest>.*)")
-_LARGE_OBJECT_ENTRY = re.compile(r"(?:BLOBS?|BLOB METADATA|LARGE OBJECTS?) ")
-_ENTRY_WITHOUT_SCHEMA = re.compile(r"[A-Z]+(?: [A-Z]+)* - ")
-_ENTRY_SCHEMA = re.compile(r"[A-Z]+(?: [A-Z]+)* (?P<schema>\S+)")
-# The schema itself, then (outside any schema) its comment, grants and security label;
-# each followed by the schema's name and its owner.
-_SCHEMA_ENTRY = re.compile(r"(?:SCHEMA|COMMENT - SCHEMA|ACL - SCHEMA|SECURITY LABEL - SCHEMA) ")
-
-
-def _name_before_owner(named: str) -> str:
-    """`public pg_database_owner` → public (the owner comes last, and may be empty)."""
-    return named.rsplit(" ", 1)[0] if " " in named else named
-
-
-def _other_schema(rest: str, created: list[str]) -> str:
-    """The schema of an entry outside the target's: one the archive creates if the entry
-    names it (the longest: names may hold spaces), else the word after the kind."""
-    for name in sorted(created, key=len, reverse=True):
-        if re.match(rf"[A-Z]+(?: [A-Z]+)*? {re.escape(name)} ", rest):
-            return name
-    other = _ENTRY_SCHEMA.match(rest)
-    return other["schema"] if other else rest
-
-
-def _read_archive_listing(path: Path, listing: str, in_target: set[str], schema: str) -> BackupFile:
-    """The archive's schemas and large objects from its table of contents. `in_target`:
-    the ids of the entries in the target schema, as `pg_restore --schema` selects them
-    (an exact name, unlike the listing's fields, which names with spaces make ambiguous)."""
-    created = [
-        _name_before_owner(entry["rest"].removeprefix("SCHEMA - "))
-        for entry in map(_ARCHIVE_ENTRY.fullmatch, listing.splitlines())
-        if entry is not None and entry["rest"].startswith("SCHEMA - ")
-    ]
-    schemas: set[str] = set()
-    large_objects = False
-    lines = []
-    leaves_out = False
-    for line in listing.splitlines():
-        entry = _ARCHIVE_ENTRY.fullmatch(line)
-        if entry is not None:
-            rest = entry["rest"]
-            on_a_schema = _SCHEMA_ENTRY.match(rest)
-            if _LARGE_OBJECT_ENTRY.match(rest):
-                large_objects = True
-            elif on_a_schema:
-                named = rest[on_a_schema.end() :].removeprefix("- ")
-                name = _name_before_owner(named)
-                if rest.startswith("SCHEMA "):
-                    schemas.add(name)
-                if name == schema:
-                    line = ";" + line
-                    leaves_out = True
-            elif entry["id"] in in_target:
-                schemas.add(schema)
-            elif not _ENTRY_WITHOUT_SCHEMA.match(rest):
-                schemas.add(_other_schema(rest, created))
-        lines.append(line)
-    return BackupFile(
-        path=path,
-        archive=True,
-        schemas=frozenset(schemas),
-        large_objects=large_objects,
-        use_list="\n".join(lines) + "\n" if leaves_out else None,
-    )
-
-
-async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> BackupFile:
-    """What kind of dump `path` is and what it holds, checked to be complete enough to try;
-    RestoreFailed if it is not a dump at all, or visibly corrupt or truncated."""
-    kind = await asyncio.to_thread(_path_kind, path)
-    if kind == "missing":
-        raise RestoreFailed(f"no such file: {path}")
-    if kind == "directory" or (await asyncio.to_thread(_read_head, path, 5)) == ARCHIVE_MAGIC:
-        archive = True
-    else:
-        head = (await asyncio.to_thread(_read_head, path, 4096)).decode("utf-8", "replace")
-        archive = PLAIN_DUMP_START not in head
-    if not archive:
-        tail = (await asyncio.to_thread(_read_tail, path, 4096)).decode("utf-8", "replace")
-        if PLAIN_DUMP_END not in tail:
-            raise RestoreFailed(
-                f"{path} is truncated or not a complete pg_dump file: it lacks pg_dump's "
-                f"closing line ({PLAIN_DUMP_END!r}); nothing was changed"
-            )
-        return await asyncio.to_thread(_scan_plain_dump, path, schema)
-    assert pg_restore is not None
-    listing = await _run_capture(pg_restore.path, "--list", str(path))
-    if listing.returncode != 0:
-        reason = first_error(listing.stderr.splitlines(), "pg_restore --list failed")
-        if "unsupported version" in reason:
-            raise RestoreFailed(
-                f"{path} was written by a newer pg_dump than {pg_restore.describe()} can read "
-                f"({reason}); restore it into a PostgreSQL server at least as new as the one "
-                "it came from (restoring into an older major version is unsupported); "
-                "nothing was changed"
-            )
-        raise RestoreFailed(
-            f"{path} is not a readable pg_dump archive ({reason}); nothing was changed"
-        )
-    target = await _run_capture(pg_restore.path, "--list", f"--schema={schema}", str(path))
-    if target.returncode != 0:
-        reason = first_error(target.stderr.splitlines(), "pg_restore --list failed")
-        raise RestoreFailed(
-            f"{path} is not a readable pg_dump archive ({reason}); nothing was changed"
-        )
-    in_target = {
-        entry["id"]
-        for entry in map(_ARCHIVE_ENTRY.fullmatch, target.stdout.splitlines())
-        if entry is not None
-    }
-    return _read_archive_listing(path, listing.stdout, in_target, schema)
-
-
-def _pattern(schema: str) -> str:
-    """`schema` as pg_dump's --schema pattern for exactly that name (quoted if need be)."""
-    return schema if re.fullmatch(r"[a-z_][a-z0-9_]*", schema) else quoted_identifier(schema)
-
-
-def _schema_in_url(schema: str) -> str:
-    return "no ?schema=" if schema == "public" else f"?schema={quote(schema, safe='')}"
-
-
-def refuse_what_a_restore_cannot_hold(backup: BackupFile, schema: str) -> None:
-    """RestoreFailed, before anything is changed, for a dump that is not of the target's
-    schema alone, or that holds large objects."""
-    path = backup.path
-    if backup.large_objects:
-        # pg_dump writes large objects in BEGIN … COMMIT of their own, which would commit
-        # the restore's transaction half-way; the store's schema has none.
-        raise RestoreFailed(
-            f"{path} holds large objects, which the store does not use and a restore cannot "
-            "load all or nothing (pg_dump writes them in transactions of their own); "
-            "restore a dump without them (pg_dump --schema=NAME, as coursehub db backup "
-            "makes, leaves them out); nothing was changed"
-        )
-    others = sorted(backup.schemas - {schema})
-    if not others:
-        return
-    if len(backup.schemas) == 1:
-        (held,) = others
-        raise RestoreFailed(
-            f'{path} is a backup of schema "{held}", but the target is schema "{schema}" '
-            f"(DATABASE_URL has {_schema_in_url(schema)}); restore it with "
-            f"{_schema_in_url(held)} in DATABASE_URL; nothing was changed"
-        )
-    named = ", ".join(f'"{name}"' for name in sorted(backup.schemas))
-    extract = (
-        f"pg_restore {shlex.quote('--schema=' + schema)} --file=store.sql "
-        f"{shlex.quote(str(path))}, then restore store.sql"
-        if backup.archive
-        else "pg_dump " + shlex.quote(f"--schema={_pattern(schema)}")
-    )
-    raise RestoreFailed(
-        f"{path} holds several schemas ({named}), but a restore replaces the target's "
-        f'schema alone ("{schema}"): restore a dump of that schema only ({extract}); '
-        "nothing was changed"
-    )
-
-
-@dataclass(frozen=True)
-class Captured:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-async def _run_capture(*command: str, env: dict[str, str] | None = None) -> Captured:
-    process = await asyncio.create_subprocess_exec(
-        *command,
-        env=env,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await process.communicate()
-    except BaseException:
-        await to_the_end(end_process(process))  # cancelled: `pg_restore --list` goes too
-        raise
-    assert process.returncode is not None
-    return Captured(process.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
 
 
 # --- restore: the target ---------------------------------------------------------------
@@ -545,6 +236,9 @@ class _RestoreRun:
     commit_sent: bool = False  # COMMIT written to psql: from then on it may commit
     psql_code: int | None = None
     source_code: int | None = None  # pg_restore's, for an archive
+    # Whether the restore committed: False while the COMMIT was not sent; then None (it
+    # may have) until known, and left None if the server could not say.
+    committed: bool | None = False
 
 
 async def restore_database(
@@ -567,19 +261,127 @@ async def restore_database(
 
     `create_database`: a missing target database (and the URL's schema) is created, once
     the file has passed every check that needs no database; `on_database_created` is
-    called if it was (before the restore proper starts).
+    called if it was (before the restore proper starts). Should the restore then fail or
+    be interrupted without committing, that database is dropped again, its message
+    saying so (or why it was left: `_drop_created_database`).
     """
     target = config.redacted()
     nothing_restored = f"nothing was restored; {target} is as it was"
     try:
-        if await asyncio.to_thread(_path_kind, file) == "missing":
+        if await asyncio.to_thread(path_kind, file) == "missing":
             raise RestoreFailed(f"no such file: {file}")
         tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
         backup = await inspect_backup(file, config.schema, tools["pg_restore"])
         refuse_what_a_restore_cannot_hold(backup, config.schema)
-        # Only now: a restore refused for its file leaves no new, empty database behind.
-        if create_database and await ensure_database_exists(config) and on_database_created:
-            on_database_created()
+    except asyncio.CancelledError:
+        raise Interrupted(nothing_restored) from None
+    # Only now: a restore refused for its file leaves no new, empty database behind.
+    created = create_database and await _create_database(config, file, nothing_restored)
+    if created and on_database_created:
+        on_database_created()
+    run = _RestoreRun(transaction=RestoreTransaction(), psql_errors=[], source_errors=[])
+    try:
+        return await _restore(config, backup, tools, run, force=force, show_progress=show_progress)
+    except Exception as exc:
+        # A database this restore created goes again, unless the restore may have
+        # committed into it: then it holds the backup, or may (the message says to check).
+        if not created or run.committed is not False:
+            raise
+        raise await _without_created_database(config, file, exc) from exc
+
+
+async def _create_database(config: DatabaseConfig, file: Path, nothing_restored: str) -> bool:
+    """`ensure_database_exists`: whether this created the database. Cancelled meanwhile
+    (its CREATE DATABASE may be on its way), it waits to learn whether it did, and if so
+    drops the database again before saying it was interrupted."""
+    creating = asyncio.ensure_future(ensure_database_exists(config))
+    try:
+        return await asyncio.shield(creating)
+    except asyncio.CancelledError:
+        interrupted = Interrupted(nothing_restored)
+        if not await to_the_end(creating):
+            raise interrupted from None
+        raise await _without_created_database(config, file, interrupted) from None
+
+
+# Relations in the database newer than the database itself (pg_database's row for it was
+# written by its CREATE DATABASE): none but what another session created since, the
+# restore's own having been rolled back; those its template gave it are older.
+_CREATED_SINCE_THE_DATABASE = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,
+    pg_database d
+  WHERE d.datname = current_database()
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')
+    AND age(c.xmin) < age(d.xmin)
+)"""
+
+
+async def _drop_created_database(config: DatabaseConfig) -> str:
+    """Drop the database a failed restore created; the clause saying so, or why it was left.
+
+    Not `drop_database`'s WITH (FORCE), nor when something was created in it meanwhile:
+    another session using it (a second restore or `db migrate` into the same URL, the app)
+    may have put its own work there, even committed it. DROP DATABASE waits 5 seconds for
+    other sessions to leave, then refuses."""
+    name = config.database
+    try:
+        connection = await asyncpg.connect(**config.asyncpg_connect_kwargs())
+        try:
+            used = await connection.fetchval(_CREATED_SINCE_THE_DATABASE)
+        finally:
+            await connection.close()
+        if used:
+            return (
+                f"the database {name!r} it created was left: another session has created "
+                "tables in it since"
+            )
+        admin = await asyncpg.connect(**config.with_database("postgres").asyncpg_connect_kwargs())
+        try:
+            await admin.execute(f"DROP DATABASE {quoted_identifier(name)}")
+        finally:
+            await admin.close()
+    except asyncpg.InvalidCatalogNameError:
+        pass  # dropped meanwhile by someone else: gone all the same
+    except CONNECT_ERRORS as exc:
+        return (
+            f"the empty database {name!r} it created was left ({first_line(exc)}) "
+            "and can be dropped"
+        )
+    return f"the database {name!r} it created was dropped again"
+
+
+async def _without_created_database(
+    config: DatabaseConfig, file: Path, failure: Exception
+) -> Exception:
+    """`failure` (of a restore that committed nothing into the database it created), once
+    that database is dropped again, its message saying so (or why it was left)."""
+    # Run to its end even if a signal arrives meanwhile: the restore has failed already,
+    # and the signal's Interrupted carries this message (`cancelled_by_signals`).
+    clause = await to_the_end(_drop_created_database(config))
+    if isinstance(failure, StoreError):
+        return dataclasses.replace(failure, detail=f"{failure.detail}; {clause}")
+    if isinstance(failure, Interrupted):
+        return Interrupted(f"{failure}; {clause}")
+    return RestoreFailed(
+        f"restoring {file} failed ({first_line(failure)}); nothing was restored; {clause}"
+    )
+
+
+async def _restore(
+    config: DatabaseConfig,
+    backup: BackupFile,
+    tools: dict[str, Tool],
+    run: _RestoreRun,
+    *,
+    force: bool,
+    show_progress: bool,
+) -> RestoreResult:
+    """`restore_database` once the file has passed its checks and the database exists;
+    whether the restore committed (or may have), in `run.committed`."""
+    file = backup.path
+    target = config.redacted()
+    try:
         if not force:
             holding = await tables_with_rows(config)
             if holding:
@@ -588,13 +390,12 @@ async def restore_database(
                     "pass --force to replace everything in it with the backup"
                 )
     except asyncio.CancelledError:
-        raise Interrupted(nothing_restored) from None
+        raise Interrupted(f"nothing was restored; {target} is as it was") from None
 
-    run = _RestoreRun(transaction=RestoreTransaction(), psql_errors=[], source_errors=[])
     try:
         await _stream_restore(config, backup, tools, run, force=force, show_progress=show_progress)
     except asyncio.CancelledError:
-        raise await _interrupted_restore(config, file, run.transaction) from None
+        raise await _interrupted_restore(config, file, run) from None
 
     committed = run.psql_code == 0 and run.complete
     if not committed and run.commit_sent:
@@ -603,13 +404,14 @@ async def restore_database(
         try:
             committed = await transaction_committed(config, run.transaction)
         except asyncio.CancelledError:
-            raise await _interrupted_restore(config, file, run.transaction) from None
+            raise await _interrupted_restore(config, file, run) from None
         except Exception as exc:
             reason = first_error(run.psql_errors, f"psql exit code {run.psql_code}")
             raise RestoreFailed(
                 f"restoring {file} failed as it committed ({reason}), and the server could "
                 f"not say whether it did ({first_line(exc)}): check {target}"
             ) from None
+    run.committed = committed
     if committed:
         try:
             warning = await analyze_after_commit(config)  # the restored tables have no statistics
@@ -633,17 +435,18 @@ async def restore_database(
     raise RestoreFailed(f"restoring {file} failed ({reason}); nothing was changed")
 
 
-async def _interrupted_restore(
-    config: DatabaseConfig, file: Path, transaction: RestoreTransaction
-) -> Interrupted:
-    """What an interrupted restore left, once psql is gone: asked of the server."""
+async def _interrupted_restore(config: DatabaseConfig, file: Path, run: _RestoreRun) -> Interrupted:
+    """What an interrupted restore left, once psql is gone: asked of the server (its
+    answer also in `run.committed`)."""
     target = config.redacted()
+    run.committed = None
     try:
-        committed = await to_the_end(transaction_committed(config, transaction))
+        committed = await to_the_end(transaction_committed(config, run.transaction))
     except Exception as exc:
         return Interrupted(
             f"could not tell whether the restore committed ({first_line(exc)}); check {target}"
         )
+    run.committed = committed
     if committed:
         return Interrupted(
             f"the restore had already committed: {target} holds {file}, but its "
@@ -738,7 +541,7 @@ async def _stream_restore(
                     run.complete = True
                 if run.complete:
                     # Only now, with the whole dump read without error, may it commit.
-                    run.commit_sent = True
+                    run.commit_sent, run.committed = True, None
                     psql.stdin.write(b"COMMIT;\n")
                     await psql.stdin.drain()
             except (BrokenPipeError, ConnectionResetError):

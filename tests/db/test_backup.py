@@ -19,9 +19,10 @@ from coursehub.core.database import analyze_after_commit, drop_database, ensure_
 from coursehub.core.dburl import DatabaseConfig, parse_database_url
 from coursehub.core.models import new_id
 from coursehub.db.backup import backup_database
+from coursehub.db.dump_inspection import RestoreFailed
 from coursehub.db.migrations import migrate
 from coursehub.db.pgtools import ToolNotFound, choose, find_tool, find_tools, server_major
-from coursehub.db.restore import RestoreFailed, TargetNotEmpty, restore_database
+from coursehub.db.restore import TargetNotEmpty, restore_database
 from coursehub.db.seed import seed_bulk_data, seed_demo_data
 from coursehub.db.tool_processes import tool_environment
 from tests.conftest import scratch_database_name

@@ -29,9 +29,14 @@ from coursehub.core.locks import MIGRATION_LOCK_KEY
 from coursehub.db import backup as backup_module
 from coursehub.db import restore as restore_module
 from coursehub.db.backup import BackupFailed, backup_database
+from coursehub.db.dump_inspection import RestoreFailed, inspect_backup
 from coursehub.db.migrations import migrate
-from coursehub.db.pgtools import tool_version
-from coursehub.db.restore import RestoreTransaction, transaction_committed
+from coursehub.db.pgtools import find_tools, tool_version
+from coursehub.db.restore import (
+    RestoreTransaction,
+    restore_database,
+    transaction_committed,
+)
 from coursehub.db.seed import seed_demo_data
 from tests.conftest import scratch_database_name
 from tests.db.helpers import execute, fetchval, run_cli, table_checksums
@@ -419,6 +424,156 @@ async def test_a_restore_of_a_file_that_is_no_usable_dump_creates_no_database(
     assert len(errors) == 1 and reason in errors[0] and str(file) in errors[0], failed.stderr
     assert "Created database" not in failed.stderr and "Traceback" not in failed.stderr
     assert not await database_exists(new_database)
+
+
+async def cut_in_its_data(store: DatabaseConfig, tmp_path: Path) -> Path:
+    """A custom-format backup of `store` cut short inside its data: its table of contents
+    still reads (`pg_restore --list`, as the restore's checks run it), so the file passes
+    them and the restore fails half-way, at the missing rows."""
+    whole, cut = tmp_path / "store.dump", tmp_path / "cut.dump"
+    await backup_database(store, whole, plain=False, show_progress=False)
+    data = whole.read_bytes()
+    pg_restore = (await find_tools(store, ("pg_restore",)))["pg_restore"]
+    for size in (200, 1000, 3000, 10000):
+        cut.write_bytes(data[:-size])
+        try:
+            await inspect_backup(cut, store.schema, pg_restore)
+        except RestoreFailed:
+            continue  # cut into the table of contents: refused before anything is created
+        return cut
+    raise AssertionError(f"every cut of {whole} ({len(data)} bytes) broke its table of contents")
+
+
+async def test_a_restore_that_fails_after_creating_the_database_drops_it(
+    shop_store: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    """The database was created, the restore found the data cut short and rolled back,
+    and the new, empty database stayed behind."""
+    file = await cut_in_its_data(shop_store, tmp_path)
+
+    failed = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=new_database)
+
+    assert failed.returncode == 1, failed.stderr
+    assert f"Created database {new_database.database!r}." in failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert f"{file} is corrupt or truncated" in errors[0]
+    assert errors[0].endswith(
+        f"nothing was changed; the database {new_database.database!r} it created was dropped again"
+    )
+    assert not await database_exists(new_database)
+
+
+async def test_a_failed_restore_leaves_a_database_that_existed_before(
+    shop_store: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path
+) -> None:
+    file = await cut_in_its_data(shop_store, tmp_path)
+    await ensure_database_exists(new_database)  # existing, and as empty as a new one
+
+    failed = await asyncio.to_thread(run_cli, "db", "restore", str(file), config=new_database)
+
+    assert failed.returncode == 1, failed.stderr
+    assert "Created database" not in failed.stderr
+    errors = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert f"{file} is corrupt or truncated" in errors[0]
+    assert errors[0].endswith("; nothing was changed")  # and nothing said of dropping
+    assert await database_exists(new_database)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+async def test_a_restore_interrupted_after_creating_the_database_drops_it(
+    shop_store: DatabaseConfig, new_database: DatabaseConfig, tmp_path: Path, signum: signal.Signals
+) -> None:
+    await execute(shop_store, slow_to_restore(shop_store, "data"))
+    file = tmp_path / "store.dump"
+    await backup_database(shop_store, file, plain=False, show_progress=False)
+    cli = start_cli("db", "restore", str(file), config=new_database)
+    try:
+        await wait_for(
+            new_database,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
+            " AND wait_event = 'PgSleep')",
+            new_database.database,
+        )
+        returncode, stderr, children = await stop(cli, signum)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+    assert returncode == 128 + signum, stderr
+    assert stderr.rstrip().splitlines()[-1] == (
+        f"interrupted ({signum.name}): nothing was restored; {new_database.redacted()} is as "
+        f"it was; the database {new_database.database!r} it created was dropped again"
+    )
+    assert "Traceback" not in stderr
+    assert not [pid for pid in children if running(pid)]
+    assert not await database_exists(new_database)
+
+
+async def test_a_created_database_is_left_if_another_session_uses_it(
+    shop_store: DatabaseConfig,
+    new_database: DatabaseConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not dropped by force: the session may be another restore's into the same database,
+    or the app's. The failure is still the restore's own, and says what it left."""
+    file = await cut_in_its_data(shop_store, tmp_path)
+    sessions: list[asyncpg.Connection] = []
+
+    async def creating_and_joined(config: DatabaseConfig) -> bool:
+        created = await ensure_database_exists(config)
+        sessions.append(await asyncpg.connect(**config.asyncpg_connect_kwargs()))
+        return created
+
+    monkeypatch.setattr(restore_module, "ensure_database_exists", creating_and_joined)
+    try:
+        with pytest.raises(RestoreFailed) as raised:
+            await restore_database(
+                new_database, file, force=False, show_progress=False, create_database=True
+            )
+        assert await database_exists(new_database)
+    finally:
+        for session in sessions:
+            await session.close()
+
+    message = str(raised.value)
+    assert message.startswith(f"{file} is corrupt or truncated") and "\n" not in message
+    assert message.endswith(
+        f"nothing was changed; the empty database {new_database.database!r} it created was "
+        f'left (database "{new_database.database}" is being accessed by other users) '
+        "and can be dropped"
+    )
+
+
+async def test_a_created_database_is_left_if_another_session_created_tables_in_it(
+    shop_store: DatabaseConfig,
+    new_database: DatabaseConfig,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second restore or `db migrate` into the same URL may have committed its work in
+    the database meanwhile, and left: it is not dropped with that work."""
+    file = await cut_in_its_data(shop_store, tmp_path)
+
+    async def creating_and_used(config: DatabaseConfig) -> bool:
+        created = await ensure_database_exists(config)
+        await execute(config, "CREATE TABLE theirs (n int); INSERT INTO theirs VALUES (1)")
+        return created
+
+    monkeypatch.setattr(restore_module, "ensure_database_exists", creating_and_used)
+
+    with pytest.raises(RestoreFailed) as raised:
+        await restore_database(
+            new_database, file, force=True, show_progress=False, create_database=True
+        )
+
+    assert str(raised.value).endswith(
+        f"nothing was changed; the database {new_database.database!r} it created was left: "
+        "another session has created tables in it since"
+    )
+    assert await fetchval(new_database, "SELECT n FROM theirs") == 1
 
 
 async def test_a_restore_into_a_missing_database_creates_it(
