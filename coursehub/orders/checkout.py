@@ -86,7 +86,6 @@ from coursehub.users.models import User
 NUMBER_ATTEMPTS = 5
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 ITEM_FOREIGN_KEY = "OrderItem_courseId_fkey"
-USAGE_FOREIGN_KEY = "CouponUsage_couponId_fkey"
 
 
 @dataclass(frozen=True)
@@ -176,8 +175,8 @@ def _check_all_found(course_ids: Sequence[str], found: set[str]) -> None:
 
 
 class _CouponGainedLimit(Exception):
-    """The coupon, read without a use limit, was given one before the order's insert, which
-    therefore wrote nothing (`repository.insert_order`)."""
+    """The coupon, read without a use limit, was given one before the order's insert (or
+    was deleted), which therefore wrote nothing (`repository.insert_order`)."""
 
 
 async def checkout(
@@ -347,7 +346,7 @@ async def _checkout_once(
         else None
     )
 
-    await _insert(writer, order, items, usage, code=code, use_claimed=use_claimed)
+    await _insert(writer, order, items, usage, use_claimed=use_claimed)
     if order.status == OrderStatus.completed:
         await grant_enrollments_for_order(
             writer, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
@@ -435,7 +434,6 @@ async def _insert(
     items: list[OrderItem],
     usage: CouponUsage | None,
     *,
-    code: str | None,
     use_claimed: bool,
 ) -> None:
     try:
@@ -449,12 +447,11 @@ async def _insert(
             if outcome is InsertOutcome.coupon_gained_limit:
                 raise _CouponGainedLimit
     except IntegrityError as exc:
-        # A course or the coupon deleted by an admin between our read and our insert.
-        constraint = violated_constraint(exc)
-        if constraint == ITEM_FOREIGN_KEY:
+        # A course deleted by an admin between our read and our insert. (A coupon deleted
+        # meanwhile is not a foreign-key failure: the insert holds the coupon's row, and
+        # finding it gone writes nothing and reads it again, as `_CouponGainedLimit`.)
+        if violated_constraint(exc) == ITEM_FOREIGN_KEY:
             raise CourseUnavailable("a course of this order was just removed") from None
-        if constraint == USAGE_FOREIGN_KEY:
-            raise CouponNotFound(f"there is no coupon {code}") from None
         raise
     raise OrderNumberExhausted("could not allocate an order number; please try again")
 

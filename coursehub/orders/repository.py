@@ -398,7 +398,9 @@ async def load_courses_for_checkout(
 class InsertOutcome(enum.Enum):
     inserted = "inserted"
     number_taken = "number_taken"  # nothing written: try another order number
-    coupon_gained_limit = "coupon_gained_limit"  # nothing written: claim a use first
+    # Nothing written: the coupon read as unlimited has a limit now (or is gone): read it
+    # again, and claim a use.
+    coupon_gained_limit = "coupon_gained_limit"
 
 
 async def insert_order(

@@ -482,3 +482,35 @@ async def test_the_same_in_a_session_sees_the_limit_on_its_second_read(
 
     with pytest.raises(CouponUsedUp):
         await checkout
+
+
+async def test_a_coupon_deleted_before_the_orders_insert_is_not_found(
+    committed_client: httpx.AsyncClient, committed_db: Database
+) -> None:
+    """Read, then deleted by an admin before the insert: the insert writes nothing (no
+    foreign-key failure), and the coupon read again is gone: 404, nothing written."""
+    async with committed_db.transaction() as session:
+        buyer = await make_user(session)
+        course = await make_course(session, price="1000.00")
+        coupon = await make_coupon(session, code="GONESOON", value="10")
+    coupon_id = coupon.id
+    body = {"courseIds": [course.id], "couponCode": "GONESOON"}
+
+    async with committed_db.transaction() as admin:
+        await admin.execute(
+            text('SELECT 1 FROM "Coupon" WHERE id = :id FOR UPDATE'), {"id": coupon_id}
+        )
+        checkout = asyncio.create_task(
+            committed_client.post(URL, json=body, headers=auth_headers(buyer))
+        )
+        await waiting_for_locks(committed_db, 1, what="checkouts")
+        await admin.execute(text('DELETE FROM "Coupon" WHERE id = :id'), {"id": coupon_id})
+    response = await checkout
+
+    assert response.status_code == 404, response.text
+    assert response.json()["code"] == "coupon_not_found"
+    async with committed_db.transaction() as session:
+        orders = await session.scalar(
+            text('SELECT count(*) FROM "Order" WHERE "userId" = :id'), {"id": buyer.id}
+        )
+    assert orders == 0
