@@ -150,6 +150,24 @@ def slow_to_restore(source: DatabaseConfig, where: str) -> str:
     return f"CREATE MATERIALIZED VIEW slow_refresh AS SELECT 1 AS n FROM pg_sleep({sleep})"
 
 
+async def interrupt_in_the_slow_statement(
+    cli: subprocess.Popen[str], target: DatabaseConfig, signum: signal.Signals
+) -> tuple[int, str, set[int]]:
+    """Once psql sits in `slow_to_restore`'s statement (the dump's other statements ran in
+    its transaction), `stop` the restoring CLI with `signum`; killed if it outlives that."""
+    try:
+        await wait_for(
+            target,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
+            " AND wait_event = 'PgSleep')",
+            target.database,
+        )
+        return await stop(cli, signum)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("where", ["data", "post-data"])
 async def test_an_interrupted_restore_commits_nothing_and_leaves_nothing_running(
@@ -164,18 +182,7 @@ async def test_an_interrupted_restore_commits_nothing_and_leaves_nothing_running
     await backup_database(store, file, plain=False, show_progress=False)
     before = await table_checksums(target_db)
     cli = start_cli("db", "restore", str(file), "--force", config=target_db)
-    try:
-        # psql is in the slow statement: the dump's other statements ran in its transaction.
-        await wait_for(
-            target_db,
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
-            " AND wait_event = 'PgSleep')",
-            target_db.database,
-        )
-        returncode, stderr, children = await stop(cli, signum)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
+    returncode, stderr, children = await interrupt_in_the_slow_statement(cli, target_db, signum)
 
     assert returncode == 128 + signum, stderr
     assert stderr.rstrip().splitlines()[-1] == (
@@ -489,17 +496,7 @@ async def test_a_restore_interrupted_after_creating_the_database_drops_it(
     file = tmp_path / "store.dump"
     await backup_database(shop_store, file, plain=False, show_progress=False)
     cli = start_cli("db", "restore", str(file), config=new_database)
-    try:
-        await wait_for(
-            new_database,
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = $1"
-            " AND wait_event = 'PgSleep')",
-            new_database.database,
-        )
-        returncode, stderr, children = await stop(cli, signum)
-    finally:
-        if cli.poll() is None:
-            cli.kill()
+    returncode, stderr, children = await interrupt_in_the_slow_statement(cli, new_database, signum)
 
     assert returncode == 128 + signum, stderr
     assert stderr.rstrip().splitlines()[-1] == (
