@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,7 +27,13 @@ from coursehub.orders.admin_schemas import (
     RefundRequest,
 )
 from coursehub.orders.errors import OrderNotCancellable, OrderNotFound
-from coursehub.orders.metadata import metadata_object
+from coursehub.orders.metadata import (
+    LATE_CAPTURES_KEY,
+    capture_payment_id,
+    capture_settled,
+    late_captures,
+    metadata_object,
+)
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import CANCELLABLE, UNPAID, move_order
 from coursehub.payments import repository as payments_repository
@@ -200,8 +205,8 @@ async def mark_late_capture_refunded(
     named capture is unknown or already settled."""
     order = await _lock(session, order_number)
     metadata = metadata_object(order.metadata_)
-    captures: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
-    due = {c.get("paymentId") for c in captures if "refundedAt" not in c}
+    captures = late_captures(metadata)
+    due = {capture_payment_id(c) for c in captures if not capture_settled(c)}
     not_due = [payment_id for payment_id in data.payment_ids if payment_id not in due]
     if not_due:
         raise NoRefundDue(
@@ -213,9 +218,9 @@ async def mark_late_capture_refunded(
     if data.reference is not None:
         settled["refundReference"] = data.reference
     named = set(data.payment_ids)
-    captures = [{**c, **settled} if c.get("paymentId") in named else c for c in captures]
-    metadata["lateCaptures"] = captures
-    metadata["refundDue"] = any("refundedAt" not in c for c in captures)
+    captures = [{**c, **settled} if capture_payment_id(c) in named else c for c in captures]
+    metadata[LATE_CAPTURES_KEY] = captures
+    metadata["refundDue"] = not all(capture_settled(c) for c in captures)
     order.metadata_ = metadata
     await session.flush()
     logger.info(

@@ -49,7 +49,12 @@ from coursehub.core.models import utcnow
 from coursehub.core.money import to_paise
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders.errors import OrderNotFound
-from coursehub.orders.metadata import metadata_object
+from coursehub.orders.metadata import (
+    LATE_CAPTURES_KEY,
+    capture_payment_id,
+    late_captures,
+    metadata_object,
+)
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.transitions import complete_order, move_order
 from coursehub.payments import repository
@@ -216,8 +221,8 @@ def _record_capture_to_refund(order: Order, event: PaymentEvent) -> None:
     """Add the capture to the order's `lateCaptures` and set `refundDue` (a replay of
     one already there adds nothing)."""
     metadata = metadata_object(order.metadata_)
-    late: list[dict[str, Any]] = list(metadata.get("lateCaptures", []))
-    if all(entry.get("paymentId") != event.payment_id for entry in late):
+    late = late_captures(metadata)
+    if all(capture_payment_id(entry) != event.payment_id for entry in late):
         late.append(
             {
                 "paymentId": event.payment_id,
@@ -226,7 +231,7 @@ def _record_capture_to_refund(order: Order, event: PaymentEvent) -> None:
                 "receivedAt": utcnow().isoformat(),
             }
         )
-        metadata["lateCaptures"] = late
+        metadata[LATE_CAPTURES_KEY] = late
         metadata["refundDue"] = True
         order.metadata_ = metadata
 

@@ -305,3 +305,58 @@ async def test_expiry_keeps_the_node_value_and_a_readable_cancel_reason(
         select(Order.metadata_.op("->>")("cancelReason")).where(Order.id == order.id)
     )
     assert reason == "expired"
+
+
+# What a hand-edited order may hold under `lateCaptures`, where the store writes a list of
+# objects: any JSON value (orders/metadata.py, `late_captures`).
+ODD_LATE_CAPTURES = [
+    pytest.param('"x"', id="string"),
+    pytest.param("42", id="number"),
+    pytest.param('{"paymentId": "pay_odd"}', id="object"),
+    pytest.param('[1, "x", null, {"refundedAt": "then"}]', id="list-of-others"),
+]
+
+
+@pytest.mark.parametrize("odd", ODD_LATE_CAPTURES)
+async def test_an_odd_late_captures_value_is_kept_and_a_capture_still_flagged_and_settled(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User, odd: str
+) -> None:
+    order = await node_order(
+        session, f'{{"lateCaptures": {odd}, "refundDue": true}}', status=OrderStatus.cancelled
+    )
+    await commit_setup(session)
+    headers = auth_headers(admin)
+    odd_value = json.loads(odd)
+
+    unknown = await client.post(
+        f"{ADMIN_URL}/{order.order_number}/mark-late-capture-refunded",
+        json={"paymentIds": ["pay_odd"]},
+        headers=headers,
+    )
+    untouched = await stored_metadata(session, order.id)
+    captured = await deliver(client, event(order, payment_id="pay_late"))
+    replayed = await deliver(client, event(order, payment_id="pay_late"))
+    settled = await client.post(
+        f"{ADMIN_URL}/{order.order_number}/mark-late-capture-refunded",
+        json={"paymentIds": ["pay_late"]},
+        headers=headers,
+    )
+
+    # An entry that is not the store's own matches no payment id, and is never due.
+    assert (unknown.status_code, unknown.json()["code"]) == (409, "no_refund_due")
+    assert untouched == ("object", {"lateCaptures": odd_value, "refundDue": True})
+    assert (captured.status_code, captured.json()["outcome"]) == (200, "late_capture_flagged")
+    assert (replayed.status_code, replayed.json()["outcome"]) == (200, "late_capture_flagged")
+    assert settled.status_code == 200, settled.text
+    metadata = settled.json()["metadata"]
+    captures = metadata["lateCaptures"]
+    if isinstance(odd_value, list):
+        assert captures[:-1] == odd_value  # kept in place
+        assert metadata.keys() == {"lateCaptures", "refundDue"}
+    else:
+        assert metadata["legacyLateCaptures"] == odd_value  # kept aside
+        assert len(captures) == 1
+    assert captures[-1]["paymentId"] == "pay_late"
+    assert "refundedAt" in captures[-1]
+    assert metadata["refundDue"] is False
+    assert await stored_metadata(session, order.id) == ("object", metadata)
