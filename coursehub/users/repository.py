@@ -227,7 +227,7 @@ _LOCK_ACCOUNT_SQL = DriverStatement(
         .select_from(_admin)
         .where(_admin.c.role == Role.admin)
         .scalar_subquery(),
-        USERS.c.password == UNUSABLE_PASSWORD,
+        USERS.c.password,
         select(_admin.c.role)
         .where(_admin.c.id == bindparam("caller_id", type_=Text))
         .scalar_subquery(),
@@ -561,7 +561,13 @@ async def lock_admin_set(writer: Writer) -> None:
 class LockedAccount:
     role: Role
     admins: int  # how many admins the store has, this one included if it is one
-    removed: bool  # anonymised: nobody can sign in to it
+    password_hash: str  # as it is now, under the lock
+
+    @property
+    def removed(self) -> bool:
+        """Anonymised: nobody can sign in to it."""
+        return self.password_hash == UNUSABLE_PASSWORD
+
     caller_role: Role | None  # the caller's role now (None: no caller given, or gone)
 
 
@@ -588,11 +594,11 @@ async def lock_account(
     )
     if not rows:
         return None
-    role, admins, removed, caller_role = rows[0]
+    role, admins, password_hash, caller_role = rows[0]
     return LockedAccount(
         role=Role(role),
         admins=int(admins),
-        removed=bool(removed),
+        password_hash=password_hash,
         caller_role=Role(caller_role) if caller_role is not None else None,
     )
 

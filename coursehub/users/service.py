@@ -228,7 +228,11 @@ async def _lock_account(
 
 
 async def remove_account(
-    writer: Writer, user_id: str, *, acting_admin_id: str | None = None
+    writer: Writer,
+    user_id: str,
+    *,
+    acting_admin_id: str | None = None,
+    checked_password_hash: str | None = None,
 ) -> Removal:
     """Delete the account, or anonymise it if it has orders (accounting keeps them): its
     email, username and password become unusable, its role user, its profile and
@@ -236,13 +240,19 @@ async def remove_account(
     the gateway captures later is then flagged for a refund, not kept for an account
     nobody can use). Either way nobody can sign in to it again and its tokens stop working.
     The last admin cannot be removed (409). `acting_admin_id`: the admin removing it
-    (None: the user themself, DELETE /me)."""
+    (None: the user themself, DELETE /me). `checked_password_hash`: the hash DELETE /me
+    checked the caller's password against; changed since (a password change that committed
+    while it was checked), the removal is refused as any request of the old token is."""
     # Its orders before its row, in the order a payment takes them (the order, then the
     # row through its enrollments' foreign key), so that the two never deadlock.
     await orders_repository.lock_unpaid_orders_of_user(writer, user_id=user_id)
     locked = await _lock_account(writer, user_id, acting_admin_id=acting_admin_id)
-    if acting_admin_id is None and locked.removed:
-        raise _token_no_longer_valid()  # removed by an admin while this request waited
+    if acting_admin_id is None and (
+        locked.removed
+        or (checked_password_hash is not None and locked.password_hash != checked_password_hash)
+    ):
+        # Removed by an admin, or its password changed, while this request waited.
+        raise _token_no_longer_valid()
     if locked.role == Role.admin and locked.admins <= 1:
         raise LastAdmin(
             "this is the store's only admin; make another user an admin before removing it"
@@ -276,7 +286,7 @@ async def delete_own_account(
     twice, an admin's removal): 401, as any request after the removal."""
     await check_password(user, password, throttle=throttle, address=address)
     try:
-        return await remove_account(session, user.id)
+        return await remove_account(session, user.id, checked_password_hash=user.password)
     except UserNotFound:
         raise _token_no_longer_valid() from None
 

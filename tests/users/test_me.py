@@ -13,11 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth import dependencies as auth_dependencies
 from coursehub.core.database import Database
+from coursehub.core.security import hash_password
 from coursehub.core.sql import Reader
 from coursehub.models import (
     CourseEnrollment,
@@ -526,6 +527,46 @@ async def test_a_change_racing_the_accounts_removal_is_401_and_writes_nothing(
         assert await rows(session, UserPreference, user_id) == 0
         email = await session.scalar(select(User.email).where(User.id == user_id))
         assert email is None if not with_orders else email != "late@example.com"
+
+
+@pytest.mark.parametrize("with_orders", [False, True], ids=["deleted", "anonymised"])
+async def test_delete_me_racing_a_password_change_is_401_and_removes_nothing(
+    committed_db: Database,
+    committed_client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    with_orders: bool,
+) -> None:
+    """The password changes (on another device) after DELETE /me read its caller and while
+    it checked the old password: the removal must be refused as any request of the old
+    token is, not carried out on the strength of a password that no longer opens it."""
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+        if with_orders:
+            await make_order(session, user=user, courses=[await make_course(session)])
+    user_id, headers = user.id, auth_headers(user)
+    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
+
+    async def password_changed_once_read(reader: Reader, read_id: str) -> User | None:
+        found = await read_token_user(reader, read_id)
+        async with committed_db.transaction() as other:
+            await other.execute(
+                update(User)
+                .where(User.id == user_id)
+                .values(password=hash_password("changed-elsewhere-1"))
+            )
+        return found
+
+    monkeypatch.setattr(auth_dependencies, "get_user_by_id", password_changed_once_read)
+
+    response = await committed_client.request(
+        "DELETE", ME, json={"password": DEFAULT_PASSWORD}, headers=headers
+    )
+
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "not_authenticated"
+    async with committed_db.transaction() as session:
+        email = await session.scalar(select(User.email).where(User.id == user_id))
+    assert email == user.email  # neither deleted nor anonymised
 
 
 async def test_two_changes_of_the_account_at_once_both_apply(
