@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from coursehub.auth.errors import InvalidCredentials, InvalidRefreshToken
 from coursehub.auth.throttle import SignInThrottle, account_key
 from coursehub.core.database import session_apart
-from coursehub.core.errors import FieldError
+from coursehub.core.errors import Unauthorized
 from coursehub.core.security import (
     create_token,
     decode_token,
@@ -28,7 +28,6 @@ from coursehub.core.security import (
 from coursehub.core.settings import Settings
 from coursehub.users import repository
 from coursehub.users import service as users
-from coursehub.users.errors import WrongPassword
 from coursehub.users.models import User
 
 
@@ -169,9 +168,8 @@ async def change_password(
     await users.check_password(user, current, throttle=throttle, address=address, field="current")
     new_hash = await hash_password_off_loop(new)
     if not await repository.replace_password_hash(session, user, new_hash):
-        # Changed by a concurrent request: the `current` given here is stale.
-        raise WrongPassword(
-            "the password was changed meanwhile; sign in again",
-            errors=[FieldError("current", "is no longer the account's password", "wrong_password")],
-        )
+        # The password was changed (or the account removed) by a concurrent request while
+        # `current` was being checked: this request's token is stale, as any request of it
+        # after that change is told.
+        raise Unauthorized("the access token is no longer valid; sign in again")
     return issue_tokens(user, policy)

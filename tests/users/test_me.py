@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.auth import dependencies as auth_dependencies
 from coursehub.core.database import Database
-from coursehub.core.security import hash_password
+from coursehub.core.security import hash_password, verify_password
 from coursehub.core.sql import Reader
 from coursehub.models import (
     CourseEnrollment,
@@ -567,6 +567,57 @@ async def test_delete_me_racing_a_password_change_is_401_and_removes_nothing(
     async with committed_db.transaction() as session:
         email = await session.scalar(select(User.email).where(User.id == user_id))
     assert email == user.email  # neither deleted nor anonymised
+
+
+@pytest.mark.parametrize("meanwhile", ["password-changed", "deleted", "anonymised"])
+async def test_a_password_change_racing_another_change_or_a_removal_is_401_and_writes_nothing(
+    committed_db: Database,
+    committed_client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+) -> None:
+    """POST /me/password checks `current` against the hash its caller was read with, then
+    stores the new one only if that hash is still there. Changed by another device, or the
+    account removed, while `current` was checked: this request's token is stale (401, as
+    any request of it after that), not a wrong password (403), and nothing is written."""
+    async with committed_db.transaction() as session:
+        user = await make_user(session)
+        if meanwhile == "anonymised":
+            await make_order(session, user=user, courses=[await make_course(session)])
+    user_id, headers = user.id, auth_headers(user)
+    elsewhere = hash_password("changed-elsewhere-1")
+    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
+
+    async def changed_once_read(reader: Reader, read_id: str) -> User | None:
+        found = await read_token_user(reader, read_id)
+        if meanwhile == "password-changed":
+            async with committed_db.transaction() as other:
+                await other.execute(
+                    update(User).where(User.id == user_id).values(password=elsewhere)
+                )
+        else:
+            async with committed_db.write_transaction() as other:
+                await users_service.remove_account(other, user_id)
+        return found
+
+    monkeypatch.setattr(auth_dependencies, "get_user_by_id", changed_once_read)
+
+    response = await committed_client.post(
+        "/api/v1/me/password",
+        json={"current": DEFAULT_PASSWORD, "new": "mine-after-all-1"},
+        headers=headers,
+    )
+
+    assert response.status_code == 401, response.text
+    assert response.json()["code"] == "not_authenticated"
+    async with committed_db.transaction() as session:
+        stored = await session.scalar(select(User.password).where(User.id == user_id))
+    if meanwhile == "password-changed":
+        assert stored == elsewhere
+    elif meanwhile == "deleted":
+        assert stored is None
+    else:
+        assert stored is not None and not verify_password("mine-after-all-1", stored)[0]
 
 
 async def test_two_changes_of_the_account_at_once_both_apply(
