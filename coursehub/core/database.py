@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,8 @@ class _DirectCheckout(threading.local):
 
 _DIRECT_CHECKOUT = _DirectCheckout()
 # The engines `create_engine` made: the do_connect listener installed, no pool_pre_ping
-# and no checkout listener that awaits (its only one reads asyncpg's state). Others are
-# checked out the usual way only.
+# and no checkout listener that awaits (they read asyncpg's state and the clock). Others
+# are checked out the usual way only.
 _DIRECT_CHECKOUT_ENGINES: WeakSet[Engine] = WeakSet()
 
 
@@ -91,6 +92,31 @@ def _replace_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -
     possible."""
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("the server ended this connection while it was idle")
+
+
+# In a pooled connection's `info` (emptied when it is re-opened): when it was returned.
+_RETURNED_AT = "coursehub_returned_at"
+
+
+def _note_return(dbapi_connection: Any, record: Any) -> None:
+    """Pool checkin listener: when the connection went back, for `max_idle_connection_lifetime`."""
+    record.info[_RETURNED_AT] = time.monotonic()
+
+
+def _replace_long_idle_connection(limit: float) -> Callable[[Any, Any, Any], None]:
+    """Pool checkout listener for DATABASE_URL's `max_idle_connection_lifetime` (Prisma's:
+    a connection idle longer is not used again): such a connection is replaced before the
+    request gets it, as `_replace_closed_connection` replaces one the server ended. That
+    is what keeps a connection a firewall or PgBouncer dropped unannounced from failing a
+    request. Checked at checkout only: an idle connection is not closed while it waits.
+    No I/O (the clock), so the direct checkout stays possible."""
+
+    def replace_long_idle_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is not None and time.monotonic() - returned_at > limit:
+            raise DisconnectionError(f"idle longer than max_idle_connection_lifetime ({limit:g} s)")
+
+    return replace_long_idle_connection
 
 
 async def check_out(engine: AsyncEngine) -> PoolProxiedConnection:
@@ -259,7 +285,8 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         # full, so a returned connection is never closed (which would await) instead.
         max_overflow=0,
         pool_timeout=config.pool_timeout or None,
-        pool_recycle=1800,
+        # DATABASE_URL's `max_connection_lifetime` (30 minutes unless it says; 0: no limit).
+        pool_recycle=config.max_connection_lifetime or -1,
         # Last in, first out: back-to-back requests reuse the connection returned last,
         # whose server process, caches and prepared statements are warm, instead of
         # cycling through every connection opened at the last peak (first in, first out:
@@ -269,8 +296,8 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
         # (idle_session_timeout, a restart) is replaced at checkout
         # (`_replace_closed_connection`); one dropped without a word (PgBouncer's or a
         # NAT's idle timeout) is only found out by the request that uses it, which fails
-        # (503) and discards it. Behind such a timeout shorter than 30 minutes,
-        # pool_recycle must be made shorter than it.
+        # (503) and discards it. Behind such a timeout, DATABASE_URL's
+        # `max_idle_connection_lifetime` must be set shorter than it.
         pool_use_lifo=True,
         # No pool_pre_ping: `check_out` checks idle connections out without a greenlet,
         # and a ping would await inside the checkout (a round trip a request, too).
@@ -278,6 +305,13 @@ def create_engine(config: DatabaseConfig, *, pool_size: int | None = None) -> As
     remember_driver_connections(engine)
     event.listen(engine.sync_engine, "do_connect", _refuse_to_connect_directly)
     event.listen(engine.sync_engine, "checkout", _replace_closed_connection)
+    if config.max_idle_connection_lifetime:
+        event.listen(engine.sync_engine, "checkin", _note_return)
+        event.listen(
+            engine.sync_engine,
+            "checkout",
+            _replace_long_idle_connection(config.max_idle_connection_lifetime),
+        )
     _DIRECT_CHECKOUT_ENGINES.add(engine.sync_engine)
     return engine
 

@@ -1,10 +1,14 @@
 """`DATABASE_URL` in the form Prisma reads it, turned into asyncpg and pool settings.
 
 An existing Prisma `.env` must work unchanged, so the URL keeps Prisma's
-parameters and meanings: `schema`, `connection_limit`, `pool_timeout`,
-`connect_timeout`, `sslmode`, `sslcert`, `sslidentity`, `sslaccept`, `pgbouncer` and
-friends. A parameter we do not know, or a value the driver or the client tools would
-refuse or misread, is an error that names it, rather than something silently ignored.
+parameters and meanings: every one Prisma's PostgreSQL connector reads (`schema`,
+`connection_limit`, `pool_timeout`, `connect_timeout`, `socket_timeout`, `sslmode`,
+`sslcert`, `sslidentity`, `sslpassword`, `sslaccept`, `host`, `pgbouncer`,
+`statement_cache_size`, `application_name`, `channel_binding`, `options`,
+`max_connection_lifetime`, `max_idle_connection_lifetime`). A parameter we do not know, or
+a value the driver or the client tools would refuse or misread, is an error that names it,
+rather than something silently ignored; so is one asking for what the driver cannot give
+(`channel_binding=require`: asyncpg cannot bind a SCRAM login to TLS).
 
 TLS follows Prisma, and libpq where the two do not clash. Prisma's `sslcert` is the
 certificate of the CA to verify the server with, `sslidentity` a PKCS12 file holding the
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ipaddress
 import math
 import os
 import shutil
@@ -49,9 +54,9 @@ SYSTEM_CAS = "system"
 # PGCONNECT_TIMEOUT as a C int, and nothing here needs more.
 LARGEST_NUMBER = 2**31 - 1
 
-# Parameters Prisma documents for PostgreSQL, plus `host` (a Unix-socket
-# directory, as libpq and Prisma accept it), `application_name`, and libpq's
-# `sslkey` and `sslrootcert`.
+# The parameters Prisma's PostgreSQL connector reads (prisma-engines, quaint's
+# `PostgresNativeUrl::parse_query_params`; its docs list all but the two connection
+# lifetimes), plus libpq's `sslkey` and `sslrootcert`.
 KNOWN_PARAMETERS = frozenset(
     {
         "schema",
@@ -59,6 +64,8 @@ KNOWN_PARAMETERS = frozenset(
         "pool_timeout",
         "connect_timeout",
         "socket_timeout",
+        "max_connection_lifetime",
+        "max_idle_connection_lifetime",
         "sslmode",
         "sslcert",
         "sslkey",
@@ -66,12 +73,29 @@ KNOWN_PARAMETERS = frozenset(
         "sslidentity",
         "sslpassword",
         "sslaccept",
+        "channel_binding",
         "pgbouncer",
         "statement_cache_size",
         "application_name",
+        "options",
         "host",
     }
 )
+# libpq's and Prisma's `channel_binding` values. `require` is refused (`_channel_binding`).
+CHANNEL_BINDING_MODES = ("disable", "prefer", "require")
+# Prisma's default is no limit. Ours replaces a connection after 30 minutes: the pool hands
+# out the connection returned last, so those at its bottom can sit idle that long, and a
+# firewall or PgBouncer may have dropped them meanwhile (core/database.py `create_engine`).
+DEFAULT_MAX_CONNECTION_LIFETIME = 1800.0
+# Server settings CourseHub makes itself, which `options` may not set: why, and what to do.
+_SETTINGS_OF_OUR_OWN = {
+    "search_path": "give the schema with the schema parameter",
+    "application_name": "give it with the application_name parameter",
+    "timezone": "its sessions keep UTC, as times are stored in UTC",
+    "default_transaction_isolation": (
+        "its transactions rely on READ COMMITTED (checkout's coupon limits)"
+    ),
+}
 _FILE_PARAMETERS = ("sslcert", "sslkey", "sslrootcert", "sslidentity")
 
 Verification = Literal["none", "chain", "full"]
@@ -108,6 +132,16 @@ class DatabaseConfig:
     pgbouncer: bool = False
     statement_cache_size: int = 100
     application_name: str = "coursehub"
+    # Server settings from `options` (`-c name=value`), in the order given: sent with the
+    # store's own at connect, and to the client tools as PGOPTIONS.
+    options: tuple[tuple[str, str], ...] = ()
+    # `disable` or `prefer` (`require` is refused when parsing): the client tools get it.
+    # The store's connections never bind their login to TLS, which asyncpg cannot do.
+    channel_binding: str | None = None
+    # Seconds; 0: no limit. The pool replaces a connection older than the first, or idle
+    # longer than the second, before handing it out (core/database.py `create_engine`).
+    max_connection_lifetime: float = DEFAULT_MAX_CONNECTION_LIFETIME
+    max_idle_connection_lifetime: float = 0.0
     # The embedded server's (core/embedded.py), not one DATABASE_URL names: said in errors,
     # which then point at the server CourseHub runs rather than at a URL nobody set.
     embedded: bool = False
@@ -128,22 +162,47 @@ class DatabaseConfig:
         auth = quote(self.user, safe="")
         if self.password:
             auth += ":***"
+        location, host_parameter = self._location()
+        shown = f"postgresql://{auth}@{location}/{self.database}"
+        # The port too for a socket: it names the socket file (.s.PGSQL.<port>), so the server.
+        return shown + (f"?host={host_parameter}" if host_parameter else "")
+
+    def _location(self) -> tuple[str, str | None]:
+        """The URL's `host:port`, and the `host` parameter the host must be given in instead
+        (then "localhost" stands in the URL, as Prisma documents): a Unix-socket directory,
+        or a name with a colon that is no IPv6 address a URL can hold in brackets."""
         if self.is_socket:
-            return f"postgresql://{auth}@/{self.database}?host={self.host}"
-        return f"postgresql://{auth}@{self.host}:{self.port}/{self.database}"
+            return f"localhost:{self.port}", self.host
+        if ":" not in self.host:
+            return f"{quote(self.host, safe='')}:{self.port}", None
+        in_brackets = quote(self.host, safe=":")  # a zone's "%" as "%25"
+        try:
+            # What urlsplit accepts in brackets.
+            ipaddress.IPv6Address(in_brackets)
+        except ValueError:
+            return f"localhost:{self.port}", self.host
+        return f"[{in_brackets}]:{self.port}", None
 
     def to_url(self) -> str:
-        """The URL with its password: for handing to a child process, never for display."""
+        """The URL with its password: for handing to a child process, never for display.
+        `parse_database_url` reads it back as this same configuration."""
         auth = quote(self.user, safe="")
         if self.password:
             auth += ":" + quote(self.password, safe="")
-        params = [("host", self.host)] if self.is_socket else []
+        location, host_parameter = self._location()
+        params = [("host", host_parameter)] if host_parameter else []
         if self.schema != "public":
             params.append(("schema", self.schema))
         if self.pool_size:
             params.append(("connection_limit", str(self.pool_size)))
         defaults = DatabaseConfig("", None, "", 0, "")
-        for name in ("pool_timeout", "connect_timeout", "socket_timeout"):
+        for name in (
+            "pool_timeout",
+            "connect_timeout",
+            "socket_timeout",
+            "max_connection_lifetime",
+            "max_idle_connection_lifetime",
+        ):
             seconds = getattr(self, name)
             if seconds != getattr(defaults, name):
                 params.append((name, _seconds_text(seconds)))
@@ -151,16 +210,24 @@ class DatabaseConfig:
             params.append(("statement_cache_size", str(self.statement_cache_size)))
         if self.application_name != defaults.application_name:
             params.append(("application_name", self.application_name))
-        for name in ("sslmode", *_FILE_PARAMETERS, "sslpassword", "sslaccept"):
+        if self.options:
+            params.append(("options", self.options_text()))
+        for name in ("sslmode", *_FILE_PARAMETERS, "sslpassword", "sslaccept", "channel_binding"):
             value = getattr(self, name)
             if value:
                 params.append((name, value))
         if self.pgbouncer:
             params.append(("pgbouncer", "true"))
         query = "&".join(f"{k}={quote(v, safe='/')}" for k, v in params)
-        location = "" if self.is_socket else f"{self.host}:{self.port}"
         return f"postgresql://{auth}@{location}/{quote(self.database, safe='')}" + (
             f"?{query}" if query else ""
+        )
+
+    def options_text(self) -> str:
+        """The `options` settings as the server reads them (libpq's PGOPTIONS): `-c name=value`
+        each, a space or backslash in them escaped with a backslash."""
+        return " ".join(
+            f"-c {_escaped_option(name)}={_escaped_option(value)}" for name, value in self.options
         )
 
     def sqlalchemy_url(self) -> URL:
@@ -185,6 +252,11 @@ class DatabaseConfig:
         # Times are stored as UTC in `timestamp without time zone` (as Prisma does),
         # so the session time zone must be UTC for CURRENT_TIMESTAMP to agree.
         settings = {"timezone": "UTC", "application_name": self.application_name}
+        # `options`: none of them is one of the above (`_server_options` refuses those).
+        # Behind PgBouncer each must be a parameter it tracks (`track_extra_parameters`),
+        # or it refuses the connection, naming the parameter: so does PgBouncer 1.20+ for
+        # the same settings in `options`, as Prisma sends them.
+        settings.update(self.options)
         if not self.pgbouncer:
             # The store's units of work are written for READ COMMITTED, one snapshot a
             # statement: a count taken after a lock sees what its holders committed
@@ -357,9 +429,12 @@ class DatabaseConfig:
             env["PGSSLMODE"] = mode
         if mode != "disable":
             env.update(self._libpq_tls_files())
-        # No search_path (PGOPTIONS): pg_dump is given the schema (`--schema`) and the
-        # restore's SQL names it, and PGOPTIONS would split a schema named with a space into
-        # two server arguments; PgBouncer refuses `options` besides.
+        if self.channel_binding:
+            env["PGCHANNELBINDING"] = self.channel_binding
+        # The URL's `options`, but no search_path: pg_dump is given the schema (`--schema`)
+        # and the restore's SQL names it; PgBouncer refuses it besides.
+        if self.options:
+            env["PGOPTIONS"] = self.options_text()
         return env
 
     def _libpq_tls_files(self) -> dict[str, str]:
@@ -604,6 +679,109 @@ def _system_ca_file() -> str:
 # --- parsing ----------------------------------------------------------------------------
 
 
+def _authority_host(netloc: str) -> str:
+    """The host of the URL's authority, percent-decoded, its case kept (urlsplit's
+    `hostname` lower-cases it up to a `%`, which a percent-decoded name may then differ
+    by), without the brackets round an IPv6 address."""
+    host = netloc.rpartition("@")[2]
+    bracketed = host.startswith("[")
+    return unquote(host[1:].partition("]")[0] if bracketed else host.partition(":")[0])
+
+
+# What splits the server's command-line options: C's isspace (PostgreSQL's `pg_split_opts`).
+_OPTION_SPACE = frozenset(" \t\n\v\f\r")
+
+
+def _escaped_option(text: str) -> str:
+    """`text` as one word of the server's command-line options (`pg_split_opts`): white
+    space and backslashes escaped with a backslash."""
+    return "".join(
+        "\\" + character if character in _OPTION_SPACE or character == "\\" else character
+        for character in text
+    )
+
+
+def _option_words(raw: str) -> list[str]:
+    """`options` split as the server splits it (`pg_split_opts`): at unescaped white space,
+    a backslash escaping the character after it."""
+    words: list[str] = []
+    word: list[str] | None = None
+    escaped = False
+    for character in raw:
+        if escaped:
+            escaped = False
+        elif character == "\\":
+            escaped = True
+            word = word if word is not None else []
+            continue
+        elif character in _OPTION_SPACE:
+            if word is not None:
+                words.append("".join(word))
+                word = None
+            continue
+        word = word if word is not None else []
+        word.append(character)
+    if word is not None:
+        words.append("".join(word))
+    return words
+
+
+def _server_options(raw: str) -> tuple[tuple[str, str], ...]:
+    """The server settings of Prisma's (and libpq's) `options`: `-c name=value`,
+    `-cname=value` or `--name=value` (a `-` in the name read as `_`, as the server does).
+    The server's other command-line switches are refused, as are settings CourseHub makes
+    itself. A setting given twice keeps its last value, as on the server."""
+    words = _option_words(raw)
+    settings: dict[str, tuple[str, str]] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word == "-c":
+            setting = words[index] if index < len(words) else ""
+            index += 1
+        elif word.startswith("-c") or (word.startswith("--") and word != "--"):
+            setting = word[2:]  # -cname=value, --name=value
+        else:
+            raise ConfigurationError(
+                f"DATABASE_URL parameter options: {word!r} is not a server setting; only "
+                "settings can be given, as -c name=value (or --name=value)"
+            )
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            raise ConfigurationError(
+                f"DATABASE_URL parameter options: {setting!r} needs a name and a value, "
+                "as -c name=value"
+            )
+        name = name.replace("-", "_")
+        reason = _SETTINGS_OF_OUR_OWN.get(name.lower())
+        if reason:
+            raise ConfigurationError(
+                f"DATABASE_URL parameter options sets {name}, which CourseHub sets itself: {reason}"
+            )
+        settings.pop(name.lower(), None)
+        settings[name.lower()] = (name, value)
+    return tuple(settings.values())
+
+
+def _channel_binding(raw: str) -> str:
+    if raw not in CHANNEL_BINDING_MODES:
+        raise ConfigurationError(
+            f"DATABASE_URL parameter channel_binding={raw!r} must be one of "
+            + ", ".join(CHANNEL_BINDING_MODES)
+        )
+    if raw == "require":
+        # Going on without the binding would silently drop the protection asked for.
+        raise ConfigurationError(
+            "DATABASE_URL parameter channel_binding=require cannot be honoured: CourseHub's "
+            "driver (asyncpg) cannot bind its SCRAM login to TLS (SCRAM-SHA-256-PLUS); to "
+            "make sure of the server, have its certificate verified instead (sslmode="
+            "verify-full, and sslrootcert=system for a certificate from a public CA) and "
+            "drop channel_binding or set it to prefer"
+        )
+    return raw
+
+
 def _seconds_text(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else repr(seconds)
 
@@ -727,7 +905,7 @@ def parse_database_url(url: str) -> DatabaseConfig:
         port = parts.port or 5432
     except ValueError:
         raise ConfigurationError("DATABASE_URL has an invalid port") from None
-    host = params.get("host") or (unquote(parts.hostname) if parts.hostname else "localhost")
+    host = params.get("host") or _authority_host(parts.netloc) or "localhost"
     database = unquote(parts.path.lstrip("/")) or "postgres"
     config = DatabaseConfig(
         user=unquote(parts.username) if parts.username else "postgres",
@@ -752,6 +930,8 @@ def parse_database_url(url: str) -> DatabaseConfig:
         ("pool_timeout", True),
         ("connect_timeout", True),
         ("socket_timeout", False),
+        ("max_connection_lifetime", True),
+        ("max_idle_connection_lifetime", True),
     ):
         if name in params:
             changes[name] = _seconds(name, params[name], zero_is_no_limit=zero_is_no_limit)
@@ -778,4 +958,8 @@ def parse_database_url(url: str) -> DatabaseConfig:
     for name in ("sslpassword", "sslaccept", "application_name"):
         if name in given:
             changes[name] = given[name]
+    if "channel_binding" in given:
+        changes["channel_binding"] = _channel_binding(given["channel_binding"])
+    if "options" in given:
+        changes["options"] = _server_options(given["options"])
     return replace(config, **changes)

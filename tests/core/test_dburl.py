@@ -88,12 +88,29 @@ def test_unix_socket_host() -> None:
         "postgresql://postgres@127.0.0.1:5432/store",
         "postgresql://a%40b:p%2Fw@db:6543/shop?schema=s1&sslmode=require&connection_limit=4",
         "postgresql://postgres@/coursehub?host=/tmp/some/dir",
+        # Debian's second cluster: the port names the socket file, .s.PGSQL.5433.
+        "postgresql://u@localhost:5433/db?host=/var/run/postgresql",
+        "postgresql://u@%2Fvar%2Frun%2Fpostgresql:5433/db",
+        "postgresql://u@[::1]:5433/db",
+        "postgresql://u@[2001:db8::ff]/db",
+        "postgresql://u@[fe80::1%25eth0]:6543/db",
+        "postgresql://u@localhost/db?host=::1",
     ],
 )
 def test_to_url_round_trips(url: str) -> None:
+    """`coursehub bench` and the CLI hand `to_url()` to child processes: they must reach
+    the same server (tests/core/test_dburl_round_trip.py: every form)."""
     config = parse_database_url(url)
 
     assert parse_database_url(config.to_url()) == config
+
+
+def test_a_socket_url_keeps_its_port_for_children_and_on_display() -> None:
+    config = parse_database_url("postgresql://u@localhost:5433/db?host=/var/run/postgresql")
+
+    assert (config.host, config.port) == ("/var/run/postgresql", 5433)
+    assert parse_database_url(config.to_url()).port == 5433
+    assert ":5433/" in config.redacted()
 
 
 async def default_to_repeatable_read(config: DatabaseConfig) -> None:
