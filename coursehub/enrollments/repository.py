@@ -116,8 +116,11 @@ async def list_enrollments(
     if status is not None:
         statement = statement.where(CourseEnrollment.status == status)
     if after is not None:
+        # `< after`, a plain tuple: its time binds as the column's type (timestamp without
+        # time zone); `tuple_(*after)` typed it from the aware datetime (timestamptz), and
+        # the column was then converted by the session's TimeZone.
         statement = statement.where(
-            tuple_(CourseEnrollment.created_at, CourseEnrollment.id) < tuple_(*after)
+            tuple_(CourseEnrollment.created_at, CourseEnrollment.id) < after
         )
     statement = statement.order_by(
         CourseEnrollment.created_at.desc(), CourseEnrollment.id.desc()

@@ -90,7 +90,8 @@ async def list_orders(
 ) -> list[Order]:
     statement = select(Order).options(*ADMIN_ORDER_OPTIONS).where(*_conditions(filters))
     if after is not None:
-        statement = statement.where(tuple_(Order.created_at, Order.id) < tuple_(*after))
+        # A plain tuple, so the time binds as the column's type (enrollments/repository.py).
+        statement = statement.where(tuple_(Order.created_at, Order.id) < after)
     statement = statement.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit)
     return list((await session.execute(statement)).unique().scalars())
 
