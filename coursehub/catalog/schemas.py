@@ -38,8 +38,14 @@ def _check_http_url(value: str) -> str:
     return value
 
 
-def _none_as_empty(value: Any) -> Any:
-    return [] if value is None else value
+def _stored_features(value: Any) -> Any:
+    """`features` as stored: a text[] the Node app (or a hand edit) may have left NULL, or
+    with NULL elements, which the store never writes; both read as if absent."""
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [feature for feature in value if feature is not None]
+    return value
 
 
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=200)]
@@ -147,7 +153,7 @@ class CourseRead(CatalogModel):
     thumbnail: str | None
     duration: int
     price: Money
-    features: Annotated[list[str], BeforeValidator(_none_as_empty)]
+    features: Annotated[list[str], BeforeValidator(_stored_features)]
     category: str
     level: str
     is_published: bool

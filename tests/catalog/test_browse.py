@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, update
+from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.catalog.etag import with_vary
@@ -281,6 +281,35 @@ async def test_a_tampered_or_foreign_cursor_is_400(
         assert response.json()["code"] == "invalid_cursor"
     same = await client.get(URL, params={"cursor": cursor, "category": "PROGRAMMING", "limit": 5})
     assert same.status_code == 200  # the same filters, spelled differently, still fit
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [("ARRAY[NULL, 'x']::text[]", ["x"]), ("NULL", []), ("ARRAY[NULL]::text[]", [])],
+    ids=["null-element", "null-array", "only-null"],
+)
+async def test_node_era_null_features_read_as_absent_in_the_course_and_an_admin_edit(
+    client: httpx.AsyncClient, session: AsyncSession, stored: str, shown: list[str]
+) -> None:
+    """`features` is a text[]: the Node app (or a hand edit) may have left it NULL, or with
+    NULL elements, which the store never writes. The course page and an admin's edit of
+    another field read them as absent, not a 500."""
+    course = await make_course(session, slug="node-era", features=["a"])
+    await session.execute(
+        text(f'UPDATE "Course" SET features = {stored} WHERE id = :id'), {"id": course.id}
+    )
+    admin_headers = auth_headers(await make_admin(session))
+    await session.commit()
+
+    public = await client.get(f"{URL}/node-era")
+    edited = await client.patch(
+        f"/api/v1/admin/courses/{course.id}", json={"price": "5"}, headers=admin_headers
+    )
+
+    assert public.status_code == 200, public.text
+    assert public.json()["features"] == shown
+    assert edited.status_code == 200, edited.text
+    assert edited.json()["features"] == shown
 
 
 async def test_detail_hides_drafts_except_from_admins(
