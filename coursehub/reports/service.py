@@ -65,7 +65,13 @@ async def sales_report(session: AsyncSession, query: SalesReportQuery) -> SalesR
             "gross_sales": to_paise(completed.original_amount) if completed else ZERO,
             "discounts": to_paise(completed.discount) if completed else ZERO,
             "revenue": revenue,
-            "average_order_value": to_paise(revenue / completed_count) if completed_count else ZERO,
+            # From the exact sum, rounded once: the rounded revenue over the count would
+            # round a Node-era sub-paisa total twice.
+            "average_order_value": (
+                to_paise(completed.amount / completed_count)
+                if completed and completed_count
+                else ZERO
+            ),
             "refunds": {
                 "count": refunded.orders if refunded else 0,
                 "amount": to_paise(refunded.amount) if refunded else ZERO,

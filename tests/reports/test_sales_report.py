@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.models import CouponType, OrderStatus, PaymentStatus, User
@@ -255,6 +256,38 @@ async def test_orders_in_another_currency_are_reported_apart(
     assert usd["revenue"] == "100.00"
     assert usd["topCourses"][0]["revenue"] == "100.00"
     assert usd["ordersInOtherCurrencies"] == 2
+
+
+async def test_the_average_order_value_is_rounded_once_from_node_era_amounts(
+    client: httpx.AsyncClient, session: AsyncSession, admin: User
+) -> None:
+    """Amounts of more than two decimals exist only in data adopted from the Node app
+    (DECIMAL(65,30)). Two orders of 100.004: revenue 200.008 is 200.01, but the average
+    is 100.004, 100.00: not the rounded revenue over two (100.005, 100.01)."""
+    buyer = await make_user(session)
+    course = await make_course(session, price="100.00")
+    day = datetime(2026, 5, 3, tzinfo=UTC)
+    for hour in range(2):
+        order = await make_order(
+            session,
+            user=buyer,
+            courses=[course],
+            created_at=day + timedelta(hours=hour),
+            status=OrderStatus.completed,
+            payment_status=PaymentStatus.paid,
+        )
+        await session.execute(
+            text('UPDATE "Order" SET amount = 100.004 WHERE id = :id'), {"id": order.id}
+        )
+    await commit_setup(session)
+
+    report = await client.get(
+        URL, params={"from": "2026-05-03", "to": "2026-05-03"}, headers=auth_headers(admin)
+    )
+
+    assert report.status_code == 200, report.text
+    assert report.json()["revenue"] == "200.01"
+    assert report.json()["averageOrderValue"] == "100.00"
 
 
 @pytest.mark.parametrize(
