@@ -5,18 +5,32 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.db.migrations import head_revision
+from tests.db.helpers import bound_by_permissions
 
 
 def run_cli(*args: str, database_url: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    return run_cli_in(None, *args, database_url=database_url, **variables)
+
+
+def run_cli_in(
+    directory: Path | None,
+    *args: str,
+    database_url: str,
+    prefix: Sequence[str] = (),
+    **variables: str,
+) -> subprocess.CompletedProcess[str]:
+    """`run_cli` in `directory` (where `.env` is read from), after the command `prefix`."""
     env = {**os.environ, "DATABASE_URL": database_url, **variables}
     return subprocess.run(
-        [sys.executable, "-m", "coursehub", *args],
+        [*prefix, sys.executable, "-m", "coursehub", *args],
+        cwd=directory,
         env=env,
         capture_output=True,
         text=True,
@@ -99,6 +113,41 @@ def test_a_bad_setting_is_one_line_naming_it(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(error_lines(result)) == 1 and says in error_lines(result)[0]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"DATABASE_URL=\xff\xfe\n", "DATABASE_URL=postgresql://x@db/store\n".encode("utf-16")],
+    ids=["latin-1", "utf-16"],
+)
+def test_a_dotenv_that_is_not_utf8_is_one_line_naming_it(
+    db_config: DatabaseConfig, tmp_path: Path, content: bytes
+) -> None:
+    """python-dotenv's UnicodeDecodeError was a traceback, on every command."""
+    (tmp_path / ".env").write_bytes(content)
+
+    result = run_cli_in(tmp_path, "db", "status", database_url=db_config.to_url())
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = error_lines(result)
+    assert line.startswith(f"error: cannot read {tmp_path / '.env'}: it is not UTF-8 text")
+
+
+def test_a_dotenv_that_cannot_be_read_is_one_line_naming_it(
+    db_config: DatabaseConfig, tmp_path: Path
+) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("NODE_ENV=development\n")
+    env_file.chmod(0o000)
+
+    result = run_cli_in(
+        tmp_path, "db", "status", database_url=db_config.to_url(), prefix=bound_by_permissions()
+    )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert error_lines(result) == [f"error: cannot read {env_file}: Permission denied"]
 
 
 def test_serve_refuses_production_without_real_secrets_in_one_line(

@@ -67,8 +67,22 @@ def one_line_errors() -> Iterator[None]:
         # Alembic's commands reach us as MigrationError (db/migrations.py `_run_alembic`);
         # this is for its other calls that can refuse (several heads, an unknown revision).
         raise CommandFailed(first_line(exc)) from exc
+    except OSError as exc:
+        # An error naming a file is the file system's (a backup's directory that cannot be
+        # entered, a disk failing), not the database's: "database error" sent the operator
+        # to the wrong place. A connection's errors name no file.
+        if exc.filename is None:
+            raise CommandFailed(f"database error: {first_line(exc)}") from exc
+        raise CommandFailed(_file_system_error(exc)) from exc
     except DATABASE_ERRORS as exc:
         raise CommandFailed(f"database error: {first_line(exc)}") from exc
+
+
+def _file_system_error(exc: OSError) -> str:
+    """One line saying which path failed and how: `[Errno 13] Permission denied: 'x'` as
+    `file-system error on x: Permission denied`."""
+    paths = str(exc.filename) + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"file-system error on {paths}: {exc.strerror or first_line(exc)}"
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -38,9 +38,13 @@ SECRET_VARIABLES = {
 }
 
 
+# Read from the working directory, as Prisma reads it.
+ENV_FILE = ".env"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_prefix="COURSEHUB_", extra="ignore", populate_by_name=True
+        env_file=ENV_FILE, env_prefix="COURSEHUB_", extra="ignore", populate_by_name=True
     )
 
     environment: Literal["development", "production", "test"] = "development"
@@ -217,6 +221,16 @@ def read_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise ConfigurationError(describe_settings_error(exc)) from None
+    # Reading .env (python-dotenv's errors, passed on as they are): the only file read here.
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(
+            f"cannot read {Path(ENV_FILE).absolute()}: it is not UTF-8 text (byte "
+            f"0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot read {Path(exc.filename or ENV_FILE).absolute()}: {exc.strerror or exc}"
+        ) from None
 
 
 @lru_cache

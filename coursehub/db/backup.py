@@ -74,9 +74,15 @@ async def backup_database(
 
     Cancelled, it stops pg_dump, removes the partial file and raises Interrupted."""
     path = file or default_backup_path(plain=plain)
-    if path.is_dir():
-        path = path / default_backup_path(plain=plain)
-    if not path.parent.is_dir():
+    try:
+        # Python 3.11's is_dir() raises, rather than answer, in a directory that cannot be
+        # entered.
+        if path.is_dir():
+            path = path / default_backup_path(plain=plain)
+        directory_exists = path.parent.is_dir()
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {path}: {exc.strerror}") from None
+    if not directory_exists:
         raise BackupFailed(f"cannot write {path}: the directory {path.parent} does not exist")
     _refuse_what_is_no_regular_file(path)
     partial = path.with_name(f".{path.name}.partial")
@@ -91,15 +97,35 @@ async def backup_database(
             raise BackupFailed("pg_dump failed: " + first_error(stderr, f"exit code {returncode}"))
         await asyncio.to_thread(_fsync, partial)
     except asyncio.CancelledError:
-        partial.unlink(missing_ok=True)
+        left = _remove_partial(partial)
         raise Interrupted(
-            f"no backup was written to {path} (pg_dump stopped, the partial file removed)"
+            f"no backup was written to {path} (pg_dump stopped, "
+            + ("the partial file removed)" if left is None else f"{left})")
         ) from None
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _remove_partial(partial)
         raise
-    os.replace(partial, path)
+    try:
+        os.replace(partial, path)
+    except OSError as exc:
+        left = _remove_partial(partial)  # a whole dump: say so if it stays
+        raise BackupFailed(
+            f"cannot write {path}: {exc.strerror}" + (f"; {left}" if left else "")
+        ) from None
     return BackupResult(path=path, size=file_size(path), plain=plain, pg_dump=pg_dump)
+
+
+def _remove_partial(partial: Path) -> str | None:
+    """Remove a failed backup's partial file: None, or what was left and why. Never raises:
+    in a directory that cannot be written (read-only, or made so since), the unlink fails
+    too, and its error took the place of the one saying why the backup failed. A partial
+    file left behind is never taken for a backup (its name says it is not one; the next
+    backup to the same file truncates it)."""
+    try:
+        partial.unlink(missing_ok=True)
+    except OSError as exc:
+        return f"the partial file {partial} was left: {exc.strerror}"
+    return None
 
 
 def _create_private(partial: Path) -> None:
@@ -255,5 +281,10 @@ async def _write_plain_dump(
 
 
 def _fsync(path: Path) -> None:
-    with path.open("rb") as handle:
-        os.fsync(handle.fileno())
+    """The dump on disk before it is renamed into place; BackupFailed naming the file if
+    that fails (an I/O error, a full disk found only now)."""
+    try:
+        with path.open("rb") as handle:
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise BackupFailed(f"cannot write {path}: {exc.strerror}") from None

@@ -195,10 +195,13 @@ def restore_command(
 ) -> None:
     """Restore a backup into the database, all or nothing. Refuses a non-empty database
     without --force; a corrupt or truncated file leaves the database as it was."""
+    from coursehub.db.dump_inspection import restorable_kind
     from coursehub.db.restore import restore_database
 
-    if not file.exists():
-        fail(f"no such file: {file}")
+    # Missing, behind a directory that cannot be entered, or a named pipe (whose open would
+    # block for ever): one line, before the database is even looked at.
+    with one_line_errors():
+        restorable_kind(file)
     if not os.access(file, os.R_OK):
         fail(f"cannot read {file}: permission denied")
     # A missing database is created by the restore, once the file has passed its checks:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -48,10 +49,32 @@ class BackupFile:
     skip: tuple[tuple[int, int], ...] = ()
 
 
-def path_kind(path: Path) -> str:
-    if path.is_dir():
+def restorable_kind(path: Path) -> str:
+    """What `path` is: "directory" (pg_dump's directory format) or "file" (a regular one,
+    through any symlink). RestoreFailed, before anything opens it, naming the path, for what
+    is missing, cannot be looked at (a directory on the way that cannot be entered), or is
+    neither: a named pipe blocks its open until a writer comes, in a thread no signal can
+    stop (Ctrl-C and SIGTERM never ended the command); a pipe or socket cannot be read
+    twice, as the checks and then the restore read the file; a device holds no dump."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise RestoreFailed(f"no such file: {path}") from None
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+    if stat.S_ISDIR(mode):
         return "directory"
-    return "file" if path.exists() else "missing"
+    if stat.S_ISREG(mode):
+        return "file"
+    raise RestoreFailed(
+        f"{path} is neither a regular file nor a directory (a named pipe, socket or device), "
+        "which a restore cannot read: save the dump to a file first; nothing was changed"
+    )
+
+
+def cannot_read(path: Path, exc: OSError) -> RestoreFailed:
+    """A file-system error on the dump (permission denied, an I/O error), naming it."""
+    return RestoreFailed(f"cannot read {path}: {exc.strerror or exc}; nothing was changed")
 
 
 def _read_head(path: Path, size: int) -> bytes:
@@ -222,22 +245,23 @@ def _read_archive_listing(path: Path, listing: str, in_target: set[str], schema:
 async def inspect_backup(path: Path, schema: str, pg_restore: Tool | None) -> BackupFile:
     """What kind of dump `path` is and what it holds, checked to be complete enough to try;
     RestoreFailed if it is not a dump at all, or visibly corrupt or truncated."""
-    kind = await asyncio.to_thread(path_kind, path)
-    if kind == "missing":
-        raise RestoreFailed(f"no such file: {path}")
-    if kind == "directory" or (await asyncio.to_thread(_read_head, path, 5)) == ARCHIVE_MAGIC:
-        archive = True
-    else:
-        head = (await asyncio.to_thread(_read_head, path, 4096)).decode("utf-8", "replace")
-        archive = PLAIN_DUMP_START not in head
-    if not archive:
-        tail = (await asyncio.to_thread(_read_tail, path, 4096)).decode("utf-8", "replace")
-        if PLAIN_DUMP_END not in tail:
-            raise RestoreFailed(
-                f"{path} is truncated or not a complete pg_dump file: it lacks pg_dump's "
-                f"closing line ({PLAIN_DUMP_END!r}); nothing was changed"
-            )
-        return await asyncio.to_thread(_scan_plain_dump, path, schema)
+    kind = await asyncio.to_thread(restorable_kind, path)
+    try:
+        if kind == "directory" or (await asyncio.to_thread(_read_head, path, 5)) == ARCHIVE_MAGIC:
+            archive = True
+        else:
+            head = (await asyncio.to_thread(_read_head, path, 4096)).decode("utf-8", "replace")
+            archive = PLAIN_DUMP_START not in head
+        if not archive:
+            tail = (await asyncio.to_thread(_read_tail, path, 4096)).decode("utf-8", "replace")
+            if PLAIN_DUMP_END not in tail:
+                raise RestoreFailed(
+                    f"{path} is truncated or not a complete pg_dump file: it lacks pg_dump's "
+                    f"closing line ({PLAIN_DUMP_END!r}); nothing was changed"
+                )
+            return await asyncio.to_thread(_scan_plain_dump, path, schema)
+    except OSError as exc:  # an I/O error, say: about the file, not the database
+        raise cannot_read(path, exc) from None
     assert pg_restore is not None
     listing = await _run_capture(pg_restore.path, "--list", str(path))
     if listing.returncode != 0:

@@ -45,9 +45,10 @@ from coursehub.core.errors import Conflict, StoreError, first_line
 from coursehub.db.dump_inspection import (
     BackupFile,
     RestoreFailed,
+    cannot_read,
     inspect_backup,
-    path_kind,
     refuse_what_a_restore_cannot_hold,
+    restorable_kind,
 )
 from coursehub.db.pgtools import Tool, find_tools
 from coursehub.db.progress import bytes_progress
@@ -151,24 +152,33 @@ class RestoreResult:
 
 
 async def _plain_chunks(path: Path, skip: tuple[tuple[int, int], ...]) -> AsyncIterator[bytes]:
-    """The file's bytes, without those in the ranges `skip` (statements left out)."""
-    handle = await asyncio.to_thread(path.open, "rb")
+    """The file's bytes, without those in the ranges `skip` (statements left out).
+    RestoreFailed if reading it fails (an I/O error): raised before the COMMIT is sent,
+    so the restore rolls back."""
+    try:
+        handle = await asyncio.to_thread(path.open, "rb")
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
     position = 0
     ranges = list(skip)
     try:
         while True:
-            if ranges and position == ranges[0][0]:
-                position = ranges.pop(0)[1]
-                await asyncio.to_thread(handle.seek, position)
-                continue
-            size = min(CHUNK, ranges[0][0] - position) if ranges else CHUNK
-            chunk = await asyncio.to_thread(handle.read, size)
+            try:
+                if ranges and position == ranges[0][0]:
+                    position = ranges.pop(0)[1]
+                    await asyncio.to_thread(handle.seek, position)
+                    continue
+                size = min(CHUNK, ranges[0][0] - position) if ranges else CHUNK
+                chunk = await asyncio.to_thread(handle.read, size)
+            except OSError as exc:
+                raise cannot_read(path, exc) from None
             if not chunk:
                 break
             yield chunk
             position += len(chunk)
     finally:
-        await asyncio.to_thread(handle.close)
+        with contextlib.suppress(OSError):  # never in place of the error that stopped it
+            await asyncio.to_thread(handle.close)
 
 
 def _write_use_list(use_list: str) -> Path:
@@ -268,8 +278,7 @@ async def restore_database(
     target = config.redacted()
     nothing_restored = f"nothing was restored; {target} is as it was"
     try:
-        if await asyncio.to_thread(path_kind, file) == "missing":
-            raise RestoreFailed(f"no such file: {file}")
+        await asyncio.to_thread(restorable_kind, file)
         tools = await find_tools(config, ("pg_restore", "psql"), prefer_wheel=embedded)
         backup = await inspect_backup(file, config.schema, tools["pg_restore"])
         refuse_what_a_restore_cannot_hold(backup, config.schema)

@@ -23,6 +23,17 @@ from coursehub.core.errors import ConfigurationError
         ),
         (asyncpg.PostgresConnectionError("connection refused\nhint"), "database error: "),
         (OSError("[Errno 111] Connection refused"), "database error: [Errno 111]"),
+        # A file-system error names its file: not the database's.
+        (
+            PermissionError(13, "Permission denied", "locked/store.dump"),
+            "file-system error on locked/store.dump: Permission denied",
+        ),
+        (
+            OSError(
+                18, "Invalid cross-device link", ".store.dump.partial", None, "/mnt/store.dump"
+            ),
+            "file-system error on .store.dump.partial -> /mnt/store.dump: Invalid cross-device",
+        ),
     ],
 )
 def test_store_database_and_alembic_errors_become_one_line(raised: Exception, line: str) -> None:

@@ -15,6 +15,7 @@ from coursehub.core.settings import (
     DEVELOPMENT_SECRETS_FILE,
     Settings,
     get_settings,
+    read_settings,
     with_installation_secrets,
 )
 
@@ -155,3 +156,37 @@ def test_a_read_only_home_is_one_configuration_error(tmp_path: Path) -> None:
             with_installation_secrets(Settings(_env_file=None, home=tmp_path))
     finally:
         tmp_path.chmod(0o700)
+
+
+@pytest.fixture
+def in_a_directory_without_database_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working directory, where `.env` is read from; DATABASE_URL left to it."""
+    monkeypatch.chdir(tmp_path)
+    for variable in ("DATABASE_URL", "COURSEHUB_DATABASE_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("content", "byte", "offset"),
+    [
+        (b"DATABASE_URL=\xff\xfe\n", "0xff", 13),
+        # Notepad's "Unicode": UTF-16, starting with its byte-order mark.
+        ("DATABASE_URL=postgresql://shop@db/store\n".encode("utf-16"), "0xff", 0),
+    ],
+    ids=["latin-1", "utf-16"],
+)
+def test_a_dotenv_that_is_not_utf8_is_one_configuration_error_naming_it(
+    in_a_directory_without_database_url: Path, content: bytes, byte: str, offset: int
+) -> None:
+    """python-dotenv's UnicodeDecodeError went through: a traceback on every command."""
+    env_file = in_a_directory_without_database_url / ".env"
+    env_file.write_bytes(content)
+
+    with pytest.raises(ConfigurationError) as refused:
+        read_settings()
+
+    assert str(refused.value) == (
+        f"cannot read {env_file}: it is not UTF-8 text (byte {byte} at offset {offset}); "
+        "save it as UTF-8"
+    )

@@ -2,32 +2,72 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
 from typing import Any
 
 import asyncpg
+import pytest
 
 from coursehub.core.dburl import DatabaseConfig
 
 
 def run_cli(
-    *args: str, config: DatabaseConfig, env: dict[str, str] | None = None, timeout: float = 300
+    *args: str,
+    config: DatabaseConfig,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    bound_by_file_permissions: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """`coursehub ARGS` in its own process, on `config` via DATABASE_URL, stdin not a terminal."""
+    """`coursehub ARGS` in its own process, on `config` via DATABASE_URL, stdin not a terminal.
+    `bound_by_file_permissions`: as an ordinary user would run it (`bound_by_permissions`)."""
     environment = {
         k: v for k, v in os.environ.items() if k not in ("ADMIN_EMAIL", "ADMIN_PASSWORD")
     }
     environment.update({"DATABASE_URL": config.to_url(), **(env or {})})
+    prefix = bound_by_permissions() if bound_by_file_permissions else []
     return subprocess.run(
-        [sys.executable, "-m", "coursehub", *args],
+        [*prefix, sys.executable, "-m", "coursehub", *args],
         env=environment,
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+# Root's power to read, write and enter whatever it likes, whatever the permissions.
+_PERMISSION_OVERRIDES = "-dac_override,-dac_read_search"
+
+
+@functools.cache
+def _can_drop_permission_overrides() -> bool:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return False
+    tried = subprocess.run(
+        [setpriv, f"--bounding-set={_PERMISSION_OVERRIDES}", "--inh-caps=-all", "true"],
+        capture_output=True,
+        timeout=30,
+    )
+    return tried.returncode == 0
+
+
+def bound_by_permissions() -> list[str]:
+    """The prefix to a command that has it bound by file permissions (a directory without
+    x cannot be entered, one without w not written), as every user but root is: nothing
+    when not root; as root, `setpriv` without the capabilities that let root past them
+    (tests run as root in containers). Skips the test if root cannot shed them."""
+    if os.geteuid() != 0:
+        return []
+    if not _can_drop_permission_overrides():
+        pytest.skip("running as root, and setpriv cannot drop CAP_DAC_OVERRIDE here")
+    setpriv = shutil.which("setpriv")
+    assert setpriv is not None
+    return [setpriv, f"--bounding-set={_PERMISSION_OVERRIDES}", "--inh-caps=-all"]
 
 
 async def fetch(config: DatabaseConfig, query: str, *args: Any) -> list[asyncpg.Record]:
