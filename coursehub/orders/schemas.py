@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, field_validator
 
-from coursehub.core.money import Money
+from coursehub.core.money import Money, to_paise
 from coursehub.core.pagination import PageQuery, PageRead
 from coursehub.core.schemas import ApiModel
 from coursehub.orders.models import Order, OrderStatus, PaymentStatus
@@ -105,7 +105,9 @@ class OrderRead(OrdersModel):
             "payment_method": order.payment_method,
             "currency": order.currency,
             "original_amount": order.original_amount,
-            "discount": order.original_amount - order.amount,
+            # Of the amounts as shown (each half-up to the paisa), so that the three shown
+            # add up even for a Node-era order holding sub-paisa amounts.
+            "discount": to_paise(order.original_amount) - to_paise(order.amount),
             "amount": order.amount,
             "coupon": _coupon_of(order),
             "items": [

@@ -84,6 +84,34 @@ async def test_list_pages_take_a_fixed_number_of_queries(
     assert small_log.count == large_log.count
 
 
+async def test_a_node_era_orders_amounts_as_shown_add_up(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    """DECIMAL(65,30) lets a Node-era order hold sub-paisa amounts. Each is shown half-up
+    to the paisa, and the discount is of the amounts as shown: 100.005 and 90.004 show as
+    100.01 and 90.00, so 10.01 off (the exact difference, 10.001, would show 10.00, and
+    the three would not add up). The buyer's view and the admin's alike."""
+    buyer = await make_user(session)
+    admin = await make_admin(session)
+    order = await make_order(session, user=buyer, courses=[await make_course(session)])
+    order.original_amount = Decimal("100.005")
+    order.amount = Decimal("90.004")
+    await session.commit()
+    number = order.order_number
+
+    mine = await client.get(f"{URL}/{number}", headers=auth_headers(buyer))
+    admins = await client.get(f"/api/v1/admin/orders/{number}", headers=auth_headers(admin))
+
+    for response in (mine, admins):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert (body["originalAmount"], body["discount"], body["amount"]) == (
+            "100.01",
+            "10.01",
+            "90.00",
+        )
+
+
 async def test_someone_elses_order_is_a_404(
     client: httpx.AsyncClient, session: AsyncSession
 ) -> None:
