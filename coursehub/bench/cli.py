@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -17,6 +19,36 @@ from coursehub.core.database import check_connection, resolve_database
 from coursehub.core.settings import get_settings
 
 bench_app = typer.Typer(no_args_is_help=False, invoke_without_command=True)
+
+
+def check_report_path(json_file: Path) -> None:
+    """Refuse, in one line and before the run, a --json path the report could not be
+    written to: found after the run, the failure lost the whole report."""
+    try:
+        if json_file.is_dir():
+            fail(f"--json {json_file}: is a directory; name the report's file")
+        parent = json_file.parent
+        if not parent.exists():
+            fail(f"--json {json_file}: directory {parent} does not exist")
+        if not parent.is_dir():
+            fail(f"--json {json_file}: {parent} is not a directory")
+        # An existing file is overwritten (its own permission counts); a new one is made
+        # in its directory (the directory's).
+        writable = json_file if json_file.exists() else parent
+        if not os.access(writable, os.W_OK) or not os.access(parent, os.X_OK):
+            fail(f"--json {json_file}: cannot be written (permission denied)")
+    except OSError as exc:  # a directory on the way that cannot be looked into, say
+        fail(f"--json {json_file}: {exc.strerror or exc}")
+
+
+def write_report(json_file: Path, report: dict[str, Any]) -> None:
+    """The report as JSON; a failure (a full disk, the directory removed meanwhile) in
+    one line, after the table that shows the same figures."""
+    try:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+    except OSError as exc:
+        fail(f"could not write the report to {json_file}: {exc.strerror or exc}")
+    err_console.print(f"Wrote {json_file}")
 
 
 @bench_app.callback(invoke_without_command=True)
@@ -50,6 +82,8 @@ def bench(
     unknown = [name for name in operation if name not in OPERATIONS]
     if unknown:
         fail(f"unknown operation(s) {', '.join(unknown)}; choose from {', '.join(OPERATIONS)}")
+    if json_file is not None:
+        check_report_path(json_file)  # before minutes of measuring, not after
     options = SuiteOptions(
         seconds=seconds,
         http=http,
@@ -81,9 +115,8 @@ def bench(
                 options,
                 progress=lambda message: err_console.print(f"[dim]… {message}[/dim]"),
             )
-        except (ValueError, RuntimeError) as exc:  # a bench database not ours, say
+        except (ValueError, RuntimeError) as exc:  # a bench database not ours, another run's
             fail(str(exc))
     print_report(report, console)
     if json_file is not None:
-        json_file.write_text(json.dumps(report, indent=2) + "\n")
-        err_console.print(f"Wrote {json_file}")
+        write_report(json_file, report)

@@ -3,8 +3,10 @@ from a separate process on loopback.
 
 The server runs in a subprocess against the bench database with
 `COURSEHUB_ENVIRONMENT=production`, fresh random secrets and one worker per core;
-each worker's pool gets `ceil(16 / workers)` connections, so the whole server holds
-the same 16 the in-process part uses. The load comes from wrk when it is installed
+each worker's pool gets `ceil(16 / workers)` connections (the workers share one
+DATABASE_URL, so one limit), so the whole server may open `workers × ceil(16 / workers)`:
+the same 16 the in-process part uses when the worker count divides 16, a few more
+otherwise (18 on 3 cores). The load comes from wrk when it is installed
 (`apt-get install wrk`), else from `coursehub.bench.loadgen`, a small asyncio
 client started as its own process. Both pick request `k` with `request_for`.
 

@@ -11,8 +11,11 @@ import os
 import platform
 import secrets
 import sys
+import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -33,6 +36,7 @@ from coursehub.bench.harness import Op, Stats, compare, run_indexes
 from coursehub.bench.ops import OPERATIONS, OurOps
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.db.migrations import require_direct_connection
 
 FLOOR_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "floor.py"
 POOL_SIZE = 16
@@ -57,6 +61,70 @@ class SuiteOptions:
     prefer_wrk: bool = True
     database_name: str = DEFAULT_DATABASE_NAME
     keep_database: bool = False
+
+
+class BenchBusy(RuntimeError):
+    """Another run holds the bench database's name on this server."""
+
+
+# The class of the run lock's two-int advisory key (the second int: the bench database's
+# name, hashed). It is taken on the server's `postgres` database, never on a store's;
+# apart from core/locks.py's classes all the same, should a store live in `postgres`.
+RUN_LOCK_CLASS = 0x43480100
+TRY_RUN_LOCK = "SELECT pg_try_advisory_lock($1::integer, hashtext($2))"
+
+
+@contextmanager
+def exclusive_run(server: DatabaseConfig, database_name: str) -> Iterator[None]:
+    """Hold the run lock of `database_name` on `server` for the block; BenchBusy at once,
+    having touched nothing, if another run holds it.
+
+    Without it, a second run with the same --database drops the first's database mid-run
+    (WITH (FORCE)), and the first's clean-up then drops the second's. The lock is
+    session-level, on the maintenance database `postgres` (advisory locks belong to one
+    database; every server has this one and no run drops it), on a connection of its own
+    that stays open for the run: a run that dies releases it with its connection. That
+    connection lives on a thread with an event loop of its own, since the suite runs its
+    parts in event loops one after another and an asyncpg connection belongs to the loop
+    that opened it.
+
+    Behind PgBouncer in transaction mode a session's lock would stay on whichever server
+    connection took it, held for no run: refused, as the suite's migrations refuse it."""
+    require_direct_connection(server)
+    taken: Future[bool] = Future()
+    release = threading.Event()
+
+    async def hold() -> None:
+        connection = await asyncpg.connect(
+            **server.with_database("postgres").asyncpg_connect_kwargs()
+        )
+        try:
+            got = bool(await connection.fetchval(TRY_RUN_LOCK, RUN_LOCK_CLASS, database_name))
+            taken.set_result(got)
+            if got:
+                await asyncio.get_running_loop().run_in_executor(None, release.wait)
+        finally:
+            await connection.close()  # the lock, if taken, with it
+
+    def holder() -> None:
+        try:
+            asyncio.run(hold())
+        except BaseException as exc:  # reached the caller through `taken`, if before it
+            if not taken.done():
+                taken.set_exception(exc)
+
+    thread = threading.Thread(target=holder, name="bench-run-lock", daemon=True)
+    thread.start()
+    try:
+        if not taken.result():  # the connection's errors are raised here
+            raise BenchBusy(
+                f"another coursehub bench run is using database {database_name!r} on this "
+                "server; wait for it to end, or give this run another --database"
+            )
+        yield
+    finally:
+        release.set()
+        thread.join()
 
 
 class FloorMissing(RuntimeError):
@@ -264,26 +332,27 @@ def run_suite(
     check_floor()  # before a fixture is made for nothing
     started = time.monotonic()
     runner = _event_loop_runner()
-    progress(f"preparing the fixture in database {options.database_name!r}")
-    machine, fixture = runner(_machine_and_fixture(server, options))
-    try:
-        prepared = time.monotonic()
-        rows, contention = runner(_measure_in_process(fixture, options, progress))
-        http = None
-        if options.http:
-            from coursehub.bench.http import run_http
+    with exclusive_run(server, options.database_name):
+        progress(f"preparing the fixture in database {options.database_name!r}")
+        machine, fixture = runner(_machine_and_fixture(server, options))
+        try:
+            prepared = time.monotonic()
+            rows, contention = runner(_measure_in_process(fixture, options, progress))
+            http = None
+            if options.http:
+                from coursehub.bench.http import run_http
 
-            http = run_http(
-                fixture,
-                seconds=options.http_seconds,
-                warmup=options.http_warmup,
-                connections=POOL_SIZE,
-                prefer_wrk=options.prefer_wrk,
-                progress=progress,
-            )
-    finally:
-        if not options.keep_database:
-            runner(drop_fixture(fixture.config))
+                http = run_http(
+                    fixture,
+                    seconds=options.http_seconds,
+                    warmup=options.http_warmup,
+                    connections=POOL_SIZE,
+                    prefer_wrk=options.prefer_wrk,
+                    progress=progress,
+                )
+        finally:
+            if not options.keep_database:
+                runner(drop_fixture(fixture.config))
     return {
         "machine": machine,
         "options": {

@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from typing import Any
 
 import asyncpg
@@ -390,3 +392,68 @@ async def test_checkouts_on_the_limited_coupon_claim_its_uses(server: DatabaseCo
         await drop_fixture(config)
     assert [(row["code"], row["maxUses"]) for row in used] == [("BENCH10-LIMITED", 1_000_000)] * 3
     assert all(row["discount"] > 0 for row in used)
+
+
+def test_a_second_run_on_the_same_database_is_refused_and_touches_nothing(
+    server: DatabaseConfig,
+) -> None:
+    """Two runs with one --database on one server: the second dropped the first's database
+    mid-run (WITH (FORCE)), and the first's clean-up then dropped the second's. Now the
+    second refuses at once while the first runs, and the first finishes unharmed."""
+    name = scratch_database_name("benchbusy")
+    options = SuiteOptions(
+        seconds=0.2,
+        warmup=0.05,
+        concurrencies=(1,),
+        operations=("catalog_page",),
+        size=SMOKE_SIZE,
+        coupon_contention=False,
+        http=False,
+        database_name=name,
+    )
+    measuring, go_on = threading.Event(), threading.Event()
+
+    def pause_while_measuring(message: str) -> None:
+        if "at concurrency" in message:  # its fixture is in place: it measures next
+            measuring.set()
+            go_on.wait(timeout=120)
+
+    first: dict[str, Any] = {}
+
+    def first_run() -> None:
+        try:
+            first["report"] = run_suite(server, options, progress=pause_while_measuring)
+        except BaseException as exc:
+            first["error"] = exc
+            measuring.set()
+
+    thread = threading.Thread(target=first_run)
+    thread.start()
+    try:
+        assert measuring.wait(timeout=120)
+        assert "error" not in first, first
+        second_started = time.monotonic()
+        with pytest.raises(RuntimeError, match="another coursehub bench run is using database"):
+            run_suite(server, options)
+        assert time.monotonic() - second_started < 10  # at once, not after a run of its own
+        assert asyncio.run(database_exists(server, name))  # the first's, untouched
+    finally:
+        go_on.set()
+        thread.join(timeout=120)
+    assert "error" not in first, first
+    [row] = first["report"]["operations"]
+    assert_stats(row["ours"])
+    assert_stats(row["floor"])
+    assert not asyncio.run(database_exists(server, name))
+    # The first run's lock went with it: a third run gets as far as its fixture (stopped
+    # there by its first word of progress).
+    with pytest.raises(StopRun):
+        run_suite(server, options, progress=stop_run)
+
+
+class StopRun(Exception):
+    pass
+
+
+def stop_run(message: str) -> None:
+    raise StopRun(message)
