@@ -80,53 +80,46 @@ CHECKOUT_LOCK_CLASS = 0x4348  # any constant: it only keeps these locks apart fr
 # cast keeps the subquery a value: `ANY ((SELECT …))` would compare with its rows.
 #
 # The courses, each with whether the buyer already holds it or has it in a pending order.
-CHECKOUT_COURSES = """
+_COURSES_AND_HOLDINGS = """
 SELECT c.id, c.price,
   EXISTS (SELECT 1 FROM "CourseEnrollment" e
           WHERE e."userId" = $1 AND e."courseId" = c.id AND e.status = 'active') AS held,
   EXISTS (SELECT 1 FROM "OrderItem" i JOIN "Order" o ON o.id = i."orderId"
           WHERE o."userId" = $1 AND o.status IN ('pending', 'processing')
-            AND i."courseId" = c.id) AS pending
-FROM "Course" c
+            AND i."courseId" = c.id) AS pending"""
+_OF_THE_COURSES = """
 WHERE c.id = ANY((SELECT $2::text[])::text[]) AND c."isPublished"
 """
-# With a coupon code: the same, each course's row followed by the coupon's columns (NULL
-# when there is no such coupon), so that a checkout with a coupon makes no more round trips
-# than one without; the coupon is one row, repeated on each course's. `used`: whether this
-# buyer has used the coupon, a usage of theirs whose order is not cancelled, as the store
-# counts it (a cancelled order gives its use back); the order's status is a per-usage
-# probe of its primary key, as the store's (coupons/repository.py).
-CHECKOUT_COURSES_AND_COUPON = """
-SELECT c.id, c.price,
-  EXISTS (SELECT 1 FROM "CourseEnrollment" e
-          WHERE e."userId" = $1 AND e."courseId" = c.id AND e.status = 'active') AS held,
-  EXISTS (SELECT 1 FROM "OrderItem" i JOIN "Order" o ON o.id = i."orderId"
-          WHERE o."userId" = $1 AND o.status IN ('pending', 'processing')
-            AND i."courseId" = c.id) AS pending,
-  coupon.*
-FROM "Course" c LEFT JOIN (
-  SELECT id AS coupon_id, type, value, "maxDiscount", "minPurchase", "startDate", "endDate",
-    "maxUses",
-    EXISTS (SELECT 1 FROM "CouponUsage" u
-            WHERE u."couponId" = "Coupon".id AND u."userId" = $1
-              AND (SELECT o.status FROM "Order" o WHERE o.id = u."orderId") <> 'cancelled')
-      AS used
-  FROM "Coupon" WHERE code = $3
-) AS coupon ON true
-WHERE c.id = ANY((SELECT $2::text[])::text[]) AND c."isPublished"
-"""
-# The coupon read again with its row locked until the commit: for a coupon with a use
-# limit (its uses are counted next), or for every coupon in `checkout_locking_coupon`.
-LOCK_COUPON = """
-SELECT id AS coupon_id, type, value, "maxDiscount", "minPurchase", "startDate", "endDate",
-  "maxUses",
+
+
+def _coupon_for_buyer(buyer: str, code: str) -> str:
+    """The coupon with `code`, with whether `buyer` has used it (`used`): a usage of theirs
+    whose order is not cancelled, as the store counts it (a cancelled order gives its use
+    back); the order's status is a per-usage probe of its primary key, as the store's
+    (coupons/repository.py)."""
+    return f"""SELECT id AS coupon_id, type, value, "maxDiscount", "minPurchase", "startDate",
+  "endDate", "maxUses",
   EXISTS (SELECT 1 FROM "CouponUsage" u
-          WHERE u."couponId" = "Coupon".id AND u."userId" = $2
+          WHERE u."couponId" = "Coupon".id AND u."userId" = {buyer}
             AND (SELECT o.status FROM "Order" o WHERE o.id = u."orderId") <> 'cancelled')
     AS used
-FROM "Coupon" WHERE code = $1
-FOR UPDATE
-"""
+FROM "Coupon" WHERE code = {code}"""
+
+
+CHECKOUT_COURSES = _COURSES_AND_HOLDINGS + '\nFROM "Course" c' + _OF_THE_COURSES
+# With a coupon code: the same, each course's row followed by the coupon's columns (NULL
+# when there is no such coupon), so that a checkout with a coupon makes no more round trips
+# than one without; the coupon is one row, repeated on each course's.
+CHECKOUT_COURSES_AND_COUPON = (
+    _COURSES_AND_HOLDINGS
+    + ',\n  coupon.*\nFROM "Course" c LEFT JOIN (\n'
+    + _coupon_for_buyer("$1", "$3")
+    + "\n) AS coupon ON true"
+    + _OF_THE_COURSES
+)
+# The coupon read again with its row locked until the commit: for a coupon with a use
+# limit (its uses are counted next), or for every coupon in `checkout_locking_coupon`.
+LOCK_COUPON = _coupon_for_buyer("$2", "$1") + "\nFOR UPDATE\n"
 COUNT_USES = """
 SELECT count(*) FROM "CouponUsage" u JOIN "Order" o ON o.id = u."orderId"
 WHERE u."couponId" = $1 AND o.status <> 'cancelled'

@@ -16,6 +16,25 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from coursehub.core.database import Database
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 
+# A catalogue of `courses` courses with distinct prices and creation times, as a real one
+# has: PostgreSQL 18 can skip-scan a composite index ("Course_price_id_idx",
+# "Course_createdAt_id_idx") for an id when its leading column holds one value, which is as
+# good as the primary key only for such a table. Parameters: admin, courses.
+BULK_COURSES = text(
+    """
+    INSERT INTO "Course" (id, title, slug, duration, price, category, level, "isPublished",
+                          "createdBy", "createdAt", "updatedAt")
+    SELECT 'course-' || n, 'Course ' || n, 'course-' || n, 60, 199 + (n % 50) * 100,
+           'cat-' || (n % 10),
+           'beginner', n % 10 <> 0, :admin, now() - n * interval '1 second', now()
+    FROM generate_series(1, :courses) AS n
+    """
+)
+# How often the server planned a prepared statement generically and afresh (custom).
+PLANS = text(
+    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = :sql"
+)
+
 
 class StatementLog:
     """The SQL statements an engine sends, with their parameters. Savepoints, their

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 from asyncpg.connection import LoggedQuery
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.bench.fixture import (
@@ -32,6 +32,7 @@ from coursehub.models import CouponUsage, Order, OrderItem, OrderStatus
 from tests.conftest import scratch_database_name
 from tests.factories import make_coupon, make_course, make_order, make_user
 from tests.orders.invariants import assert_order_invariants
+from tests.queries import BULK_COURSES, PLANS
 
 
 @pytest.fixture(scope="module")
@@ -131,19 +132,6 @@ async def test_legacy_prices_are_snapshotted_to_the_paisa(
 # nor make the server plan more, than the work needs.
 
 COURSES = 2_000
-BULK_COURSES = text(
-    """
-    INSERT INTO "Course" (id, title, slug, duration, price, category, level, "isPublished",
-                          "createdBy", "createdAt", "updatedAt")
-    SELECT 'course-' || n, 'Course ' || n, 'course-' || n, 60, 199 + (n % 50) * 100,
-           'cat-' || (n % 10),
-           'beginner', n % 10 <> 0, :admin, now() - n * interval '1 second', now()
-    FROM generate_series(1, :courses) AS n
-    """
-)
-PLANS = text(
-    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = :sql"
-)
 
 
 @pytest.mark.parametrize("coupon_code", [None, "TENOFF"], ids=["no coupon", "with a coupon"])

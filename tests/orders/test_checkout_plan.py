@@ -13,31 +13,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.orders import repository
 from tests.factories import make_coupon, make_user
-from tests.queries import explain_generic_in, plan_nodes, sequential_scans
+from tests.queries import BULK_COURSES, PLANS, explain_generic_in, plan_nodes, sequential_scans
 
 COURSES = 2_000
-# Distinct prices and creation times, as a real catalogue has: PostgreSQL 18 can skip-scan a
-# composite index ("Course_price_id_idx", "Course_createdAt_id_idx") for an id when its
-# leading column holds one value, which is as good as the primary key only for such a table.
-
-BULK_COURSES = text(
-    """
-    INSERT INTO "Course" (id, title, slug, duration, price, category, level, "isPublished",
-                          "createdBy", "createdAt", "updatedAt")
-    SELECT 'course-' || n, 'Course ' || n, 'course-' || n, 60, 199 + (n % 50) * 100,
-           'cat-' || (n % 10),
-           'beginner', n % 10 <> 0, :admin, now() - n * interval '1 second', now()
-    FROM generate_series(1, :courses) AS n
-    """
-)
-PLANS = text(
-    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = :sql"
-)
 
 
 @pytest.mark.parametrize("coupon_code", [None, "TENOFF"], ids=["no coupon", "with a coupon"])

@@ -9,6 +9,7 @@ failed request also expires the shared session's objects: keep plain values.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -478,6 +479,31 @@ async def test_simultaneous_first_writes_make_one_profile_and_one_preferences_ro
         assert await rows(session, UserPreference, user.id) == 1
 
 
+def after_the_callers_read(
+    monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `meanwhile` (another request's change, committed) right after a request has read
+    its caller for its token, and before it goes on with what it read."""
+    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
+
+    async def read_then_meanwhile(reader: Reader, read_id: str) -> User | None:
+        found = await read_token_user(reader, read_id)
+        await meanwhile()
+        return found
+
+    monkeypatch.setattr(auth_dependencies, "get_user_by_id", read_then_meanwhile)
+
+
+async def change_password_elsewhere(database: Database, user_id: str, password_hash: str) -> None:
+    async with database.transaction() as other:
+        await other.execute(update(User).where(User.id == user_id).values(password=password_hash))
+
+
+async def remove_elsewhere(database: Database, user_id: str) -> None:
+    async with database.write_transaction() as other:
+        await users_service.remove_account(other, user_id)
+
+
 @pytest.mark.parametrize("with_orders", [False, True], ids=["deleted", "anonymised"])
 @pytest.mark.parametrize(
     ("method", "url", "body"),
@@ -508,15 +534,7 @@ async def test_a_change_racing_the_accounts_removal_is_401_and_writes_nothing(
         if with_orders:
             await make_order(session, user=user, courses=[await make_course(session)])
     user_id, headers = user.id, auth_headers(user)
-    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
-
-    async def removed_once_read(reader: Reader, read_id: str) -> User | None:
-        found = await read_token_user(reader, read_id)
-        async with committed_db.write_transaction() as other:
-            await users_service.remove_account(other, user_id)
-        return found
-
-    monkeypatch.setattr(auth_dependencies, "get_user_by_id", removed_once_read)
+    after_the_callers_read(monkeypatch, lambda: remove_elsewhere(committed_db, user_id))
 
     response = await committed_client.request(method, url, json=body, headers=headers)
 
@@ -544,19 +562,10 @@ async def test_delete_me_racing_a_password_change_is_401_and_removes_nothing(
         if with_orders:
             await make_order(session, user=user, courses=[await make_course(session)])
     user_id, headers = user.id, auth_headers(user)
-    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
-
-    async def password_changed_once_read(reader: Reader, read_id: str) -> User | None:
-        found = await read_token_user(reader, read_id)
-        async with committed_db.transaction() as other:
-            await other.execute(
-                update(User)
-                .where(User.id == user_id)
-                .values(password=hash_password("changed-elsewhere-1"))
-            )
-        return found
-
-    monkeypatch.setattr(auth_dependencies, "get_user_by_id", password_changed_once_read)
+    elsewhere = hash_password("changed-elsewhere-1")
+    after_the_callers_read(
+        monkeypatch, lambda: change_password_elsewhere(committed_db, user_id, elsewhere)
+    )
 
     response = await committed_client.request(
         "DELETE", ME, json={"password": DEFAULT_PASSWORD}, headers=headers
@@ -586,21 +595,14 @@ async def test_a_password_change_racing_another_change_or_a_removal_is_401_and_w
             await make_order(session, user=user, courses=[await make_course(session)])
     user_id, headers = user.id, auth_headers(user)
     elsewhere = hash_password("changed-elsewhere-1")
-    read_token_user = users_repository.get_user_by_id  # as auth/dependencies.py imports it
-
-    async def changed_once_read(reader: Reader, read_id: str) -> User | None:
-        found = await read_token_user(reader, read_id)
-        if meanwhile == "password-changed":
-            async with committed_db.transaction() as other:
-                await other.execute(
-                    update(User).where(User.id == user_id).values(password=elsewhere)
-                )
-        else:
-            async with committed_db.write_transaction() as other:
-                await users_service.remove_account(other, user_id)
-        return found
-
-    monkeypatch.setattr(auth_dependencies, "get_user_by_id", changed_once_read)
+    after_the_callers_read(
+        monkeypatch,
+        lambda: (
+            change_password_elsewhere(committed_db, user_id, elsewhere)
+            if meanwhile == "password-changed"
+            else remove_elsewhere(committed_db, user_id)
+        ),
+    )
 
     response = await committed_client.post(
         "/api/v1/me/password",
