@@ -36,6 +36,7 @@ from coursehub.bench.harness import Op, Stats, compare, run_indexes
 from coursehub.bench.ops import OPERATIONS, OurOps
 from coursehub.core.database import Database
 from coursehub.core.dburl import DatabaseConfig
+from coursehub.core.locks import BENCH_RUN_LOCK_CLASS
 from coursehub.db.migrations import require_direct_connection
 
 FLOOR_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "floor.py"
@@ -67,10 +68,6 @@ class BenchBusy(RuntimeError):
     """Another run holds the bench database's name on this server."""
 
 
-# The class of the run lock's two-int advisory key (the second int: the bench database's
-# name, hashed). It is taken on the server's `postgres` database, never on a store's;
-# apart from core/locks.py's classes all the same, should a store live in `postgres`.
-RUN_LOCK_CLASS = 0x43480100
 TRY_RUN_LOCK = "SELECT pg_try_advisory_lock($1::integer, hashtext($2))"
 
 
@@ -99,7 +96,7 @@ def exclusive_run(server: DatabaseConfig, database_name: str) -> Iterator[None]:
             **server.with_database("postgres").asyncpg_connect_kwargs()
         )
         try:
-            got = bool(await connection.fetchval(TRY_RUN_LOCK, RUN_LOCK_CLASS, database_name))
+            got = bool(await connection.fetchval(TRY_RUN_LOCK, BENCH_RUN_LOCK_CLASS, database_name))
             taken.set_result(got)
             if got:
                 await asyncio.get_running_loop().run_in_executor(None, release.wait)

@@ -18,3 +18,6 @@ COURSE_SLUG_LOCK_CLASS = 0x43480002  # one course creation at a time per base sl
 # Claims of a limited coupon's uses: shared far from its limit, exclusive for its last uses
 # and for admins' changes (coupons/repository.py).
 COUPON_CLAIM_LOCK_CLASS = 0x43480003
+# One `coursehub bench` run at a time per bench database name (session-level, taken on the
+# server's `postgres` database for the run's length: bench/suite.py `exclusive_run`).
+BENCH_RUN_LOCK_CLASS = 0x43480100
