@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 import asyncpg
 from sqlalchemy import (
     REAL,
-    TIMESTAMP,
     ColumnElement,
     Integer,
     Text,
@@ -73,6 +72,11 @@ class CourseFilters(NamedTuple):
 # Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
 # ~1.5 µs a row against ~0.2 µs here, and a page builds 21 of them per request. Treat
 # it as read-only all the same.
+# `to_char`'s pattern for createdAt: ISO 8601 to the microsecond, which
+# `datetime.fromisoformat` reads.
+CREATED_AT_FORMAT = "YYYY-MM-DD HH24:MI:SS.US"
+
+
 @dataclass(slots=True)
 class CourseSummary:
     """One row of a course list: the listing columns, plus what keysets need."""
@@ -87,8 +91,16 @@ class CourseSummary:
     is_featured: bool
     thumbnail: str | None
     is_published: bool
-    created_at: datetime
+    # createdAt as PostgreSQL wrote it (`CREATED_AT_TEXT`): a page decodes a timestamp per
+    # row otherwise (~1 µs each, a sixth of the public page's CPU), where only the last
+    # row's is ever needed (for the next cursor), but on admin pages, which show it.
+    created_at_text: str
     rank: float | None  # search relevance; None without a search query
+
+    @property
+    def created_at(self) -> datetime:
+        """createdAt, aware, in UTC (as stored)."""
+        return datetime.fromisoformat(self.created_at_text).replace(tzinfo=UTC)
 
     def sort_key(self, sort: CourseSort) -> Keyset:
         match sort:
@@ -195,8 +207,9 @@ def _list_statement(shape: _ListShape) -> DriverStatement:
         Course.is_featured,
         Course.thumbnail,
         Course.is_published,
-        # timestamp → timestamptz, read as UTC: asyncpg then returns an aware datetime.
-        func.timezone("UTC", Course.created_at, type_=TIMESTAMP(timezone=True)).label("created_at"),
+        # As text, in a form that is the same whatever the session's DateStyle and TimeZone
+        # (a timestamp without time zone, stored in UTC): `CourseSummary.created_at`.
+        func.to_char(Course.created_at, CREATED_AT_FORMAT, type_=Text()).label("created_at"),
         rank.label("rank"),
     ).where(*_conditions(shape))
     if shape.after:
@@ -244,8 +257,8 @@ async def list_courses(
     if after is not None:
         parameters["after_key"], parameters["after_id"] = after
     rows = await _list_statement(shape).fetch(reader, **parameters)
-    # The statement's columns are CourseSummary's fields, in order, and its createdAt comes
-    # back aware (timezone('UTC', …)): one C-level unpacking per row.
+    # The statement's columns are CourseSummary's fields, in order: one C-level unpacking
+    # per row.
     return [CourseSummary(*row) for row in rows]
 
 
