@@ -189,6 +189,22 @@ async def machine_info(config: DatabaseConfig) -> dict[str, Any]:
     }
 
 
+def make_floor_ops(
+    floor_module: ModuleType, pool: asyncpg.Pool, fixture: Fixture, *, tag: str
+) -> Any:
+    """The floor's operations (benchmarks/floor.py `FloorOps`) on `pool`, over `fixture`;
+    `tag` keeps their e-mail addresses apart from any other run's."""
+    return floor_module.FloorOps(
+        pool,
+        password_hash=BENCH_PASSWORD_HASH,
+        categories=fixture.categories,
+        course_ids=fixture.course_ids,
+        course_slugs=fixture.course_slugs,
+        coupon_code=fixture.coupon_code,
+        tag=tag,
+    )
+
+
 async def _measure_in_process(
     fixture: Fixture, options: SuiteOptions, progress: Callable[[str], None]
 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
@@ -198,15 +214,7 @@ async def _measure_in_process(
     pool = await floor_module.create_pool(fixture.config.asyncpg_connect_kwargs(), size=POOL_SIZE)
     try:
         ours = OurOps(database, fixture, secret=secrets.token_urlsafe(32), tag=tag)
-        floor = floor_module.FloorOps(
-            pool,
-            password_hash=BENCH_PASSWORD_HASH,
-            categories=fixture.categories,
-            course_ids=fixture.course_ids,
-            course_slugs=fixture.course_slugs,
-            coupon_code=fixture.coupon_code,
-            tag=tag,
-        )
+        floor = make_floor_ops(floor_module, pool, fixture, tag=tag)
         # Open all of our pool's connections now, as the floor's pool does at creation.
         await asyncio.gather(*(_touch(database) for _ in range(POOL_SIZE)))
 

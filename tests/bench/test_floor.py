@@ -19,13 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.bench.fixture import (
-    BENCH_PASSWORD_HASH,
     SMOKE_SIZE,
     Fixture,
     drop_fixture,
     prepare_fixture,
 )
-from coursehub.bench.suite import load_floor
+from coursehub.bench.suite import load_floor, make_floor_ops
 from coursehub.core.dburl import DatabaseConfig
 from coursehub.core.sql import driver_connection
 from coursehub.models import CouponUsage, Order, OrderItem, OrderStatus
@@ -216,16 +215,7 @@ async def floor_ops(
     try:
         async with pool.acquire() as connection:
             connection.add_query_logger(statements)
-        ops = floor.FloorOps(
-            pool,
-            password_hash=BENCH_PASSWORD_HASH,
-            categories=bench_fixture.categories,
-            course_ids=bench_fixture.course_ids,
-            course_slugs=bench_fixture.course_slugs,
-            coupon_code=bench_fixture.coupon_code,
-            tag=secrets.token_hex(3),
-        )
-        yield ops, statements
+        yield make_floor_ops(floor, pool, bench_fixture, tag=secrets.token_hex(3)), statements
     finally:
         await pool.close()
 
