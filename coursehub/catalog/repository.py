@@ -10,8 +10,7 @@ edited meanwhile. Every filter and sort is served by an index of migration 0003
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -40,7 +39,8 @@ from sqlalchemy.orm import InstrumentedAttribute
 from coursehub.catalog.enums import CourseSort
 from coursehub.core.locks import COURSE_SLUG_LOCK_CLASS
 from coursehub.core.models import PrismaDecimal
-from coursehub.core.sql import DriverStatement, Reader, aware
+from coursehub.core.pagination import CursorValue
+from coursehub.core.sql import DriverStatement, Reader, RowView, ViewStatement
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -69,17 +69,20 @@ class CourseFilters(NamedTuple):
     q: str | None = None
 
 
-# Not frozen: a frozen dataclass's __init__ sets each field through object.__setattr__,
-# ~1.5 µs a row against ~0.2 µs here, and a page builds 21 of them per request. Treat
-# it as read-only all the same.
-# `to_char`'s pattern for createdAt: ISO 8601 to the microsecond, which
-# `datetime.fromisoformat` reads.
-CREATED_AT_FORMAT = "YYYY-MM-DD HH24:MI:SS.US"
+# `to_char`'s pattern for createdAt (a timestamp without time zone, holding UTC): ISO 8601
+# with its offset, to the microsecond, the same whatever the session's DateStyle and
+# TimeZone; `datetime.fromisoformat` reads it as an aware datetime, and a cursor holds it
+# as it is.
+CREATED_AT_FORMAT = 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'
+# In the SQL's text, not a parameter: nothing to send or encode at each call.
+_CREATED_AT_FORMAT_SQL: ColumnElement[str] = literal_column(f"'{CREATED_AT_FORMAT}'", Text())
 
 
-@dataclass(slots=True)
-class CourseSummary:
-    """One row of a course list: the listing columns, plus what keysets need."""
+class CourseSummary(RowView):
+    """One row of a course list: the listing columns, plus what keysets need. The row as
+    asyncpg read it (core/sql.py `RowView`): a page makes no object per row."""
+
+    __slots__ = ()
 
     id: str
     title: str
@@ -91,28 +94,30 @@ class CourseSummary:
     is_featured: bool
     thumbnail: str | None
     is_published: bool
-    # createdAt as PostgreSQL wrote it (`CREATED_AT_TEXT`): a page decodes a timestamp per
-    # row otherwise (~1 µs each, a sixth of the public page's CPU), where only the last
-    # row's is ever needed (for the next cursor), but on admin pages, which show it.
+    # createdAt as text (`CREATED_AT_FORMAT`): a page decoded a timestamp per row otherwise
+    # (~1 µs each, a sixth of the public page's CPU), where only the last row's is ever
+    # needed (for the next cursor), but on admin pages, which show it.
     created_at_text: str
     rank: float | None  # search relevance; None without a search query
 
     @property
     def created_at(self) -> datetime:
         """createdAt, aware, in UTC (as stored)."""
-        return datetime.fromisoformat(self.created_at_text).replace(tzinfo=UTC)
+        return datetime.fromisoformat(self.created_at_text)
 
-    def sort_key(self, sort: CourseSort) -> Keyset:
+    def cursor_values(self, sort: CourseSort) -> list[CursorValue]:
+        """What a cursor holds to start the next page after this row: its sort key (as
+        `decode_keyset` reads it back) and its id."""
         match sort:
             case CourseSort.newest:
-                return (self.created_at, self.id)
+                return [self.created_at_text, self.id]
             case CourseSort.price_asc | CourseSort.price_desc:
-                return (self.price, self.id)
+                return [str(self.price), self.id]  # exact: a float would round the bound
             case CourseSort.title_asc:
-                return (self.title, self.id)
+                return [self.title, self.id]
             case CourseSort.relevance:
                 assert self.rank is not None, "relevance needs a search query"
-                return (self.rank, self.id)
+                return [self.rank, self.id]
 
 
 def search_document() -> ColumnElement[Any]:
@@ -176,7 +181,7 @@ def _conditions(shape: _ListShape) -> list[ColumnElement[bool]]:
 # value (filters, keyset, limit) a parameter: a few hundred shapes at most, whatever the
 # values. Statements are immutable: sharing is safe.
 @lru_cache(maxsize=512)
-def _list_statement(shape: _ListShape) -> DriverStatement:
+def _list_statement(shape: _ListShape) -> ViewStatement[CourseSummary]:
     """The one statement behind every course list page (public and admin)."""
     rank: ColumnElement[Any]
     if shape.q:
@@ -209,7 +214,9 @@ def _list_statement(shape: _ListShape) -> DriverStatement:
         Course.is_published,
         # As text, in a form that is the same whatever the session's DateStyle and TimeZone
         # (a timestamp without time zone, stored in UTC): `CourseSummary.created_at`.
-        func.to_char(Course.created_at, CREATED_AT_FORMAT, type_=Text()).label("created_at"),
+        func.to_char(
+            Course.created_at, literal_column(f"'{CREATED_AT_FORMAT}'"), type_=Text()
+        ).label("created_at_text"),
         rank.label("rank"),
     ).where(*_conditions(shape))
     if shape.after:
@@ -221,7 +228,7 @@ def _list_statement(shape: _ListShape) -> DriverStatement:
         statement = statement.order_by(key.desc(), Course.id.desc())
     else:
         statement = statement.order_by(key.asc(), Course.id.asc())
-    return DriverStatement(statement.limit(bindparam("limit", type_=Integer())))
+    return ViewStatement(statement.limit(bindparam("limit", type_=Integer())), CourseSummary)
 
 
 async def list_courses(
@@ -256,15 +263,14 @@ async def list_courses(
             parameters[name] = value
     if after is not None:
         parameters["after_key"], parameters["after_id"] = after
-    rows = await _list_statement(shape).fetch(reader, **parameters)
-    # The statement's columns are CourseSummary's fields, in order: one C-level unpacking
-    # per row.
-    return [CourseSummary(*row) for row in rows]
+    return await _list_statement(shape).fetch(reader, **parameters)
 
 
-@dataclass(frozen=True)
-class CourseDetail:
-    """A course, every column, as read for its page (not an ORM object: nothing to track)."""
+class CourseDetail(RowView):
+    """A course, every column, as read for its page: the row as asyncpg read it (core/sql.py
+    `RowView`), not an ORM object, which would be tracked for nothing."""
+
+    __slots__ = ()
 
     id: str
     title: str
@@ -273,18 +279,25 @@ class CourseDetail:
     thumbnail: str | None
     duration: int
     price: Decimal
-    features: list[str] | None
+    features: list[str | None] | None  # as stored: see CourseRead's `features`
     category: str
     level: str
     is_published: bool
     is_featured: bool
     created_by: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: datetime  # aware, UTC
+    updated_at: datetime  # aware, UTC
+
+
+def _in_utc(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime]:
+    """A timestamp column (without time zone, holding UTC) as timestamptz, which asyncpg
+    reads as an aware datetime in UTC whatever the session's TimeZone: no conversion in
+    Python. Labelled with the attribute's name."""
+    return func.timezone(literal_column("'UTC'"), column).label(column.key)
 
 
 # Built and compiled once: only the slug changes (see `_list_statement` for why).
-_COURSE_BY_SLUG = DriverStatement(
+_COURSE_BY_SLUG = ViewStatement(
     select(
         Course.id,
         Course.title,
@@ -299,34 +312,16 @@ _COURSE_BY_SLUG = DriverStatement(
         Course.is_published,
         Course.is_featured,
         Course.created_by,
-        Course.created_at,
-        Course.updated_at,
-    ).where(Course.slug == bindparam("slug", type_=Text()))
+        _in_utc(Course.created_at),
+        _in_utc(Course.updated_at),
+    ).where(Course.slug == bindparam("slug", type_=Text())),
+    CourseDetail,
 )
 
 
 async def get_course_by_slug(reader: asyncpg.Connection, slug: str) -> CourseDetail | None:
     """One course by slug, drafts too, on a read connection (core/sql.py)."""
-    row = await _COURSE_BY_SLUG.fetchrow(reader, slug=slug)
-    if row is None:
-        return None
-    return CourseDetail(
-        id=row[0],
-        title=row[1],
-        slug=row[2],
-        description=row[3],
-        thumbnail=row[4],
-        duration=row[5],
-        price=row[6],
-        features=row[7],
-        category=row[8],
-        level=row[9],
-        is_published=row[10],
-        is_featured=row[11],
-        created_by=row[12],
-        created_at=aware(row[13]),
-        updated_at=aware(row[14]),
-    )
+    return await _COURSE_BY_SLUG.fetchrow(reader, slug=slug)
 
 
 async def get_course_by_id(session: AsyncSession, course_id: str) -> Course | None:

@@ -186,18 +186,6 @@ def cursor_context(audience: str, sort: CourseSort, filters: CourseFilters) -> s
     )
 
 
-def encode_keyset(sort: CourseSort, keyset: Keyset) -> list[CursorValue]:
-    key, course_id = keyset
-    value: CursorValue
-    if isinstance(key, datetime):
-        value = key.isoformat()
-    elif isinstance(key, Decimal):
-        value = str(key)  # exact: a float would round the boundary price
-    else:
-        value = key
-    return [value, course_id]
-
-
 def decode_keyset(sort: CourseSort, values: list[CursorValue]) -> Keyset:
     """The keyset a (signed, so ours) cursor holds, checked against the sort's key type."""
     bad = BadCursor("the cursor is not valid for this list; start again without one")
@@ -246,7 +234,7 @@ async def _page(
     items = rows[: query.limit]
     next_cursor = None
     if len(rows) > query.limit:
-        next_cursor = codec.encode(context, encode_keyset(sort, items[-1].sort_key(sort)))
+        next_cursor = codec.encode(context, items[-1].cursor_values(sort))
     return Page(items=items, next_cursor=next_cursor)
 
 

@@ -58,8 +58,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
+from inspect import get_annotations
+from operator import itemgetter
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeAlias, TypeVar
 from weakref import WeakKeyDictionary
 
 import asyncpg
@@ -146,9 +148,11 @@ class DriverStatement:
     """A Core statement compiled once (asyncpg's `$n` parameters), run on the request's
     asyncpg connection. Parameters are passed by their bind names."""
 
-    __slots__ = ("_defaults", "_names", "_processors", "sql")
+    __slots__ = ("_defaults", "_names", "_processors", "_record_class", "sql")
 
     def __init__(self, statement: ClauseElement) -> None:
+        # The class asyncpg makes each row of (`ViewStatement`); None: asyncpg's Record.
+        self._record_class: type[Record] | None = None
         compiled = statement.compile(dialect=_DIALECT)
         names: Sequence[str] = compiled.positiontup or ()  # type: ignore[attr-defined]
         if any(bind.expanding for bind in compiled.binds.values()):  # type: ignore[attr-defined]
@@ -268,7 +272,9 @@ class DriverStatement:
                 sync_connection, None, self.sql, tuple(arguments), None, False
             )
         try:
-            rows: list[Record] = await driver.fetch(self.sql, *arguments)
+            rows: list[Record] = await driver.fetch(
+                self.sql, *arguments, record_class=self._record_class
+            )
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise _integrity_error(self.sql, arguments, exc) from exc
         except asyncpg.InterfaceError as exc:
@@ -286,6 +292,58 @@ class DriverStatement:
                 sync_connection, None, self.sql, tuple(arguments), None, False
             )
         return rows
+
+
+class RowView(Record):  # type: ignore[misc]  # asyncpg is untyped here (pyproject.toml)
+    """A row read on the driver, as asyncpg builds it (in C: no Python runs per row), whose
+    columns also read as attributes: a subclass names and types them by its annotations,
+    in the order of its statement's columns, and each becomes a property reading that
+    column by position (`operator.itemgetter`, C too). For the lists and pages the public
+    reads serve, where making a dataclass of every row was a sixth of a catalogue page's
+    CPU (docs/BENCHMARKS.md); the API's schemas read them `from_attributes` as they read a
+    dataclass. Read-only, as a Record is. Only `ViewStatement` makes them, and checks its
+    columns against the annotations once, when the statement is built.
+
+    A subclass may define further properties and methods (not annotated: they are no
+    columns); asyncpg refuses subclasses that define `__new__` or `__init__`."""
+
+    __slots__ = ()
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.columns:
+            raise TypeError(f"{cls.__name__}: a row view's columns are its own class's")
+        names = tuple(get_annotations(cls))
+        for index, name in enumerate(names):
+            setattr(cls, name, property(itemgetter(index)))
+        cls.columns = names
+
+
+V = TypeVar("V", bound=RowView)
+
+
+class ViewStatement(DriverStatement, Generic[V]):
+    """A `DriverStatement` (a SELECT) whose rows are `view`'s: their columns read as
+    attributes. The statement's columns must be the view's, in its order (by their keys:
+    an ORM attribute's name, or a label); anything else is a ValueError at import."""
+
+    __slots__ = ()
+
+    def __init__(self, statement: ClauseElement, view: type[V]) -> None:
+        super().__init__(statement)
+        keys = tuple(getattr(statement, "selected_columns").keys())  # noqa: B009
+        if keys != view.columns:
+            raise ValueError(f"the statement's columns {keys} are not {view.__name__}'s")
+        self._record_class = view
+
+    if TYPE_CHECKING:
+        # DriverStatement's own methods, typed with the view: no coroutine of this class's
+        # around them, which the statement's reply would pass through on its way back.
+
+        async def fetch(self, reader: Reader, **parameters: Any) -> list[V]: ...
+
+        async def fetchrow(self, reader: Reader, **parameters: Any) -> V | None: ...
 
 
 def remember_driver_connections(engine: AsyncEngine) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -13,8 +13,13 @@ import pytest
 from sqlalchemy import delete, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from coursehub.catalog.enums import CourseSort
 from coursehub.catalog.etag import with_vary
+from coursehub.catalog.repository import CourseFilters
+from coursehub.catalog.service import cursor_context
 from coursehub.core.models import utcnow
+from coursehub.core.pagination import CursorCodec
+from coursehub.core.settings import Settings
 from coursehub.models import Course
 from tests.factories import auth_headers, make_admin, make_course, make_user
 
@@ -281,6 +286,51 @@ async def test_a_tampered_or_foreign_cursor_is_400(
         assert response.json()["code"] == "invalid_cursor"
     same = await client.get(URL, params={"cursor": cursor, "category": "PROGRAMMING", "limit": 5})
     assert same.status_code == 200  # the same filters, spelled differently, still fit
+
+
+async def test_a_cursor_issued_in_an_earlier_form_still_continues_its_list(
+    client: httpx.AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    """Cursors made before an upgrade (the time as `datetime.isoformat()` gave it, which
+    leaves out zero microseconds) are still in clients' hands during and after it."""
+    courses = [
+        await make_course(session, category="programming", created_at=T0 + timedelta(minutes=n))
+        for n in range(3)
+    ]
+    await session.commit()
+    codec = CursorCodec(settings.secret_key.get_secret_value())
+    newest_first = sorted(courses, key=lambda c: c.created_at, reverse=True)
+    served = newest_first[0]
+    context = cursor_context(
+        "public", CourseSort.newest, CourseFilters(published=True, category="programming")
+    )
+    cursor = codec.encode(context, [served.created_at.isoformat(), served.id])
+    assert "T00:02:00+00:00" in served.created_at.isoformat()  # the short form
+
+    response = await client.get(URL, params={"category": "programming", "cursor": cursor})
+
+    assert response.status_code == 200, response.text
+    assert [item["id"] for item in response.json()["items"]] == [c.id for c in newest_first[1:]]
+
+
+async def test_a_course_page_shows_its_times_as_stored_in_utc_whatever_the_session_time_zone(
+    client: httpx.AsyncClient, session: AsyncSession
+) -> None:
+    created = datetime(2024, 3, 5, 6, 7, 8, 123000, tzinfo=UTC)
+    await make_course(session, slug="zoned", created_at=created)
+    await session.execute(
+        update(Course).where(Course.slug == "zoned").values(updated_at=created + timedelta(hours=1))
+    )
+    await session.execute(text("SET LOCAL TIME ZONE 'America/St_Johns'"))  # UTC-03:30
+    await session.commit()
+
+    response = await client.get(f"{URL}/zoned")
+
+    assert response.status_code == 200, response.text
+    course = response.json()
+    assert datetime.fromisoformat(course["createdAt"]) == created
+    assert datetime.fromisoformat(course["updatedAt"]) == created + timedelta(hours=1)
+    assert datetime.fromisoformat(course["createdAt"]).utcoffset() == timedelta(0)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from coursehub.core.database import Database
-from coursehub.core.sql import DriverStatement, as_loaded, driver_connection
+from coursehub.core.sql import (
+    DriverStatement,
+    RowView,
+    ViewStatement,
+    as_loaded,
+    driver_connection,
+)
 from coursehub.models import Course, Role, User
 from tests.factories import make_course, make_user
 
@@ -45,6 +51,26 @@ ECHO = DriverStatement(
         bindparam("price", type_=Course.price.type),
         bindparam("at", type_=Course.created_at.type),
     )
+)
+
+
+class UserLine(RowView):
+    __slots__ = ()
+
+    id: str
+    email: str
+    shout: str
+
+    @property
+    def domain(self) -> str:  # not a column: a view's own property
+        return self.email.rpartition("@")[2]
+
+
+USER_LINES = ViewStatement(
+    select(USERS.c.id, USERS.c.email, func.upper(USERS.c.username).label("shout"))
+    .where(USERS.c.id.like(bindparam("prefix", type_=Text()) + "%"))
+    .order_by(USERS.c.id),
+    UserLine,
 )
 
 
@@ -188,3 +214,42 @@ def test_objects_made_first_thing_in_a_process_are_usable() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["u1", "e@example.com"]
+
+
+async def test_a_view_statements_rows_read_their_columns_as_attributes(
+    session: AsyncSession,
+) -> None:
+    for n in (6, 7):
+        await INSERT_USER.fetch_in_transaction(session, **_user_values(n))
+
+    rows = await USER_LINES.fetch(session, prefix="sql-user-")
+
+    assert [type(row) for row in rows] == [UserLine, UserLine]
+    assert [(row.id, row.email, row.shout) for row in rows] == [
+        ("sql-user-6", "sql6@example.com", "SQL6"),
+        ("sql-user-7", "sql7@example.com", "SQL7"),
+    ]
+    assert rows[0].domain == "example.com"
+    # Still a Record: by position and by the column's name as well.
+    assert rows[1][0] == "sql-user-7" and rows[1]["shout"] == "SQL7"
+    assert await USER_LINES.fetchrow(session, prefix="nobody") is None
+
+
+def test_a_view_statement_must_select_the_views_columns_in_order() -> None:
+    with pytest.raises(ValueError, match="UserLine"):
+        ViewStatement(
+            select(USERS.c.email, USERS.c.id, func.upper(USERS.c.username).label("shout")),
+            UserLine,
+        )
+    with pytest.raises(ValueError, match="UserLine"):
+        ViewStatement(select(USERS.c.id, USERS.c.email), UserLine)
+
+
+def test_a_view_is_not_subclassed() -> None:
+    """Its columns are positions in its own statement: a subclass's would shift them."""
+    with pytest.raises(TypeError, match="own class"):
+
+        class MoreUserLine(UserLine):
+            __slots__ = ()
+
+            extra: int
