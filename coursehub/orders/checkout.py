@@ -51,18 +51,17 @@ from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.catalog.models import Course
 from coursehub.core.database import violated_constraint
 from coursehub.core.errors import Unauthorized, ValidationFailed
 from coursehub.core.models import new_id, utcnow
 from coursehub.core.money import CURRENCY, ZERO, to_paise
-from coursehub.core.sql import Writer, attach_written, loaded_object
+from coursehub.core.sql import Writer
 from coursehub.coupons import repository as coupons_repository
 from coursehub.coupons import rules as coupon_rules
 from coursehub.coupons.errors import CouponNotFound
-from coursehub.coupons.models import Coupon, CouponUsage
+from coursehub.coupons.models import Coupon
 from coursehub.coupons.repository import CouponTerms
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders import repository
@@ -76,11 +75,11 @@ from coursehub.orders.errors import (
     OrderNumberExhausted,
 )
 from coursehub.orders.metadata import metadata_object
-from coursehub.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
+from coursehub.orders.models import Order, OrderStatus, PaymentStatus
 from coursehub.orders.numbers import new_order_number
+from coursehub.orders.placed import PlacedItem, PlacedOrder, PlacedUsage, SoldCourse
 from coursehub.orders.repository import InsertOutcome
 from coursehub.orders.schemas import FREE_PAYMENT_METHOD, MAX_ITEMS
-from coursehub.orders.transitions import complete_order
 from coursehub.users.models import User
 
 NUMBER_ATTEMPTS = 5
@@ -90,7 +89,7 @@ ITEM_FOREIGN_KEY = "OrderItem_courseId_fkey"
 
 @dataclass(frozen=True)
 class CheckoutResult:
-    order: Order
+    order: PlacedOrder | Order  # the ORM's for a replay: the order as it is now
     replayed: bool  # True: an earlier request with the same Idempotency-Key made it
 
 
@@ -102,9 +101,9 @@ async def place_order(
     coupon_code: str | None,
     payment_method: str | None,
     idempotency_key: str | None,
-) -> Order:
+) -> PlacedOrder | Order:
     """Place an order for `course_ids` (see the module's docstring). The order returned has
-    its items (with their courses) and coupon usage loaded, ready for `OrderRead`."""
+    its items (with their courses) and coupon usage, ready for `OrderRead`."""
     result = await checkout(
         writer,
         user=user,
@@ -148,7 +147,7 @@ def _normalise_code(coupon_code: str | None) -> str | None:
     return code or None
 
 
-def item_prices(courses: Sequence[Course]) -> list[Decimal]:
+def item_prices(courses: Sequence[Course | SoldCourse]) -> list[Decimal]:
     """Each course's price as its OrderItem snapshots it: half-up to the paisa. A price
     with more decimals exists only in data adopted from the Node app (DECIMAL(65,30));
     rounding each item, and summing the rounded items into originalAmount, keeps
@@ -253,9 +252,9 @@ async def _checkout_once(
                     "this Idempotency-Key was already used for an order of other courses, "
                     "coupon or payment method; use a new key for a new order"
                 )
-            order = await repository.get_order_for_read(writer, order_id)
-            assert order is not None, "the order was found a moment ago, under the lock"
-            return CheckoutResult(order=order, replayed=True)
+            placed = await repository.get_order_for_read(writer, order_id)
+            assert placed is not None, "the order was found a moment ago, under the lock"
+            return CheckoutResult(order=placed, replayed=True)
 
     loaded = await repository.load_courses_for_checkout(
         writer, user_id=user.id, course_ids=course_ids, coupon_code=code
@@ -304,13 +303,16 @@ async def _checkout_once(
         discount = coupon_rules.discount_to_apply(coupon, original)
     amount = max(ZERO, to_paise(original - discount))
 
-    order = loaded_object(
-        Order,
+    free = amount == ZERO
+    order = PlacedOrder(
         id=new_id(),
+        order_number="",  # given by `_insert`
         user_id=user.id,
-        status=OrderStatus.pending,
-        payment_status=PaymentStatus.pending,
-        payment_method=payment_method,
+        # A zero amount completes at once (pending → processing → completed, as a paid
+        # order's does, `transitions.complete_order`), paid by nobody.
+        status=OrderStatus.completed if free else OrderStatus.pending,
+        payment_status=PaymentStatus.paid if free else PaymentStatus.pending,
+        payment_method=FREE_PAYMENT_METHOD if free else payment_method,
         amount=amount,
         original_amount=original,
         currency=CURRENCY,
@@ -321,37 +323,21 @@ async def _checkout_once(
         ),
         created_at=now,
         updated_at=now,
+        items=[
+            PlacedItem(id=new_id(), course_id=course.id, price=price, course=course)
+            for course, price in zip(courses, prices, strict=True)
+        ],
+        coupon_usage=(
+            PlacedUsage(id=new_id(), coupon_id=coupon.id, discount=discount, coupon=coupon)
+            if coupon is not None
+            else None
+        ),
     )
-    if amount == ZERO:
-        complete_order(order)
-        order.payment_status = PaymentStatus.paid
-        order.payment_method = FREE_PAYMENT_METHOD
-    items = [
-        loaded_object(
-            OrderItem, id=new_id(), order_id=order.id, course_id=c.id, price=price, created_at=now
-        )
-        for c, price in zip(courses, prices, strict=True)
-    ]
-    usage = (
-        loaded_object(
-            CouponUsage,
-            id=new_id(),
-            coupon_id=coupon.id,
-            user_id=user.id,
-            order_id=order.id,
-            discount=discount,
-            created_at=now,
-        )
-        if coupon is not None
-        else None
-    )
-
-    await _insert(writer, order, items, usage, use_claimed=use_claimed)
-    if order.status == OrderStatus.completed:
+    await _insert(writer, order, use_claimed=use_claimed)
+    if free:
         await grant_enrollments_for_order(
             writer, user_id=user.id, order_id=order.id, course_ids=[c.id for c in courses]
         )
-    _attach(writer, order, items, courses, usage, coupon)
     return CheckoutResult(order=order, replayed=False)
 
 
@@ -428,20 +414,11 @@ async def _claim_limited_use(writer: Writer, coupon: Coupon) -> CouponTerms:
     return room.terms
 
 
-async def _insert(
-    writer: Writer,
-    order: Order,
-    items: list[OrderItem],
-    usage: CouponUsage | None,
-    *,
-    use_claimed: bool,
-) -> None:
+async def _insert(writer: Writer, order: PlacedOrder, *, use_claimed: bool) -> None:
     try:
         for _ in range(NUMBER_ATTEMPTS):
             order.order_number = new_order_number(order.created_at)
-            outcome = await repository.insert_order(
-                writer, order=order, items=items, usage=usage, use_claimed=use_claimed
-            )
+            outcome = await repository.insert_order(writer, order=order, use_claimed=use_claimed)
             if outcome is InsertOutcome.inserted:
                 return
             if outcome is InsertOutcome.coupon_gained_limit:
@@ -454,23 +431,3 @@ async def _insert(
             raise CourseUnavailable("a course of this order was just removed") from None
         raise
     raise OrderNumberExhausted("could not allocate an order number; please try again")
-
-
-def _attach(
-    writer: Writer,
-    order: Order,
-    items: list[OrderItem],
-    courses: list[Course],
-    usage: CouponUsage | None,
-    coupon: Coupon | None,
-) -> None:
-    """Give the objects just written by Core their relationships as loaded, without a query,
-    as if they had been read back (and in a session, make them its objects)."""
-    for item, course in zip(items, courses, strict=True):
-        set_committed_value(item, "course", course)
-    if usage is not None:
-        set_committed_value(usage, "coupon", coupon)
-    set_committed_value(order, "items", items)
-    set_committed_value(order, "coupon_usage", usage)
-    # The order last: adding it cascades to its items and usage, already persistent.
-    attach_written(writer, *items, *([usage] if usage is not None else []), order)

@@ -58,6 +58,7 @@ from coursehub.models import (
     User,
 )
 from coursehub.orders.metadata import LEGACY_KEY
+from coursehub.orders.placed import PlacedOrder, SoldCourse
 from coursehub.orders.transitions import CANCELLABLE, UNPAID
 
 # What `OrderRead.from_order` reads: items with their courses' listing columns, and the
@@ -86,7 +87,7 @@ COURSE_COLUMNS = (Course.id, Course.title, Course.slug, Course.thumbnail, Course
 class CheckoutCourse:
     """A course as checkout sees it: the course, and what this buyer already has of it."""
 
-    course: Course
+    course: SoldCourse
     enrolled: bool  # an active enrollment
     open_order_number: str | None  # another pending/processing order of the buyer's
 
@@ -384,11 +385,9 @@ async def load_courses_for_checkout(
         )
     found: list[CheckoutCourse] = []
     for row in rows:
-        # The listing columns and the price, as the ORM's load_only would have loaded them.
-        course = as_loaded(
-            writer, Course, id=row[0], title=row[1], slug=row[2], thumbnail=row[3], price=row[4]
+        found.append(
+            CheckoutCourse(SoldCourse(row[0], row[1], row[2], row[3], row[4]), row[5], row[6])
         )
-        found.append(CheckoutCourse(course, bool(row[5]), row[6]))
     coupon = None
     if coupon_code is not None and rows:
         coupon = coupon_from_row(writer, rows[0], _COUPON_AT)
@@ -404,16 +403,12 @@ class InsertOutcome(enum.Enum):
 
 
 async def insert_order(
-    writer: Writer,
-    *,
-    order: Order,
-    items: Sequence[OrderItem],
-    usage: CouponUsage | None,
-    use_claimed: bool = False,
+    writer: Writer, *, order: PlacedOrder, use_claimed: bool = False
 ) -> InsertOutcome:
-    """Insert the order, its items and its coupon usage (built, not added to the session) in
-    one statement. `use_claimed`: a use of the usage's limited coupon was claimed; without
-    one, nothing is written if the coupon has a use limit by now (`_insert_order_statement`)."""
+    """Insert the order, its items and its coupon usage in one statement. `use_claimed`: a
+    use of the usage's limited coupon was claimed; without one, nothing is written if the
+    coupon has a use limit by now (`_insert_order_statement`)."""
+    items = order.items
     params: dict[str, Any] = {
         "order_id": order.id,
         "order_number": order.order_number,
@@ -430,6 +425,7 @@ async def insert_order(
         "item_course_ids": [item.course_id for item in items],
         "item_prices": [item.price for item in items],
     }
+    usage = order.coupon_usage
     if usage is None:
         rows = await _INSERT_ORDER_SQL.fetch_in_transaction(writer, **params)
         return InsertOutcome.inserted if rows[0][0] else InsertOutcome.number_taken

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,8 @@ from pydantic import Field, StringConstraints, field_validator
 from coursehub.core.money import Money, to_paise
 from coursehub.core.pagination import PageQuery, PageRead
 from coursehub.core.schemas import ApiModel
-from coursehub.orders.models import Order, OrderStatus, PaymentStatus
+from coursehub.orders.models import Order, OrderItem, OrderStatus, PaymentStatus
+from coursehub.orders.placed import PlacedItem, PlacedOrder
 
 MAX_ITEMS = 20
 # The payment method a zero-amount order records; buyers cannot pick it themselves.
@@ -94,9 +96,11 @@ class OrderRead(OrdersModel):
     updated_at: datetime
 
     @classmethod
-    def fields_of(cls, order: Order) -> dict[str, Any]:
+    def fields_of(cls, order: Order | PlacedOrder) -> dict[str, Any]:
         """The shape's fields, from an order loaded with `ORDER_READ_OPTIONS` (subclasses add
-        theirs: `AdminOrderRead.model_validate({**OrderRead.fields_of(o), "userId": ...})`)."""
+        theirs: `AdminOrderRead.model_validate({**OrderRead.fields_of(o), "userId": ...})`),
+        or as checkout placed it."""
+        items: Sequence[OrderItem | PlacedItem] = order.items
         return {
             "id": order.id,
             "order_number": order.order_number,
@@ -114,18 +118,18 @@ class OrderRead(OrdersModel):
                 {"course_id": item.course_id, "price": item.price, "course": item.course}
                 # Items have no order of their own (one insert, one createdAt): by title, so
                 # every response lists them alike.
-                for item in sorted(order.items, key=lambda i: (i.course.title, i.course_id))
+                for item in sorted(items, key=lambda i: (i.course.title, i.course_id))
             ],
             "created_at": order.created_at,
             "updated_at": order.updated_at,
         }
 
     @classmethod
-    def from_order(cls, order: Order) -> OrderRead:
+    def from_order(cls, order: Order | PlacedOrder) -> OrderRead:
         return cls.model_validate(cls.fields_of(order))
 
 
-def _coupon_of(order: Order) -> dict[str, Any] | None:
+def _coupon_of(order: Order | PlacedOrder) -> dict[str, Any] | None:
     # Every order that had a coupon keeps its usage row, a cancelled one too.
     usage = order.coupon_usage
     return None if usage is None else {"code": usage.coupon.code, "discount": usage.discount}
