@@ -40,7 +40,7 @@ from coursehub.catalog.enums import CourseSort
 from coursehub.core.locks import COURSE_SLUG_LOCK_CLASS
 from coursehub.core.models import PrismaDecimal
 from coursehub.core.pagination import CursorValue
-from coursehub.core.sql import DriverStatement, Reader, RowView, ViewStatement
+from coursehub.core.sql import DriverStatement, Reader, RowView, ViewStatement, in_utc
 
 # Through coursehub.models, which imports every model: the mappers' relationships
 # resolve even when a caller (a script, the benchmark) imports only this module.
@@ -289,13 +289,6 @@ class CourseDetail(RowView):
     updated_at: datetime  # aware, UTC
 
 
-def _in_utc(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime]:
-    """A timestamp column (without time zone, holding UTC) as timestamptz, which asyncpg
-    reads as an aware datetime in UTC whatever the session's TimeZone: no conversion in
-    Python. Labelled with the attribute's name."""
-    return func.timezone(literal_column("'UTC'"), column).label(column.key)
-
-
 # Built and compiled once: only the slug changes (see `_list_statement` for why).
 _COURSE_BY_SLUG = ViewStatement(
     select(
@@ -312,8 +305,8 @@ _COURSE_BY_SLUG = ViewStatement(
         Course.is_published,
         Course.is_featured,
         Course.created_by,
-        _in_utc(Course.created_at),
-        _in_utc(Course.updated_at),
+        in_utc(Course.created_at),
+        in_utc(Course.updated_at),
     ).where(Course.slug == bindparam("slug", type_=Text())),
     CourseDetail,
 )

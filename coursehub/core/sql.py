@@ -66,12 +66,12 @@ from weakref import WeakKeyDictionary
 
 import asyncpg
 from asyncpg import Record
-from sqlalchemy import event, inspect
+from sqlalchemy import ColumnElement, event, func, inspect, literal_column
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
-from sqlalchemy.orm import configure_mappers, make_transient_to_detached
+from sqlalchemy.orm import InstrumentedAttribute, configure_mappers, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_dict, set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlalchemy.sql import ClauseElement
@@ -448,6 +448,13 @@ def attach_written(writer: Writer, *objects: Any) -> None:
     for obj in objects:
         make_transient_to_detached(obj)
         writer.add(obj)
+
+
+def in_utc(column: InstrumentedAttribute[datetime]) -> ColumnElement[datetime]:
+    """A timestamp column (without time zone, holding UTC) as timestamptz, labelled with the
+    attribute's name: asyncpg reads it as an aware datetime in UTC whatever the session's
+    TimeZone, with no conversion in Python (`aware`) afterwards."""
+    return func.timezone(literal_column("'UTC'"), column).label(column.key)
 
 
 def aware(value: datetime) -> datetime:

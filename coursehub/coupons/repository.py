@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from asyncpg import Record
 from sqlalchemy import (
@@ -33,11 +33,10 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
 
 from coursehub.core.locks import COUPON_CLAIM_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
-from coursehub.core.sql import DriverStatement, Writer, as_refreshed, aware
+from coursehub.core.sql import DriverStatement, Writer, as_refreshed, aware, in_utc
 from coursehub.models import Coupon, CouponType, CouponUsage, Order, OrderStatus
 
 # A usage counts (towards maxUses, "already used by you", the admins' figures) while its
@@ -113,8 +112,8 @@ _USED_BY_USER = (
     .label("used_by_user")
 )
 
-# The coupon by code and `_USED_BY_USER`: the columns `coupon_from_row` maps, in order.
-# Checkout reads it in the same statement as the courses (orders/repository.py).
+# The coupon by code and `_USED_BY_USER`: the columns `coupon_from_row` maps, in order
+# (POST /coupons/validate; checkout reads fewer, `CHECKOUT_COUPON`).
 COUPON_FOR_USER = select(
     Coupon.id,
     Coupon.code,
@@ -139,8 +138,7 @@ def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bo
     """The coupon and whether the user holds a use of it that counts, from a row holding
     `COUPON_FOR_USER`'s columns from index `at` on; None if they are NULL (no such coupon,
     in an outer join). A coupon the session already holds is given the row's terms
-    (`as_refreshed`): checkout reads it again after an admin's change (orders/checkout.py,
-    a coupon that gained a limit) and must apply the change, not its first read."""
+    (`as_refreshed`): the row is newer than whatever the session read before."""
     if row[at] is None:
         return None
     coupon = as_refreshed(
@@ -161,6 +159,61 @@ def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bo
         updated_at=aware(row[at + 12]),
     )
     return coupon, bool(row[at + 13])
+
+
+class CouponOffer(NamedTuple):
+    """A coupon as checkout reads it: what its rules and the order's answer need (its
+    window, discount, limit and code), not an ORM object, which checkout never changes."""
+
+    id: str
+    code: str
+    max_uses: int | None
+    type: CouponType
+    value: Decimal
+    max_discount: Decimal | None
+    min_purchase: Decimal | None
+    start_date: datetime
+    end_date: datetime
+
+    def with_terms(self, terms: CouponTerms) -> CouponOffer:
+        """This coupon with `terms` (read again under its claim, after an admin's change)."""
+        return self._replace(**asdict(terms))
+
+
+# The coupon by code, as checkout reads it beside the courses (orders/repository.py):
+# `CouponOffer`'s columns, then `_USED_BY_USER`.
+CHECKOUT_COUPON = select(
+    Coupon.id,
+    Coupon.code,
+    Coupon.max_uses,
+    Coupon.type,
+    Coupon.value,
+    Coupon.max_discount,
+    Coupon.min_purchase,
+    in_utc(Coupon.start_date),
+    in_utc(Coupon.end_date),
+    _USED_BY_USER,
+).where(Coupon.code == bindparam("code", type_=Text))
+
+
+def offer_from_row(row: Record, at: int) -> tuple[CouponOffer, bool] | None:
+    """The coupon and whether the user holds a use of it that counts, from a row holding
+    `CHECKOUT_COUPON`'s columns from index `at` on; None if they are NULL (no such coupon,
+    in an outer join)."""
+    if row[at] is None:
+        return None
+    offer = CouponOffer(
+        row[at],
+        row[at + 1],
+        row[at + 2],
+        CouponType(row[at + 3]),
+        row[at + 4],
+        row[at + 5],
+        row[at + 6],
+        row[at + 7],
+        row[at + 8],
+    )
+    return offer, bool(row[at + 9])
 
 
 # --- claiming a use of a limited coupon -----------------------------------------------
@@ -250,7 +303,7 @@ class CouponTerms:
     end_date: datetime
 
     @classmethod
-    def of(cls, coupon: Coupon) -> CouponTerms:
+    def of(cls, coupon: Coupon | CouponOffer) -> CouponTerms:
         return cls(
             coupon.type,
             coupon.value,
@@ -259,12 +312,6 @@ class CouponTerms:
             coupon.start_date,
             coupon.end_date,
         )
-
-    def give_to(self, coupon: Coupon) -> None:
-        """Make these the coupon object's terms, as loaded (the database holds them: no
-        UPDATE to flush)."""
-        for name, value in asdict(self).items():
-            set_committed_value(coupon, name, value)
 
 
 _TERMS = (

@@ -18,7 +18,7 @@ from coursehub.coupons.errors import (
     CouponNotStarted,
     CouponUsedUp,
 )
-from coursehub.coupons.models import Coupon, CouponType
+from coursehub.coupons.models import CouponType
 
 
 class DiscountTerms(Protocol):
@@ -30,6 +30,21 @@ class DiscountTerms(Protocol):
     def value(self) -> Decimal: ...
     @property
     def max_discount(self) -> Decimal | None: ...
+
+
+class CouponRules(DiscountTerms, Protocol):
+    """What the rules read of a coupon: a Coupon, or checkout's `CouponOffer`."""
+
+    @property
+    def code(self) -> str: ...
+    @property
+    def min_purchase(self) -> Decimal | None: ...
+    @property
+    def start_date(self) -> datetime: ...
+    @property
+    def end_date(self) -> datetime: ...
+    @property
+    def max_uses(self) -> int | None: ...
 
 
 def discount_for(coupon: DiscountTerms, original_amount: Decimal) -> Decimal:
@@ -48,7 +63,7 @@ def discount_for(coupon: DiscountTerms, original_amount: Decimal) -> Decimal:
     return max(ZERO, min(discount, original))
 
 
-def discount_to_apply(coupon: Coupon, original_amount: Decimal) -> Decimal:
+def discount_to_apply(coupon: CouponRules, original_amount: Decimal) -> Decimal:
     """`discount_for`, once `check_applies` has passed; a coupon that would take nothing
     off this order (a maxDiscount of 0, or a percentage that rounds to less than a paisa)
     is refused, as on a free order: it would spend the buyer's one use, and one of its
@@ -62,7 +77,7 @@ def discount_to_apply(coupon: Coupon, original_amount: Decimal) -> Decimal:
 
 
 def check_applies(
-    coupon: Coupon,
+    coupon: CouponRules,
     *,
     original_amount: Decimal,
     now: datetime,
@@ -104,7 +119,7 @@ def check_applies(
         check_not_used_up(coupon, max_uses=coupon.max_uses, uses=uses)
 
 
-def check_not_used_up(coupon: Coupon, *, max_uses: int | None, uses: int) -> None:
+def check_not_used_up(coupon: CouponRules, *, max_uses: int | None, uses: int) -> None:
     if max_uses is not None and uses >= max_uses:
         raise CouponUsedUp(
             f"coupon {coupon.code} has been used {max_uses} times, its limit",

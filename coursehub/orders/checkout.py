@@ -61,8 +61,7 @@ from coursehub.core.sql import Writer
 from coursehub.coupons import repository as coupons_repository
 from coursehub.coupons import rules as coupon_rules
 from coursehub.coupons.errors import CouponNotFound
-from coursehub.coupons.models import Coupon
-from coursehub.coupons.repository import CouponTerms
+from coursehub.coupons.repository import CouponOffer, CouponTerms
 from coursehub.enrollments.service import grant_enrollments_for_order
 from coursehub.orders import repository
 from coursehub.orders.errors import (
@@ -281,7 +280,7 @@ async def _checkout_once(
     prices = item_prices(courses)
     original = sum(prices, start=ZERO)
     discount = ZERO
-    coupon: Coupon | None = None
+    coupon: CouponOffer | None = None
     use_claimed = False
     if code is not None:
         if loaded.coupon is None:
@@ -296,7 +295,7 @@ async def _checkout_once(
             if terms != CouponTerms.of(coupon):
                 # An admin changed the coupon between our read and our claim (which waited
                 # for the change): its new terms are the ones that apply.
-                terms.give_to(coupon)
+                coupon = coupon.with_terms(terms)
                 coupon_rules.check_applies(
                     coupon, original_amount=original, now=now, used_by_user=used_by_user
                 )
@@ -358,7 +357,7 @@ class _ClaimHints:
         self.bound: int | None = None
         self.near_limit: set[str] = set()
 
-    def try_shared(self, coupon: Coupon) -> bool:
+    def try_shared(self, coupon: CouponOffer) -> bool:
         assert coupon.max_uses is not None
         if self.bound is not None and coupon.max_uses < self.bound:
             return False
@@ -381,7 +380,7 @@ class _ClaimHints:
 CLAIM_HINTS = _ClaimHints()
 
 
-async def _claim_limited_use(writer: Writer, coupon: Coupon) -> CouponTerms:
+async def _claim_limited_use(writer: Writer, coupon: CouponOffer) -> CouponTerms:
     """Claim one of the limited coupon's uses, held until the commit, so that no more than
     maxUses count however many checkouts run at once (coupons/repository.py): far from the
     limit under the shared claim lock (the checkouts of one coupon do not queue), for its

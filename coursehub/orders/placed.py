@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from coursehub.coupons.models import Coupon
+from coursehub.coupons.repository import CouponOffer
 from coursehub.orders.models import OrderStatus, PaymentStatus
 
 
@@ -43,7 +43,7 @@ class PlacedUsage:
     id: str
     coupon_id: str
     discount: Decimal
-    coupon: Coupon
+    coupon: CouponOffer
 
 
 @dataclass(slots=True)

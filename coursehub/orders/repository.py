@@ -44,7 +44,7 @@ from sqlalchemy.orm.interfaces import LoaderOption
 from coursehub.core.locks import CHECKOUT_LOCK_CLASS
 from coursehub.core.pagination import TimeKeyset
 from coursehub.core.sql import DriverStatement, Writer, as_loaded, aware
-from coursehub.coupons.repository import COUPON_FOR_USER, coupon_from_row
+from coursehub.coupons.repository import CHECKOUT_COUPON, CouponOffer, offer_from_row
 from coursehub.models import (
     Coupon,
     CouponUsage,
@@ -99,7 +99,7 @@ class CheckoutLoad:
     asked for, or no course found to read it beside)."""
 
     courses: list[CheckoutCourse]
-    coupon: tuple[Coupon, bool] | None
+    coupon: tuple[CouponOffer, bool] | None
 
 
 # --- checkout --------------------------------------------------------------------------
@@ -183,7 +183,7 @@ _CHECKOUT_COURSES_SQL = DriverStatement(_CHECKOUT_COURSES)
 # With a coupon code: the same rows, each with the coupon's columns after them (NULL when
 # there is no such coupon), so a checkout with a coupon makes no more round trips than
 # one without. The coupon is one row, repeated on each course's (two or three, as a rule).
-_COUPON = COUPON_FOR_USER.subquery("coupon")
+_COUPON = CHECKOUT_COUPON.subquery("coupon")
 _CHECKOUT_COURSES_AND_COUPON_SQL = DriverStatement(
     _CHECKOUT_COURSES.add_columns(*_COUPON.c).outerjoin_from(Course, _COUPON, true())
 )
@@ -374,7 +374,7 @@ async def load_courses_for_checkout(
 ) -> CheckoutLoad:
     """The published courses among `course_ids`, each with whether the user is actively
     enrolled and the number of an open order of theirs holding it; and, given a code, the
-    coupon (as `find_coupon_for_user` gives it). One query either way."""
+    coupon (`CHECKOUT_COUPON`) with whether the buyer has used it. One query either way."""
     if coupon_code is None:
         rows = await _CHECKOUT_COURSES_SQL.fetch_in_transaction(
             writer, user_id=user_id, course_ids=list(course_ids)
@@ -390,7 +390,7 @@ async def load_courses_for_checkout(
         )
     coupon = None
     if coupon_code is not None and rows:
-        coupon = coupon_from_row(writer, rows[0], _COUPON_AT)
+        coupon = offer_from_row(rows[0], _COUPON_AT)
     return CheckoutLoad(found, coupon)
 
 
