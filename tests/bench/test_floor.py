@@ -143,7 +143,13 @@ async def test_the_checkouts_courses_are_planned_once_per_connection(
     admin = await make_user(session)
     await make_coupon(session, code="TENOFF")
     await session.execute(BULK_COURSES, {"admin": admin.id, "courses": COURSES})
-    await (await session.connection()).exec_driver_sql('ANALYZE "Course"')
+    # Every table the statement reads, not only the one just filled: the planner's sizes of
+    # the others (pg_class.reltuples) are whatever the last ANALYZE left, which an earlier
+    # test's rolled-back rows may have skewed (ANALYZE writes them in place, not
+    # transactionally), and with them the generic plan's cost against the custom ones'.
+    await (await session.connection()).exec_driver_sql(
+        'ANALYZE "Course", "CourseEnrollment", "Order", "OrderItem", "Coupon", "CouponUsage"'
+    )
     sql = floor.CHECKOUT_COURSES if coupon_code is None else floor.CHECKOUT_COURSES_AND_COUPON
 
     async def checkout(course_ids: list[str]) -> None:
