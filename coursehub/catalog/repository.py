@@ -9,7 +9,7 @@ edited meanwhile. Every filter and sort is served by an index of migration 0003
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
@@ -231,19 +231,12 @@ def _list_statement(shape: _ListShape) -> ViewStatement[CourseSummary]:
     return ViewStatement(statement.limit(bindparam("limit", type_=Integer())), CourseSummary)
 
 
-async def list_courses(
-    reader: Reader,
-    *,
-    filters: CourseFilters,
-    sort: CourseSort = CourseSort.newest,
-    after: Keyset | None = None,
-    limit: int = 20,
-) -> list[CourseSummary]:
-    """One page of courses, in one query. Drafts are included when `filters.published` is None.
-
-    A read on an asyncpg connection (core/sql.py): the public list's read connection, or
-    the admin's session's; one round trip, no transaction of its own for a read-only
-    request."""
+@lru_cache(maxsize=1024)  # the same few filter sets are asked for over and over
+def _list_query(
+    filters: CourseFilters, sort: CourseSort, after: bool
+) -> tuple[ViewStatement[CourseSummary], dict[str, Any]]:
+    """The statement for these filters (`_list_statement`) and the parameters their values
+    give it: worked out once per filter set rather than at every page."""
     shape = _ListShape(
         published=filters.published,
         category=filters.category is not None,
@@ -254,16 +247,36 @@ async def list_courses(
         max_price=filters.max_price is not None,
         q=filters.q is not None,
         sort=sort,
-        after=after is not None,
+        after=after,
     )
-    parameters: dict[str, Any] = {"limit": limit}
-    for name in ("category", "level", "min_price", "max_price", "q"):
-        value = getattr(filters, name)
-        if value is not None:
-            parameters[name] = value
-    if after is not None:
-        parameters["after_key"], parameters["after_id"] = after
-    return await _list_statement(shape).fetch(reader, **parameters)
+    parameters = {
+        name: value
+        for name in ("category", "level", "min_price", "max_price", "q")
+        if (value := getattr(filters, name)) is not None
+    }
+    return _list_statement(shape), parameters
+
+
+def list_courses(
+    reader: Reader,
+    *,
+    filters: CourseFilters,
+    sort: CourseSort = CourseSort.newest,
+    after: Keyset | None = None,
+    limit: int = 20,
+) -> Awaitable[list[CourseSummary]]:
+    """One page of courses, in one query. Drafts are included when `filters.published` is None.
+
+    A read on an asyncpg connection (core/sql.py): the public list's read connection, or
+    the admin's session's; one round trip, no transaction of its own for a read-only
+    request. (Returns the statement's awaitable: no coroutine of its own, core/sql.py.)"""
+    statement, parameters = _list_query(filters, sort, after is not None)
+    if after is None:
+        return statement.fetch(reader, **parameters, limit=limit)
+    after_key, after_id = after
+    return statement.fetch(
+        reader, **parameters, limit=limit, after_key=after_key, after_id=after_id
+    )
 
 
 class CourseDetail(RowView):

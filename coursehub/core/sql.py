@@ -55,7 +55,7 @@ object a session holds must update or drop that object too (users/repository.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from inspect import get_annotations
@@ -191,17 +191,31 @@ class DriverStatement:
                 arguments.append(default)
         return arguments
 
-    async def fetch(self, reader: Reader, **parameters: Any) -> list[Record]:
+    # `fetch` and `fetch_in_transaction` are plain functions returning the driver's
+    # coroutine when the connection is at hand (a read connection, a write transaction
+    # already begun): a coroutine of their own around it would cost every statement a
+    # frame more to make and to pass the reply back through (docs/BENCHMARKS.md).
+
+    def fetch(self, reader: Reader, **parameters: Any) -> Awaitable[list[Record]]:
         """The rows of a read, on the driver (see the module's docstring): on the session's
         connection, or on a pooled connection checked out for reads (`Database.read_connection`),
         or in a write transaction (beginning it)."""
-        if isinstance(reader, WriteTransaction):
-            reader = await reader.connection()
+        if isinstance(reader, WriteTransaction) and reader._connection is not None:
+            reader = reader._connection
         if isinstance(reader, asyncpg.Connection):
             # No SQLAlchemy connection here: the listeners are the engine's that made it.
-            engine = _ENGINES.get(reader)
-            dispatch = engine.dispatch if engine is not None else None
-            return await self._on_driver(None, dispatch, reader, self.arguments(parameters))
+            return self._on_driver(None, _dispatch(reader), reader, self.arguments(parameters))
+        return self._fetch_beginning(reader, parameters)
+
+    async def _fetch_beginning(
+        self, reader: AsyncSession | WriteTransaction, parameters: dict[str, Any]
+    ) -> list[Record]:
+        """`fetch` where the connection must be asked for first (and may be opened)."""
+        if isinstance(reader, WriteTransaction):
+            driver_connection = await reader.connection()
+            return await self._on_driver(
+                None, _dispatch(driver_connection), driver_connection, self.arguments(parameters)
+            )
         connection = await reader.connection()
         sync_connection = connection.sync_connection
         assert sync_connection is not None
@@ -221,9 +235,9 @@ class DriverStatement:
         rows = await self.fetch(reader, **parameters)
         return rows[0] if rows else None
 
-    async def fetch_in_transaction(
+    def fetch_in_transaction(
         self, writer: Writer, **parameters: Any
-    ) -> Sequence[Record | Row[*tuple[Any, ...]]]:
+    ) -> Awaitable[Sequence[Record | Row[*tuple[Any, ...]]]]:
         """Run the statement inside the unit of work's transaction, whatever it does (a
         write, a lock, a read that must see the transaction's writes), and return its rows.
 
@@ -235,14 +249,21 @@ class DriverStatement:
         arguments), which begins the session's transaction first, exactly as
         `session.execute` would. In a write transaction not yet begun, the statement begins
         it. Rows are indexable by position either way."""
-        if isinstance(writer, WriteTransaction):
-            writer = await writer.connection()
+        if isinstance(writer, WriteTransaction) and writer._connection is not None:
+            writer = writer._connection
         if isinstance(writer, asyncpg.Connection):
             if not writer.is_in_transaction():
                 raise RuntimeError("a write on a connection outside its transaction")
-            engine = _ENGINES.get(writer)
-            dispatch = engine.dispatch if engine is not None else None
-            return await self._on_driver(None, dispatch, writer, self.arguments(parameters))
+            return self._on_driver(None, _dispatch(writer), writer, self.arguments(parameters))
+        return self._fetch_in_transaction_beginning(writer, parameters)
+
+    async def _fetch_in_transaction_beginning(
+        self, writer: AsyncSession | WriteTransaction, parameters: dict[str, Any]
+    ) -> Sequence[Record | Row[*tuple[Any, ...]]]:
+        """`fetch_in_transaction` where the connection must be asked for first: a write
+        transaction's first statement (which begins it), or any on a session."""
+        if isinstance(writer, WriteTransaction):
+            return await self.fetch_in_transaction(await writer.connection(), **parameters)
         connection = await writer.connection()
         arguments = self.arguments(parameters)
         sync_connection = connection.sync_connection
@@ -341,9 +362,16 @@ class ViewStatement(DriverStatement, Generic[V]):
         # DriverStatement's own methods, typed with the view: no coroutine of this class's
         # around them, which the statement's reply would pass through on its way back.
 
-        async def fetch(self, reader: Reader, **parameters: Any) -> list[V]: ...
+        def fetch(self, reader: Reader, **parameters: Any) -> Awaitable[list[V]]: ...
 
         async def fetchrow(self, reader: Reader, **parameters: Any) -> V | None: ...
+
+
+def _dispatch(connection: asyncpg.Connection) -> Any:
+    """The statement listeners of the engine that made this pooled driver connection (None
+    for a connection of no engine's)."""
+    engine = _ENGINES.get(connection)
+    return engine.dispatch if engine is not None else None
 
 
 def remember_driver_connections(engine: AsyncEngine) -> None:
