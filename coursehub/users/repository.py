@@ -271,27 +271,35 @@ _USER_DETAIL_SQL = DriverStatement(
 )
 
 
-def _new_user(*, email: str, username: str, password_hash: str, role: Role, now: datetime) -> User:
+def _new_user(parameters: dict[str, Any], *, profile: UserProfile | None = None) -> User:
+    """The user the INSERT's `parameters` (`_user_parameters`) write, as loaded: a new user
+    has no preferences yet, and a profile only if written with it; saying so (as loaded
+    relationships) spares a query should a caller look."""
     return loaded_object(
         User,
-        id=new_id(),
-        email=email,
-        username=username,
-        password=password_hash,
-        role=role,
-        created_at=now,
-        updated_at=now,
+        id=parameters["id"],
+        email=parameters["email"],
+        username=parameters["username"],
+        password=parameters["password"],
+        role=parameters["role"],
+        created_at=parameters["now"],
+        updated_at=parameters["now"],
+        profile=profile,
+        preferences=None,
     )
 
 
-def _user_parameters(user: User) -> dict[str, Any]:
+def _user_parameters(
+    *, email: str, username: str, password_hash: str, role: Role, now: datetime
+) -> dict[str, Any]:
+    """The parameters of the user's INSERT (`_INSERT_USER`), with a new id."""
     return {
-        "id": user.id,
-        "email": user.email,
-        "username": user.username,
-        "password": user.password,
-        "role": user.role,
-        "now": user.created_at,
+        "id": new_id(),
+        "email": email,
+        "username": username,
+        "password": password_hash,
+        "role": role,
+        "now": now,
     }
 
 
@@ -307,14 +315,12 @@ async def create_user(
 
     A taken email or username raises IntegrityError (`User_email_key`,
     `User_username_key`)."""
-    user = _new_user(
+    parameters = _user_parameters(
         email=email, username=username, password_hash=password_hash, role=role, now=utcnow()
     )
-    await _INSERT_USER_SQL.fetch_in_transaction(writer, **_user_parameters(user))
+    await _INSERT_USER_SQL.fetch_in_transaction(writer, **parameters)
+    user = _new_user(parameters)
     attach_written(writer, user)
-    # A new user has neither: saying so spares a query should a caller look.
-    set_committed_value(user, "profile", None)
-    set_committed_value(user, "preferences", None)
     return user
 
 
@@ -334,13 +340,13 @@ async def insert_user_with_profile(
     both rows or neither, in the caller's transaction, with one round trip. The
     foreign key is checked at the end of the statement, when both rows exist."""
     now = utcnow()
-    user = _new_user(
+    parameters = _user_parameters(
         email=email, username=username, password_hash=password_hash, role=role, now=now
     )
     profile = loaded_object(
         UserProfile,
         id=new_id(),
-        user_id=user.id,
+        user_id=parameters["id"],
         first_name=first_name,
         last_name=last_name,
         bio=bio,
@@ -348,20 +354,21 @@ async def insert_user_with_profile(
         created_at=now,
         updated_at=now,
     )
-    parameters = _user_parameters(user)
-    parameters.update(
+    await _INSERT_USER_WITH_PROFILE_SQL.fetch_in_transaction(
+        writer,
+        **parameters,
         profile_id=profile.id,
         first_name=first_name,
         last_name=last_name,
         bio=bio,
         phone_number=phone_number,
     )
-    await _INSERT_USER_WITH_PROFILE_SQL.fetch_in_transaction(writer, **parameters)
-    attach_written(writer, user, profile)
     # One way only (see `_user_with_profile`): with `profile.user` the pair was a reference
     # cycle, a garbage collection every ~60 sign-ups.
-    set_committed_value(user, "profile", profile)
-    set_committed_value(user, "preferences", None)
+    user = _new_user(parameters, profile=profile)
+    # The profile first: adding the user to a session cascades to its profile, which must
+    # be the session's already (persistent, not a new row to insert).
+    attach_written(writer, profile, user)
     return user
 
 

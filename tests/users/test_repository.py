@@ -42,6 +42,8 @@ async def test_the_four_operations_each_take_one_statement(
         )
     assert log.count == 1
     assert user.role is Role.user and user.created_at.tzinfo is not None
+    assert user in session and not session.new
+    assert user.profile is None and user.preferences is None  # loaded: none yet
     session.expunge_all()
 
     with captured(engine) as log:
@@ -83,6 +85,9 @@ async def test_user_and_profile_are_created_together_in_one_statement(
     assert log.count == 1
     assert user.email == "grace@example.com" and user.username == "grace"
     assert user.profile is not None and user.profile.last_name == "Hopper"
+    # Both the session's as written: nothing pending to be inserted again at a flush.
+    assert user in session and user.profile in session and not session.new
+    assert user.preferences is None  # loaded: there are none yet
     session.expunge_all()
 
     loaded = await repository.get_user_with_profile(session, user.id)
