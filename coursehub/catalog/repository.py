@@ -214,9 +214,9 @@ def _list_statement(shape: _ListShape) -> ViewStatement[CourseSummary]:
         Course.is_published,
         # As text, in a form that is the same whatever the session's DateStyle and TimeZone
         # (a timestamp without time zone, stored in UTC): `CourseSummary.created_at`.
-        func.to_char(
-            Course.created_at, literal_column(f"'{CREATED_AT_FORMAT}'"), type_=Text()
-        ).label("created_at_text"),
+        func.to_char(Course.created_at, _CREATED_AT_FORMAT_SQL, type_=Text()).label(
+            "created_at_text"
+        ),
         rank.label("rank"),
     ).where(*_conditions(shape))
     if shape.after:

@@ -317,7 +317,8 @@ class DriverStatement:
 
 class RowView(Record):  # type: ignore[misc]  # asyncpg is untyped here (pyproject.toml)
     """A row read on the driver, as asyncpg builds it (in C: no Python runs per row), whose
-    columns also read as attributes: a subclass names and types them by its annotations,
+    columns also read as attributes: a subclass names and types them by its annotations
+    (read-only at run time, which mypy does not know: assigning one raises AttributeError),
     in the order of its statement's columns, and each becomes a property reading that
     column by position (`operator.itemgetter`, C too). For the lists and pages the public
     reads serve, where making a dataclass of every row was a sixth of a catalogue page's
@@ -446,10 +447,12 @@ def loaded_object(model: type[T], **values: Any) -> T:
     committed, with no change history, made as the ORM's loader makes a query's objects
     (the class manager's `new_instance`, the values put in the instance's dict) instead of
     through the mapped constructor, whose per-attribute events cost ~16 µs an object
-    against ~1 µs: a checkout makes eight. Transient (no session, no identity) until
-    attached (`attach_written`, `as_loaded`); changes made to it later are tracked as
-    usual. Unlike the constructor it does not check the names: callers pass columns'
-    attributes only, and relationships with `set_committed_value`."""
+    against ~1 µs (a sign-up makes one or two on every request). Transient (no session, no
+    identity) until attached (`attach_written`, `as_loaded`); changes made to it later are
+    tracked as usual. Unlike the constructor it does not check the names: callers pass
+    columns' attributes and, for a new row, its relationships as loaded (an object, None,
+    or a list), as `users/repository.py` `_new_user` does; set a relationship of an object
+    already attached with `set_committed_value`."""
     manager = _CLASS_MANAGERS.get(model)
     if manager is None:
         # The mapped constructor and ORM queries configure the mappers (relationships,
