@@ -212,10 +212,7 @@ class DriverStatement:
     ) -> list[Record]:
         """`fetch` where the connection must be asked for first (and may be opened)."""
         if isinstance(reader, WriteTransaction):
-            driver_connection = await reader.connection()
-            return await self._on_driver(
-                None, _dispatch(driver_connection), driver_connection, self.arguments(parameters)
-            )
+            return await self.fetch(await reader.connection(), **parameters)
         connection = await reader.connection()
         sync_connection = connection.sync_connection
         assert sync_connection is not None
@@ -323,7 +320,7 @@ class RowView(Record):  # type: ignore[misc]  # asyncpg is untyped here (pyproje
     column by position (`operator.itemgetter`, C too). For the lists and pages the public
     reads serve, where making a dataclass of every row was a sixth of a catalogue page's
     CPU (docs/BENCHMARKS.md); the API's schemas read them `from_attributes` as they read a
-    dataclass. Read-only, as a Record is. Only `ViewStatement` makes them, and checks its
+    dataclass. Only `ViewStatement` makes them, and checks its
     columns against the annotations once, when the statement is built.
 
     A subclass may define further properties and methods (not annotated: they are no
