@@ -134,31 +134,28 @@ COUPON_FOR_USER = select(
 _COUPON_FOR_USER_SQL = DriverStatement(COUPON_FOR_USER)
 
 
-def coupon_from_row(owner: Writer, row: Record, at: int = 0) -> tuple[Coupon, bool] | None:
-    """The coupon and whether the user holds a use of it that counts, from a row holding
-    `COUPON_FOR_USER`'s columns from index `at` on; None if they are NULL (no such coupon,
-    in an outer join). A coupon the session already holds is given the row's terms
+def coupon_from_row(owner: Writer, row: Record) -> tuple[Coupon, bool]:
+    """The coupon and whether the user holds a use of it that counts, from a row of
+    `COUPON_FOR_USER`. A coupon the session already holds is given the row's terms
     (`as_refreshed`): the row is newer than whatever the session read before."""
-    if row[at] is None:
-        return None
     coupon = as_refreshed(
         owner,
         Coupon,
-        id=row[at],
-        code=row[at + 1],
-        type=CouponType(row[at + 2]),
-        value=row[at + 3],
-        max_discount=row[at + 4],
-        min_purchase=row[at + 5],
-        description=row[at + 6],
-        start_date=aware(row[at + 7]),
-        end_date=aware(row[at + 8]),
-        max_uses=row[at + 9],
-        created_by=row[at + 10],
-        created_at=aware(row[at + 11]),
-        updated_at=aware(row[at + 12]),
+        id=row[0],
+        code=row[1],
+        type=CouponType(row[2]),
+        value=row[3],
+        max_discount=row[4],
+        min_purchase=row[5],
+        description=row[6],
+        start_date=aware(row[7]),
+        end_date=aware(row[8]),
+        max_uses=row[9],
+        created_by=row[10],
+        created_at=aware(row[11]),
+        updated_at=aware(row[12]),
     )
-    return coupon, bool(row[at + 13])
+    return coupon, bool(row[13])
 
 
 class CouponOffer(NamedTuple):
